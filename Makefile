@@ -1,0 +1,39 @@
+# The course's two commands: `make course` and `make test`. Everything else is a step they call.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# This machine serves these wheels locally; elsewhere override, e.g. make course TORCH="torch torchvision".
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+TOY := data/toy
+TOY_STAMP := $(TOY)/.generated
+
+.PHONY: setup toy course test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[course,test]"
+	touch $(STAMP)
+
+toy: $(TOY_STAMP)
+
+$(TOY_STAMP): $(STAMP) sprc_lib/data/toy.py
+	$(PY) -m sprc_lib toy-data --out $(TOY)
+	touch $(TOY_STAMP)
+
+course: setup toy
+	$(PY) -m sprc_lib course --data-path $(TOY)
+
+test: setup toy
+	$(PY) -m ruff check sprc_lib tests notebooks
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
+
+lint: setup
+	$(PY) -m ruff check sprc_lib tests notebooks
+
+clean:
+	rm -rf $(VENV) $(TOY) build

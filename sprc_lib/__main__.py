@@ -1,0 +1,3 @@
+from sprc_lib.cli import main
+
+raise SystemExit(main())

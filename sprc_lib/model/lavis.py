@@ -1,0 +1,172 @@
+"""The authors' LAVIS-format checkpoints (`sprc_cirr.pt`, `sprc_fiq.pt`) <-> this project's module names.
+
+The released files hold `{"epoch": int, "Blip2QformerCirAlignPrompt": state_dict}` with LAVIS names
+(`visual_encoder.*`, `ln_vision.*`, `Qformer.bert.*`, ...) and the ViT in fp16. Every key is mapped
+by an explicit rule; anything no rule covers is reported, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from sprc_lib.model.config import SPRCConfig
+from sprc_lib.model.sprc import SPRCModel
+
+LAVIS_MODEL_KEY = "Blip2QformerCirAlignPrompt"
+
+# Keys SPRC never uses: the Q-Former's language-model head and a BERT buffer.
+_DROPPED = (re.compile(r"^Qformer\.cls\."), re.compile(r"^Qformer\.bert\.embeddings\.position_ids$"))
+
+# (LAVIS name, project name) templates; `{x}` stands for one dotted component and maps across unchanged.
+_RULES: list[tuple[str, str]] = [
+    ("visual_encoder.cls_token", "vision_model.embeddings.class_embedding"),
+    ("visual_encoder.pos_embed", "vision_model.embeddings.position_embedding"),
+    ("visual_encoder.patch_embed.proj.{p}", "vision_model.embeddings.patch_embedding.{p}"),
+    ("visual_encoder.blocks.{n}.norm1.{p}", "vision_model.encoder.layers.{n}.layer_norm1.{p}"),
+    ("visual_encoder.blocks.{n}.norm2.{p}", "vision_model.encoder.layers.{n}.layer_norm2.{p}"),
+    ("visual_encoder.blocks.{n}.attn.qkv.weight", "vision_model.encoder.layers.{n}.self_attn.qkv.weight"),
+    ("visual_encoder.blocks.{n}.attn.proj.{p}", "vision_model.encoder.layers.{n}.self_attn.projection.{p}"),
+    ("visual_encoder.blocks.{n}.mlp.{fc}.{p}", "vision_model.encoder.layers.{n}.mlp.{fc}.{p}"),
+    ("ln_vision.{p}", "vision_model.post_layernorm.{p}"),
+    ("Qformer.bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight"),
+    ("Qformer.bert.embeddings.position_embeddings.weight", "embeddings.position_embeddings.weight"),
+    ("Qformer.bert.embeddings.LayerNorm.{p}", "qformer.layernorm.{p}"),
+    ("Qformer.bert.encoder.layer.{n}.{att}.self.{qkv}.{p}", "qformer.encoder.layer.{n}.{att}.attention.{qkv}.{p}"),
+    ("Qformer.bert.encoder.layer.{n}.{att}.output.{m}.{p}", "qformer.encoder.layer.{n}.{att}.output.{m}.{p}"),
+    ("Qformer.bert.encoder.layer.{n}.{ffn}.dense.{p}", "qformer.encoder.layer.{n}.{ffn}.dense.{p}"),
+    ("Qformer.bert.encoder.layer.{n}.{ffn}.{m}.{p}", "qformer.encoder.layer.{n}.{ffn}.{m}.{p}"),
+    ("query_tokens", "query_tokens"),
+    ("prompt_tokens", "prompt_tokens"),
+    ("temp", "temp"),
+    ("vision_proj.{p}", "vision_projection.{p}"),
+    ("text_proj.{p}", "text_projection.{p}"),
+    ("itm_head.{p}", "itm_head.{p}"),
+]
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^.]+)", re.escape(template)))
+
+
+_LAVIS_TO_PROJECT = [(_template_regex(lavis), project) for lavis, project in _RULES]
+_PROJECT_TO_LAVIS = [(_template_regex(project), lavis) for lavis, project in _RULES]
+_QV_BIAS = re.compile(r"visual_encoder\.blocks\.(\d+)\.attn\.([qv])_bias")
+_QKV_BIAS = re.compile(r"vision_model\.encoder\.layers\.(\d+)\.self_attn\.qkv\.bias")
+
+
+def _translate(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
+    for pattern, target in rules:
+        if m := pattern.fullmatch(key):
+            return target.format(**m.groupdict())
+    return None
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model: the message lists every offending key."""
+
+
+def lavis_to_project(state_dict: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Rename LAVIS keys -> (project state dict, keys no rule knows).
+
+    The ViT's separate `q_bias`/`v_bias` become one `qkv.bias = cat(q_bias, 0, v_bias)`, which is how
+    transformers stores the same bias-free-k attention.
+    """
+    out: dict[str, Tensor] = {}
+    unknown: list[str] = []
+    qv: dict[str, dict[str, Tensor]] = {}
+    for key, value in state_dict.items():
+        if any(p.match(key) for p in _DROPPED):
+            continue
+        if m := _QV_BIAS.fullmatch(key):
+            qv.setdefault(m.group(1), {})[m.group(2)] = value
+        elif (new := _translate(key, _LAVIS_TO_PROJECT)) is not None:
+            out[new] = value
+        else:
+            unknown.append(key)
+    for layer, biases in qv.items():
+        if set(biases) != {"q", "v"}:
+            unknown.extend(f"visual_encoder.blocks.{layer}.attn.{b}_bias (its partner is missing)" for b in biases)
+            continue
+        q, v = biases["q"], biases["v"]
+        out[f"vision_model.encoder.layers.{layer}.self_attn.qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
+    return out, unknown
+
+
+def project_to_lavis(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse renaming, to write a LAVIS-format file of a project model (the tiny track uses it)."""
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if m := _QKV_BIAS.fullmatch(key):
+            q, k, v = value.chunk(3)
+            if k.abs().max() > 0:
+                raise CheckpointError(f"{key}: the k part of the ViT qkv bias is not zero; LAVIS has no k bias")
+            out[f"visual_encoder.blocks.{m.group(1)}.attn.q_bias"] = q
+            out[f"visual_encoder.blocks.{m.group(1)}.attn.v_bias"] = v
+        elif (new := _translate(key, _PROJECT_TO_LAVIS)) is not None:
+            out[new] = value
+        else:
+            raise CheckpointError(f"{key}: no LAVIS name for this project key")
+    return out
+
+
+def read_lavis_file(path: str | Path) -> dict[str, Tensor]:
+    """The state dict inside a released file, or the file itself when it is a bare state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file (download sprc_cirr.pt / sprc_fiq.pt first)")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and LAVIS_MODEL_KEY in obj:
+        obj = obj[LAVIS_MODEL_KEY]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict or {{'{LAVIS_MODEL_KEY}': state_dict}}")
+    return obj
+
+
+def check_and_load(model: SPRCModel, state_dict: dict[str, Tensor], source: str, unknown: list[str]) -> None:
+    """Load `state_dict` into `model` only if every key and shape fits; otherwise list all problems."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(unknown) | (set(state_dict) - set(expected)))
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state_dict.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = [f"{source} does not fit this model:"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if keys:
+                parts.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else ""))
+        parts.append("  Check the preset/config (sizes) against the file, or whether it is an SPRC checkpoint at all.")
+        raise CheckpointError("\n".join(parts))
+    with torch.no_grad():
+        for key, value in state_dict.items():
+            expected[key].copy_(value.to(expected[key].dtype))
+
+
+def load_lavis_checkpoint(path: str | Path, config: SPRCConfig) -> SPRCModel:
+    """A released SPRC file -> `SPRCModel` with `config`'s sizes (checked against every tensor)."""
+    project, unknown = lavis_to_project(read_lavis_file(path))
+    model = SPRCModel(config)
+    check_and_load(model, project, str(path), unknown)
+    return model
+
+
+# LAVIS' `convert_weights_to_fp16` halves the ViT's Conv2d/Linear tensors only; norms, tokens and q/v biases stay fp32.
+_LAVIS_FP16 = re.compile(
+    r"visual_encoder\.(patch_embed\.proj|blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc[12]))\.(weight|bias)"
+)
+
+
+def save_lavis_checkpoint(model: SPRCModel, path: str | Path, epoch: int = 0) -> Path:
+    """Write a model in the released files' layout and dtypes, e.g. to rehearse the reproduce path."""
+    state = project_to_lavis({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    state = {k: v.half() if _LAVIS_FP16.fullmatch(k) else v for k, v in state.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": epoch, LAVIS_MODEL_KEY: state}, path)
+    return path

@@ -1,0 +1,79 @@
+"""One door for every source of weights: a preset from scratch, BLIP-2, a released SPRC file, a saved model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import Blip2Config, Blip2ForImageTextRetrieval
+
+from sprc_lib.model.config import SPRCConfig, preset_config
+from sprc_lib.model.lavis import check_and_load, load_lavis_checkpoint
+from sprc_lib.model.sprc import SPRCModel
+
+BLIP2_RETRIEVAL = "Salesforce/blip2-itm-vit-g"
+
+
+def sprc_config_from_blip2(config: Blip2Config, max_txt_len: int = 32) -> SPRCConfig:
+    """SPRC sizes from a BLIP-2 config; the Q-Former must have its text FFNs (`use_qformer_text_input`)."""
+    qformer = config.qformer_config.to_dict()
+    qformer["use_qformer_text_input"] = True
+    return SPRCConfig(
+        vision_config=config.vision_config.to_dict(),
+        qformer_config=qformer,
+        num_query_tokens=config.num_query_tokens,
+        image_text_hidden_size=config.image_text_hidden_size,
+        max_txt_len=max_txt_len,
+    )
+
+
+def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL) -> SPRCModel:
+    """BLIP-2 stage-1 weights (ViT + Q-Former + projections) as SPRC's starting point.
+
+    Only SPRC's additions start fresh: `prompt_tokens` (normal, std 0.02) and `temp` (0.07). The hub
+    checkpoint has no `temp`; LAVIS' own pretrain file does and the reference starts from its value.
+    """
+    blip = Blip2ForImageTextRetrieval.from_pretrained(str(name_or_path), dtype=torch.float32)
+    model = SPRCModel(sprc_config_from_blip2(blip.config))
+    state = blip.state_dict()
+    fresh = model.state_dict()
+    state.update({k: fresh[k] for k in ("prompt_tokens", "temp")})
+    check_and_load(model, state, str(name_or_path), unknown=[])
+    return model
+
+
+def _is_pretrained_dir(path: Path, model_type: str) -> bool:
+    config = path / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == model_type
+
+
+def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCModel:
+    """Load SPRC weights from any of the places they come from.
+
+    - a directory written by `save_pretrained` (this project's format: safetensors + config.json);
+    - a `.pt`/`.pth` file: the authors' released checkpoint (LAVIS names), which needs `config`
+      (e.g. `preset_config("blip2-vitg", 30523)`) since the file carries no sizes;
+    - a BLIP-2 retrieval checkpoint (a directory or a hub id such as `Salesforce/blip2-itm-vit-g`).
+    """
+    path = Path(source)
+    if path.is_dir() and _is_pretrained_dir(path, SPRCConfig.model_type):
+        return SPRCModel.from_pretrained(str(path))
+    if path.suffix in {".pt", ".pth"}:
+        if config is None:
+            raise ValueError(f"{path}: a LAVIS-format checkpoint carries no sizes; pass a preset or a config")
+        return load_lavis_checkpoint(path, config)
+    if path.is_dir() and _is_pretrained_dir(path, Blip2Config.model_type):
+        return load_blip2_retrieval(path)
+    if not path.exists() and not str(source).startswith(("/", ".", "~")) and str(source).count("/") == 1:
+        return load_blip2_retrieval(str(source))  # a hub id such as Salesforce/blip2-itm-vit-g
+    raise ValueError(
+        f"{source}: not a saved SPRC model (config.json with model_type 'sprc'), a released .pt file, "
+        "or a BLIP-2 retrieval checkpoint"
+    )
+
+
+def new_model(preset: str, vocab_size: int, seed: int = 0) -> SPRCModel:
+    """A preset built from scratch with random weights (the tiny track, benchmarks)."""
+    torch.manual_seed(seed)
+    return SPRCModel(preset_config(preset, vocab_size))

@@ -1,0 +1,119 @@
+"""Facts about the real CIRR and FashionIQ releases: folder layout, record schemas, sizes.
+
+Everything here is written down from the datasets' own repositories (CIRR `Cuberick-Orion/CIRR`,
+FashionIQ `XiaoxiaoGuo/fashion-iq`) so the loaders, the toy generator, `check-data` and the tests
+all agree on one description of "the real layout".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CIRR_DIR = "cirr_dataset"
+FASHIONIQ_DIR = "fashionIQ_dataset"
+
+CIRR_SPLITS = ("train", "val", "test1")
+CIRR_SPLITS_WITH_TARGETS = ("train", "val")
+# The val images live in `dev/`, an NLVR2 name the split files keep.
+CIRR_IMAGE_FOLDERS = {"train": "train", "val": "dev", "test1": "test1"}
+CIRR_TRAIN_SUBFOLDERS = 100
+CIRR_SET_SIZE = 6
+
+FASHIONIQ_SPLITS = ("train", "val", "test")
+FASHIONIQ_SPLITS_WITH_TARGETS = ("train", "val")
+FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
+# The dataset's tools write .jpg; the SPRC loader opens .png. Both are accepted, .png first.
+FASHIONIQ_IMAGE_SUFFIXES = (".png", ".jpg")
+
+
+def cirr_caption_path(root: Path, split: str) -> Path:
+    return Path(root) / CIRR_DIR / "cirr" / "captions" / f"cap.rc2.{split}.json"
+
+
+def cirr_split_path(root: Path, split: str) -> Path:
+    return Path(root) / CIRR_DIR / "cirr" / "image_splits" / f"split.rc2.{split}.json"
+
+
+def fashioniq_caption_path(root: Path, category: str, split: str) -> Path:
+    return Path(root) / FASHIONIQ_DIR / "captions" / f"cap.{category}.{split}.json"
+
+
+def fashioniq_split_path(root: Path, category: str, split: str) -> Path:
+    return Path(root) / FASHIONIQ_DIR / "image_splits" / f"split.{category}.{split}.json"
+
+
+def fashioniq_image_dir(root: Path) -> Path:
+    return Path(root) / FASHIONIQ_DIR / "images"
+
+
+# One real record per file kind, as datasets.md quotes them: the schema the toy data must match.
+# (The FashionIQ split example only shows the shape: a plain list of ASINs.)
+CIRR_EXAMPLE_RECORD = {
+    "pairid": 12060,
+    "reference": "dev-244-0-img0",
+    "target_hard": "dev-1028-1-img1",
+    "target_soft": {"dev-1028-1-img1": 1.0},
+    "caption": "show three bottles of soft drink",
+    "img_set": {
+        "id": 36,
+        "members": [
+            "dev-430-3-img0",
+            "dev-63-0-img1",
+            "dev-1028-1-img1",
+            "dev-1028-2-img1",
+            "dev-244-0-img0",
+            "dev-1028-2-img0",
+        ],
+        "reference_rank": 2,
+        "target_rank": 3,
+    },
+}
+CIRR_TEST_EXAMPLE_RECORD = {
+    "pairid": 12063,
+    "reference": "test1-147-1-img1",
+    "caption": "remove all but one dog and add a woman hugging it",
+    "img_set": {
+        "id": 1,
+        "members": [
+            "test1-147-1-img1",
+            "test1-1001-2-img0",
+            "test1-83-1-img1",
+            "test1-359-0-img1",
+            "test1-906-0-img1",
+            "test1-83-0-img1",
+        ],
+        "reference_rank": 3,
+    },
+}
+CIRR_SPLIT_EXAMPLE = {
+    "dev-244-0-img0": "./dev/dev-244-0-img0.png",
+    "train-11041-2-img0": "./train/34/train-11041-2-img0.png",
+}
+FASHIONIQ_EXAMPLE_RECORD = {
+    "target": "B0084Y8XIU",
+    "candidate": "B005X4PL1G",
+    "captions": ["is shiny and silver with shorter sleeves", "fit and flare"],
+}
+FASHIONIQ_TEST_EXAMPLE_RECORD = {
+    "candidate": "B005X4PL1G",
+    "captions": ["is shiny and silver with shorter sleeves", "fit and flare"],
+}
+FASHIONIQ_SPLIT_EXAMPLE = ["B0084Y8XIU", "B005X4PL1G"]
+
+# (triplets, images) per split of the real releases.
+CIRR_REAL_COUNTS = {
+    "train": (28_225, 16_939),
+    "val": (4_181, 2_297),
+    "test1": (4_148, 2_315),
+}
+FASHIONIQ_REAL_COUNTS = {
+    ("dress", "train"): (5_985, 11_452),
+    ("dress", "val"): (2_017, 3_817),
+    ("dress", "test"): (2_024, 3_818),
+    ("shirt", "train"): (5_988, 19_036),
+    ("shirt", "val"): (2_038, 6_346),
+    ("shirt", "test"): (2_038, 6_346),
+    ("toptee", "train"): (6_027, 16_121),
+    ("toptee", "val"): (1_961, 5_373),
+    ("toptee", "test"): (2_056, 5_374),
+}

@@ -1,0 +1,54 @@
+"""Shared fixtures. The toy dataset is generated once per session (a few seconds) and reused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sprc_lib.data.toy import ToySpecs, generate_toy_data, toy_specs
+
+TOY_SEED = 0
+TOY_SIZE = "small"
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A default toy dataset (seed 0, small): the folder holding cirr_dataset/ and fashionIQ_dataset/.
+
+    Shared by the whole session: never modify it; take `toy_copy` instead.
+    """
+    root = tmp_path_factory.mktemp("toy")
+    generate_toy_data(root, seed=TOY_SEED, size=TOY_SIZE)
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_spec() -> ToySpecs:
+    """The ground truth behind `toy_root` (attributes, edits, true targets), regenerated without drawing."""
+    return toy_specs(TOY_SEED, TOY_SIZE)
+
+
+def _link_images(src: str, dst: str) -> None:
+    if src.endswith((".png", ".jpg")):
+        try:
+            os.link(src, dst)
+            return
+        except OSError:  # another file system: fall back to copying
+            pass
+    shutil.copy2(src, dst)
+
+
+@pytest.fixture
+def toy_copy(toy_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the toy dataset that a test may break.
+
+    Annotation files are real copies; images are hard links to the shared ones (a full copy of
+    ~7,600 files is too slow per test). Deleting an image is fine; to damage or replace one,
+    unlink it first and write a new file, never write into it.
+    """
+    dst = tmp_path / "toy"
+    shutil.copytree(toy_root, dst, copy_function=_link_images)
+    return dst

@@ -34,6 +34,18 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return {**rest, **kept}
 
 
+def load_rgb(path: Path) -> Image.Image:
+    """Open and decode one image as RGB; an unreadable file becomes a DataError naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise DataError(
+            f"cannot read image {path} ({err}). Replace or delete the file (with skip_missing=True a "
+            f"deleted image is dropped); `python -m sprc_lib check-data --verify-images` finds them all."
+        ) from err
+
+
 class RetrievalDataset(Dataset):
     """Base of CIRRDataset and FashionIQDataset; subclasses fill triplets, gallery and paths.
 
@@ -99,15 +111,7 @@ class RetrievalDataset(Dataset):
 
     def load_image(self, name: str) -> Image.Image:
         """Open and decode one image as RGB; an unreadable file becomes a DataError naming it."""
-        path = self.image_path(name)
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            raise DataError(
-                f"cannot read image {path} ({err}). Replace or delete the file (with skip_missing=True a "
-                f"deleted image is dropped); `python -m sprc_lib check-data --verify-images` finds them all."
-            ) from err
+        return load_rgb(self.image_path(name))
 
     def _image(self, name: str) -> torch.Tensor:
         assert self.preprocess is not None

@@ -35,6 +35,7 @@ from sprc_lib.data.schema import (
 )
 
 MARKER = ".toy-data.json"  # written last; its presence means the folder is ours to overwrite
+PRETRAINING = "pretraining_captions.json"  # image-text pairs for the tiny BLIP-2's stage-1 pretraining
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,26 @@ def toy_specs(seed: int = 0, size: str = "small") -> ToySpecs:
     return ToySpecs(seed, size, cirr, fashioniq)
 
 
+def pretraining_corpus(specs: ToySpecs) -> list[dict[str, str]]:
+    """Absolute captions of every training image, paths relative to the toy root.
+
+    The paper starts from BLIP-2, pretrained on web image-text pairs; the tiny model has no such
+    checkpoint, so it is pretrained on these pairs first (`python -m sprc_lib pretrain-tiny`).
+    Only training images: validation and test images stay unseen, as they are for BLIP-2.
+    """
+    rng = random.Random(f"{specs.seed}:pretraining")
+    corpus = [
+        {"image": f"{CIRR_DIR}/{image.relpath.removeprefix('./')}", "caption": toy_cirr.describe(image.scene, rng)}
+        for image in specs.cirr["train"].images
+    ]
+    for category in FASHIONIQ_CATEGORIES:
+        corpus += [
+            {"image": f"{FASHIONIQ_DIR}/images/{image.name}.png", "caption": toy_fashioniq.describe(image.garment, rng)}
+            for image in specs.fashioniq[(category, "train")].images
+        ]
+    return corpus
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -109,6 +130,7 @@ def _clear(out: Path) -> None:
         )
     for p in ours:
         shutil.rmtree(p, ignore_errors=True)
+    (out / PRETRAINING).unlink(missing_ok=True)
     (out / MARKER).unlink(missing_ok=True)
 
 
@@ -151,6 +173,9 @@ def generate_toy_data(out: Path, seed: int = 0, size: str = "small") -> dict:
         counts = {"triplets": len(part.queries), "images": len(part.images)}
         summary["fashioniq"].setdefault(category, {})[split] = counts
     bar.close()
+    corpus = pretraining_corpus(specs)
+    _write_json(out / PRETRAINING, corpus)
+    summary["pretraining_pairs"] = len(corpus)
 
     summary["seconds"] = round(time.perf_counter() - start, 2)
     _write_json(out / MARKER, summary)

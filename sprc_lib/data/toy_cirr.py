@@ -371,6 +371,16 @@ def caption(scene: Scene, edits: tuple[Edit, ...], rng: random.Random) -> str:
     return text
 
 
+def describe(scene: Scene, rng: random.Random) -> str:
+    """An absolute caption of a whole scene ("a big red disc in the top left corner, ..."): the toy
+    image-text corpus the tiny BLIP-2 is pretrained on, with the relative captions' synonyms."""
+    parts = []
+    for s in rng.sample(scene.shapes, len(scene.shapes)):
+        words = (rng.choice(SIZE_WORDS[s.size]), rng.choice(COLOR_WORDS[s.color]), rng.choice(KIND_WORDS[s.kind]))
+        parts.append(f"a {' '.join(words)} {position_phrase(s.row, s.col, rng)}")
+    return rng.choice((", ", " and ")).join(parts)
+
+
 # ---- one split: families of near-duplicate scenes, grouped into 6-image sets like NLVR2's ----
 
 SETS_PER_FAMILY = 4  # set centres one edit from a shared base: look-alikes beyond the set itself

@@ -222,6 +222,22 @@ DETAIL_PHRASES = {
 }
 
 
+NOUNS = {"dress": ("dress",), "shirt": ("shirt", "button-down"), "toptee": ("top", "tee", "t-shirt")}
+
+
+def describe(garment: Garment, rng: random.Random) -> str:
+    """An absolute caption of one garment ("a long red dress with stripes and long sleeves"): the toy
+    image-text corpus the tiny BLIP-2 is pretrained on, with the relative captions' phrases."""
+    withs = [rng.choice(PATTERN_PHRASES[garment.pattern][1]), rng.choice(SLEEVE_PHRASES[garment.sleeves][1])]
+    words = [garment.color, rng.choice(NOUNS[garment.category])]
+    if garment.category == "dress":
+        words.insert(0, garment.detail)  # "short" / "long"
+    else:
+        withs.append(rng.choice(DETAIL_PHRASES[garment.detail][1]))
+    article = "an" if words[0][0] in "aeiou" else "a"
+    return " ".join([article, *words, *rng.sample(withs, len(withs))])
+
+
 def _phrases(
     attribute: str, ref: Garment, tgt: Garment, rng: random.Random
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from transformers.initialization import no_init_weights
 
 from sprc_lib.model.config import SPRCConfig
 from sprc_lib.model.sprc import SPRCModel
@@ -151,7 +152,8 @@ def check_and_load(model: SPRCModel, state_dict: dict[str, Tensor], source: str,
 def load_lavis_checkpoint(path: str | Path, config: SPRCConfig) -> SPRCModel:
     """A released SPRC file -> `SPRCModel` with `config`'s sizes (checked against every tensor)."""
     project, unknown = lavis_to_project(read_lavis_file(path))
-    model = SPRCModel(config)
+    with no_init_weights():  # every tensor is overwritten below (or the load fails)
+        model = SPRCModel(config)
     check_and_load(model, project, str(path), unknown)
     return model
 

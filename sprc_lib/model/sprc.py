@@ -101,11 +101,20 @@ class SPRCModel(PreTrainedModel):
         self.vision_model.embeddings.to(dtype)
         self.vision_model.encoder.to(dtype)
 
+    @property
+    def vit_dtype(self) -> torch.dtype:
+        return self.vision_model.embeddings.patch_embedding.weight.dtype
+
     @torch.no_grad()
     def vit(self, pixel_values: Tensor) -> Tensor:
-        """Frozen ViT tokens before `ln_vision`: (B, 3, S, S) -> (B, T, Dv). What the feature cache stores."""
-        hidden = self.vision_model.embeddings(pixel_values)
-        return self.vision_model.encoder(inputs_embeds=hidden).last_hidden_state
+        """Frozen ViT tokens before `ln_vision`: (B, 3, S, S) -> (B, T, Dv). What the feature cache stores.
+
+        A half-precision ViT runs under autocast in its own dtype, as the reference's fp16 ViT does.
+        """
+        half = self.vit_dtype in (torch.float16, torch.bfloat16)
+        with torch.autocast(pixel_values.device.type, dtype=self.vit_dtype, enabled=half):
+            hidden = self.vision_model.embeddings(pixel_values)
+            return self.vision_model.encoder(inputs_embeds=hidden).last_hidden_state
 
     def encode_image(self, images: Tensor) -> Tensor:
         """`ln_vision(ViT(x))` -> (B, T, Dv) in fp32.

@@ -52,3 +52,11 @@ def toy_copy(toy_root: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "toy"
     shutil.copytree(toy_root, dst, copy_function=_link_images)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BLIP-2 briefly pretrained on the toy corpus (a few steps: enough for the code paths, not to learn)."""
+    from sprc_lib.pretrain import pretrain_tiny_blip2
+
+    return pretrain_tiny_blip2(toy_root, tmp_path_factory.mktemp("tiny-blip2"), steps=3, batch_size=16)

@@ -30,6 +30,7 @@ from sprc_lib.data.schema import (
     fashioniq_split_path,
 )
 from sprc_lib.data.toy import MARKER as TOY_MARKER
+from sprc_lib.tables import format_table
 
 DATASETS = ("CIRR", "FashionIQ")
 SHOWN = 5  # how many missing/unreadable files to list before giving the total
@@ -160,12 +161,8 @@ def format_reports(reports: list[SplitReport], root: str | Path, allow_missing: 
         row += [f"{len(r.unreadable):,}"] if r.unreadable is not None else []
         row += [f"{r.real[0]:,}", f"{r.real[1]:,}"] if real else []
         rows.append([*row, r.status(allow_missing)])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    numeric = [rows[0][i][:1].isdigit() for i in range(len(headers))]
     text = [f"{dataset} under {root}" + ("" if real else " (toy-sized: not compared with the real counts)")]
-    for row in [headers, *rows]:
-        cells = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)]
-        text.append("  ".join(cells).rstrip())
+    text.append(format_table(headers, rows))
     for r in reports:
         where = f"{r.dataset} {r.split}" + (f" {r.category}" if r.category else "")
         if r.error:

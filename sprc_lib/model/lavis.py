@@ -114,16 +114,20 @@ def project_to_lavis(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def read_lavis_file(path: str | Path) -> dict[str, Tensor]:
-    """The state dict inside a released file, or the file itself when it is a bare state dict."""
+def read_checkpoint(path: str | Path) -> object:
+    """A `.pt` file's contents, memory-mapped (a 4 GB file costs no RAM until read), tensors and plain data only."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file (download sprc_cirr.pt / sprc_fiq.pt first)")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def lavis_state_dict(obj: object, source: str) -> dict[str, Tensor]:
+    """The state dict inside a released file's contents, or the contents themselves when bare."""
     if isinstance(obj, dict) and LAVIS_MODEL_KEY in obj:
         obj = obj[LAVIS_MODEL_KEY]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict or {{'{LAVIS_MODEL_KEY}': state_dict}}")
+        raise CheckpointError(f"{source}: expected a state dict or {{'{LAVIS_MODEL_KEY}': state_dict}}")
     return obj
 
 
@@ -149,13 +153,18 @@ def check_and_load(model: SPRCModel, state_dict: dict[str, Tensor], source: str,
             expected[key].copy_(value.to(expected[key].dtype))
 
 
-def load_lavis_checkpoint(path: str | Path, config: SPRCConfig) -> SPRCModel:
-    """A released SPRC file -> `SPRCModel` with `config`'s sizes (checked against every tensor)."""
-    project, unknown = lavis_to_project(read_lavis_file(path))
+def load_lavis_state(obj: object, config: SPRCConfig, source: str) -> SPRCModel:
+    """A released file's contents -> `SPRCModel` with `config`'s sizes (checked against every tensor)."""
+    project, unknown = lavis_to_project(lavis_state_dict(obj, source))
     with no_init_weights():  # every tensor is overwritten below (or the load fails)
         model = SPRCModel(config)
-    check_and_load(model, project, str(path), unknown)
+    check_and_load(model, project, source, unknown)
     return model
+
+
+def load_lavis_checkpoint(path: str | Path, config: SPRCConfig) -> SPRCModel:
+    """A released SPRC file (`sprc_cirr.pt`, `sprc_fiq.pt`) -> `SPRCModel` with `config`'s sizes."""
+    return load_lavis_state(read_checkpoint(path), config, str(path))
 
 
 # LAVIS' `convert_weights_to_fp16` halves the ViT's Conv2d/Linear tensors only; norms, tokens and q/v biases stay fp32.

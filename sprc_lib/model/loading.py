@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 from transformers import Blip2Config, Blip2ForImageTextRetrieval
+from transformers.initialization import no_init_weights
 
 from sprc_lib.model.config import SPRCConfig, preset_config
-from sprc_lib.model.lavis import check_and_load, load_lavis_checkpoint
+from sprc_lib.model.lavis import check_and_load, load_lavis_state, read_checkpoint
 from sprc_lib.model.sprc import SPRCModel
 
 BLIP2_RETRIEVAL = "Salesforce/blip2-itm-vit-g"
@@ -51,25 +52,35 @@ def _is_pretrained_dir(path: Path, model_type: str) -> bool:
 def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCModel:
     """Load SPRC weights from any of the places they come from.
 
-    - a directory written by `save_pretrained` (this project's format: safetensors + config.json);
-    - a `.pt`/`.pth` file: the authors' released checkpoint (LAVIS names), which needs `config`
+    - a directory written by `save_pretrained` (this project's format: safetensors + config.json),
+      such as a training run's `best/` or `final/`, or `convert`'s output;
+    - a training run's `checkpoint.pt` (it carries its own sizes);
+    - a `.pt`/`.pth` file released by the authors (LAVIS names), which needs `config`
       (e.g. `preset_config("blip2-vitg", 30523)`) since the file carries no sizes;
-    - a BLIP-2 retrieval checkpoint (a directory or a hub id such as `Salesforce/blip2-itm-vit-g`).
+    - a BLIP-2 retrieval checkpoint (a directory, or a hub id such as `Salesforce/blip2-itm-vit-g`).
     """
     path = Path(source)
     if path.is_dir() and _is_pretrained_dir(path, SPRCConfig.model_type):
         return SPRCModel.from_pretrained(str(path))
     if path.suffix in {".pt", ".pth"}:
+        saved = read_checkpoint(path)
+        if isinstance(saved, dict) and "model_config" in saved:  # a training run's checkpoint.pt
+            with no_init_weights():
+                model = SPRCModel(SPRCConfig(**saved["model_config"]))
+            check_and_load(model, saved["model"], str(path), unknown=[])
+            return model
         if config is None:
             raise ValueError(f"{path}: a LAVIS-format checkpoint carries no sizes; pass a preset or a config")
-        return load_lavis_checkpoint(path, config)
+        return load_lavis_state(saved, config, str(path))
     if path.is_dir() and _is_pretrained_dir(path, Blip2Config.model_type):
         return load_blip2_retrieval(path)
     if not path.exists() and not str(source).startswith(("/", ".", "~")) and str(source).count("/") == 1:
         return load_blip2_retrieval(str(source))  # a hub id such as Salesforce/blip2-itm-vit-g
+    if not path.exists():
+        raise FileNotFoundError(f"{source}: no such file or directory")
     raise ValueError(
-        f"{source}: not a saved SPRC model (config.json with model_type 'sprc'), a released .pt file, "
-        "or a BLIP-2 retrieval checkpoint"
+        f"{source}: not a saved SPRC model (config.json with model_type 'sprc'), a training checkpoint, "
+        "a released .pt file, or a BLIP-2 retrieval checkpoint"
     )
 
 

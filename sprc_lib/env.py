@@ -1,0 +1,89 @@
+"""The machine we run on: device, numeric precision, course mode, and a report a student can read."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import sys
+from collections.abc import Iterator
+
+import torch
+
+MODES = ("tiny", "full")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def course_mode() -> str:
+    """`tiny` (any CPU, minutes) unless `SPRC_MODE=full` asks for the paper-scale track."""
+    mode = os.environ.get("SPRC_MODE", "tiny").strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"SPRC_MODE={mode!r}: choose one of {MODES}")
+    return mode
+
+
+def on_colab() -> bool:
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` takes the GPU when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision name, or None for plain fp32.
+
+    `auto`: bf16 on GPUs that have it (A100, H100), else fp16 with a grad scaler (T4, V100) as the
+    reference does; fp32 on a CPU, where half precision is slow and gains nothing.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    """Mixed precision where `dtype` is set; a no-op context otherwise."""
+    if dtype is None:
+        yield
+    else:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment_report() -> dict[str, str]:
+    """Versions, device, GPU name and memory, Colab or not, and the course mode: what notebook 00 prints."""
+    report = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "transformers": _version("transformers"),
+        "platform": platform.platform(terse=True),
+        "cpu cores": str(os.cpu_count()),
+        "colab": "yes" if on_colab() else "no",
+        "mode": course_mode(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        report["device"] = f"cuda ({torch.cuda.device_count()} GPU)"
+        report["gpu"] = props.name
+        report["gpu memory"] = f"{props.total_memory / 2**30:.1f} GiB"
+        report["bf16"] = "yes" if torch.cuda.is_bf16_supported() else "no"
+    else:
+        report["device"] = "cpu"
+    return report

@@ -1,0 +1,129 @@
+"""Stage 1 of the tiny track: pretrain a tiny BLIP-2 on the toy image-text pairs.
+
+The paper fine-tunes SPRC from BLIP-2 (`Salesforce/blip2-itm-vit-g`), whose ViT and Q-Former were
+pretrained on web image-text pairs. A model built from scratch has learned nothing yet, and SPRC's
+losses alone cannot teach it to see and read in CPU minutes, so the tiny track repeats the idea at
+toy scale: BLIP-2's image-text contrastive loss (ITC) on absolute captions of the training images
+("a big red disc in the top left corner"), with the ViT trained too (the real ViT-g was pretrained by
+EVA-CLIP before BLIP-2 froze it). The result is saved as a transformers `Blip2ForImageTextRetrieval`,
+the same class as the real checkpoint, and SPRC training starts from it the same way.
+
+Simplifications, said plainly: ITC only (BLIP-2 also trains image-text matching and captioning),
+in-batch negatives only, and one short run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformers import Blip2Config, Blip2ForImageTextRetrieval
+
+from sprc_lib.data import CIRRDataset, FashionIQDataset, build_transform
+from sprc_lib.data.base import load_rgb
+from sprc_lib.data.errors import DataError
+from sprc_lib.data.toy import PRETRAINING
+from sprc_lib.env import pick_device
+from sprc_lib.model import SPRCModel
+from sprc_lib.model.loading import new_model
+from sprc_lib.model.tokenizer import make_word_tokenizer, tokenize
+
+TINY_BLIP2 = "tiny-blip2"  # the pretrained tiny model's folder under the toy data root
+
+
+def read_pairs(root: str | Path) -> list[tuple[Path, str]]:
+    """(image path, caption) pairs of the toy pretraining corpus under `root`."""
+    path = Path(root) / PRETRAINING
+    if not path.is_file():
+        raise DataError(f"{path} not found: generate the toy data first (`python -m sprc_lib toy-data --out {root}`)")
+    return [(Path(root) / pair["image"], pair["caption"]) for pair in json.loads(path.read_text())]
+
+
+def vocabulary_captions(root: str | Path, pairs: list[tuple[Path, str]]) -> list[str]:
+    """Every caption the tiny model will read in training: the corpus and both datasets' training triplets."""
+    captions = [caption for _, caption in pairs]
+    captions += [t.caption for t in CIRRDataset(root, "train", "relative").triplets]
+    fiq = FashionIQDataset(root, "train", ("dress", "shirt", "toptee"), "relative")
+    captions += [c for t in fiq.triplets for c in t.captions]
+    return captions
+
+
+def itc_loss(model: SPRCModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """BLIP-2's image-text contrastive loss: max over query tokens, both directions, learnable `temp`.
+
+    The ViT is trained here, so this goes through `vision_model` (ViT + `ln_vision`) with gradients.
+    """
+    image_features = model.image_features(model.vision_model(pixels).last_hidden_state)
+    text_features = model.text_features(input_ids, attention_mask)
+    sim = model.scores(text_features, image_features) / model.temp  # (texts, images)
+    labels = torch.arange(len(pixels), device=pixels.device)
+    return (F.cross_entropy(sim, labels) + F.cross_entropy(sim.t(), labels)) / 2
+
+
+def to_blip2_retrieval(model: SPRCModel) -> Blip2ForImageTextRetrieval:
+    """The pretrained tiny model as a transformers BLIP-2 retrieval model (what the hub's ViT-g one is)."""
+    c = model.config
+    config = Blip2Config(
+        vision_config=c.vision_config.to_dict(),
+        qformer_config=c.qformer_config.to_dict(),
+        num_query_tokens=c.num_query_tokens,
+        image_text_hidden_size=c.image_text_hidden_size,
+    )
+    blip = Blip2ForImageTextRetrieval(config)
+    state = {k: v for k, v in model.state_dict().items() if k not in ("prompt_tokens", "temp")}
+    blip.load_state_dict(state, strict=True)
+    return blip.eval()
+
+
+def pretrain_tiny_blip2(
+    data_root: str | Path,
+    out_dir: str | Path,
+    steps: int = 400,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    device: str = "auto",
+) -> Path:
+    """Pretrain the tiny preset with ITC on the toy corpus; save model + tokenizer to `out_dir`."""
+    dev = pick_device(device)
+    out_dir = Path(out_dir)
+    random.seed(seed)
+    pairs = read_pairs(data_root)
+    tokenizer = make_word_tokenizer(vocabulary_captions(data_root, pairs), out_dir)
+    model = new_model("tiny", len(tokenizer), seed=seed).to(dev)
+    for p in model.vit_parameters():  # stage 1 trains the ViT too (EVA-CLIP's role for the real ViT-g)
+        p.requires_grad_(True)
+    transform = build_transform("targetpad", model.config.vision_config.image_size)
+    pixels = torch.stack([transform(load_rgb(path)) for path, _ in tqdm(pairs, desc="load corpus", leave=False)])
+    captions = [caption for _, caption in pairs]
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    model.vision_model.train()
+    bar = tqdm(range(steps), desc="pretrain tiny BLIP-2 (ITC)")
+    for _ in bar:
+        batch = torch.randperm(len(pairs), generator=generator)[:batch_size]
+        ids, mask = tokenize(tokenizer, [captions[i] for i in batch], model.config.max_txt_len)
+        loss = itc_loss(model, pixels[batch].to(dev), ids.to(dev), mask.to(dev))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            model.temp.clamp_(0.001, 0.5)  # as BLIP-2 does
+        bar.set_postfix(itc=f"{loss.item():.3f}", temp=f"{model.temp.item():.3f}")
+    model.freeze_vit()
+    to_blip2_retrieval(model.cpu()).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "pretraining.json").write_text(
+        json.dumps({"pairs": len(pairs), "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
+                    "seed": seed, "final_itc": loss.item()}, indent=2)
+    )
+    return out_dir

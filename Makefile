@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml
 
 toy: $(TOY_STAMP)
 
-$(TOY_STAMP): $(STAMP) sprc_lib/data/toy.py
+# The toy datasets, then the tiny BLIP-2 pretrained on them; models trained on older toy data are dropped.
+$(TOY_STAMP): $(STAMP) $(wildcard sprc_lib/data/toy*.py) sprc_lib/data/schema.py sprc_lib/pretrain.py sprc_lib/model/config.py
+	rm -rf $(TOY)/runs $(TOY)/cache $(TOY)/tiny-blip2
 	$(PY) -m sprc_lib toy-data --out $(TOY)
+	$(PY) -m sprc_lib pretrain-tiny --data-path $(TOY)
 	touch $(TOY_STAMP)
 
 course: setup toy

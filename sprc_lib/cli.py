@@ -62,16 +62,20 @@ def _run_check_data(args: argparse.Namespace) -> int:
 
 
 def _register_course(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("course", help="run the course's main job (for now: a tour of the toy datasets)")
+    p = sub.add_parser("course", help="the toy track end to end: data, pretraining, training, evaluation, summary")
     p.add_argument("--data-path", type=Path, default=None, help="toy data root (default: data/toy)")
+    p.add_argument("--retrain", action="store_true", help="train the tiny models again even if they exist")
     p.set_defaults(run=_run_course)
 
 
 def _run_course(args: argparse.Namespace) -> int:
+    from sprc_lib.course import run_course
     from sprc_lib.data.check import data_tour
     from sprc_lib.paths import toy_root
 
-    return data_tour(args.data_path or toy_root())
+    root = args.data_path or toy_root()
+    data_tour(root)
+    return run_course(root, retrain=args.retrain)
 
 
 _REGISTRY += [_register_toy_data, _register_check_data, _register_course]

@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 TOY := data/toy
 TOY_STAMP := $(TOY)/.generated
 
-.PHONY: setup toy course test lint clean
+MODELS_STAMP := $(TOY)/runs/.trained
+
+.PHONY: setup toy models course test lint clean
 
 setup: $(STAMP)
 
@@ -28,10 +30,17 @@ $(TOY_STAMP): $(STAMP) $(wildcard sprc_lib/data/toy*.py) sprc_lib/data/schema.py
 	$(PY) -m sprc_lib pretrain-tiny --data-path $(TOY)
 	touch $(TOY_STAMP)
 
-course: setup toy
+models: $(MODELS_STAMP)
+
+# One tiny SPRC per toy dataset (a couple of CPU minutes each); notebooks 05-06 reuse them.
+$(MODELS_STAMP): $(TOY_STAMP) sprc_lib/train.py sprc_lib/recipes.py
+	$(PY) -m sprc_lib course --data-path $(TOY) --models-only
+	touch $(MODELS_STAMP)
+
+course: setup toy models
 	$(PY) -m sprc_lib course --data-path $(TOY)
 
-test: setup toy
+test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
 

@@ -65,6 +65,7 @@ def _register_course(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("course", help="the toy track end to end: data, pretraining, training, evaluation, summary")
     p.add_argument("--data-path", type=Path, default=None, help="toy data root (default: data/toy)")
     p.add_argument("--retrain", action="store_true", help="train the tiny models again even if they exist")
+    p.add_argument("--models-only", action="store_true", help="only make sure the tiny models exist (make models)")
     p.set_defaults(run=_run_course)
 
 
@@ -74,6 +75,12 @@ def _run_course(args: argparse.Namespace) -> int:
     from sprc_lib.paths import toy_root
 
     root = args.data_path or toy_root()
+    if args.models_only:
+        from sprc_lib.course import DATASETS, tiny_model
+
+        for dataset in DATASETS:
+            tiny_model(dataset, root, retrain=args.retrain)
+        return 0
     data_tour(root)
     return run_course(root, retrain=args.retrain)
 

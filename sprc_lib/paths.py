@@ -7,6 +7,9 @@ from pathlib import Path
 
 import sprc_lib
 
+# Where the course is published: Colab badges and the Colab install cells point here.
+REPO_URL = "https://github.com/sprc-course/sprc-course"
+
 
 def repo_root() -> Path:
     """The checkout that holds `sprc_lib` (editable installs, Colab clones), else the working directory."""

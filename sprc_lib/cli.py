@@ -321,3 +321,25 @@ def _run_pretrain_tiny(args: argparse.Namespace) -> int:
 
 _REGISTRY += [_register_train, _register_validate, _register_cirr_submission, _register_convert,
               _register_pretrain_tiny]
+
+
+def _register_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="training/indexing throughput with and without the feature cache, side by side")
+    p.add_argument("--preset", choices=("tiny", "proportional", "blip2-vitg"), default="tiny",
+                   help="proportional: CPU-sized, with the paper's ViT-to-Q-Former cost ratio")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from sprc_lib.bench import print_bench
+
+    print_bench(preset=args.preset, batch_size=args.batch_size, repeats=args.repeats, device=args.device,
+                precision=args.precision)
+    return 0
+
+
+_REGISTRY += [_register_bench]

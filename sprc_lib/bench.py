@@ -1,0 +1,191 @@
+"""`python -m sprc_lib bench`: what the frozen-ViT feature cache buys, measured side by side in one process.
+
+Both paths run the same model on the same batch: the reference path recomputes the frozen ViT on the
+reference and target images every step; the cached path reads the ViT's tokens (as the cache stores
+them) and runs only the trainable part. Index extraction and query scoring are timed too. Numbers are
+ratios within one run on one machine; compare nothing across machines.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import Blip2QFormerConfig, Blip2VisionConfig
+
+from sprc_lib.env import autocast, autocast_dtype, pick_device
+from sprc_lib.model import SPRCConfig, SPRCModel, preset_config
+from sprc_lib.recipes import TOY
+from sprc_lib.tables import format_table
+from sprc_lib.train import make_optimizer
+
+VOCAB = 1000
+
+
+def proportional_config(vocab_size: int = VOCAB) -> SPRCConfig:
+    """A CPU-sized model with the paper's proportions: the frozen ViT costs several times the trainable
+    Q-Former's forward+backward per triplet (ViT-g over 257 tokens vs a BERT-base Q-Former over ~64).
+    The bench prints the measured proportion."""
+    config = preset_config("tiny", vocab_size)
+    config.vision_config = Blip2VisionConfig(
+        hidden_size=256, intermediate_size=1024, num_hidden_layers=12, num_attention_heads=8,
+        image_size=96, patch_size=8, qkv_bias=True, initializer_range=0.02,
+    )  # fmt: skip
+    config.qformer_config = Blip2QFormerConfig(**{**config.qformer_config.to_dict(), "encoder_hidden_size": 256})
+    return SPRCConfig(**config.to_dict())
+
+
+def bench_config(preset: str) -> SPRCConfig:
+    if preset == "proportional":
+        return proportional_config()
+    return preset_config(preset, 30523 if preset == "blip2-vitg" else VOCAB)
+
+
+@dataclass
+class Timing:
+    seconds: float  # per call, median of the repeats
+    peak_mb: float | None  # peak memory of one call above what was held before it
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    elif os.path.exists("/proc/self/clear_refs"):
+        with open("/proc/self/clear_refs", "w") as f:  # Linux: "5" resets the peak resident set (VmHWM)
+            f.write("5")
+
+
+def _memory(device: torch.device) -> tuple[float, float] | None:
+    """(current, peak) MB: CUDA allocator stats on a GPU, the process's resident set on Linux."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated() / 2**20, torch.cuda.max_memory_allocated() / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+    except OSError:
+        return None
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def measure(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, Timing]:
+    """Median time and peak memory of each function; repeats are interleaved so drift hits all alike."""
+    for fn in fns.values():  # warm-up: first calls allocate and pick kernels
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    peaks: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _reset_peak(device)
+            before = _memory(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+            after = _memory(device)
+            if before and after:
+                peaks[name].append(after[1] - before[0])
+    return {
+        k: Timing(sorted(times[k])[len(times[k]) // 2], max(peaks[k]) if peaks[k] else None) for k in fns
+    }
+
+
+def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, device: str = "auto",
+              precision: str = "auto", seed: int = 0) -> list[list[str]]:
+    """Time the reference and cached training steps, index extraction and query scoring; return table rows."""
+    dev = pick_device(device)
+    dtype = autocast_dtype(precision, dev)
+    torch.manual_seed(seed)
+    model = SPRCModel(bench_config(preset)).to(dev)
+    if dev.type == "cuda":
+        model.set_vit_dtype(torch.float16)
+    size = model.config.vision_config.image_size
+    g = torch.Generator().manual_seed(seed)
+    ref_px = torch.randn(batch_size, 3, size, size, generator=g).to(dev)
+    tgt_px = torch.randn(batch_size, 3, size, size, generator=g).to(dev)
+    ids = torch.randint(5, model.config.qformer_config.vocab_size, (batch_size, model.config.max_txt_len), generator=g)
+    ids[:, 0] = 2
+    ids, mask = ids.to(dev), torch.ones_like(ids).to(dev)
+    with torch.no_grad():
+        ref_tok, tgt_tok = model.vit(ref_px).half(), model.vit(tgt_px).half()  # what the fp16 cache holds
+    optimizer = make_optimizer(model, TOY["CIRR"])
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+
+    def step(reference: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            model.train()
+            with autocast(dev, dtype):
+                losses = model(reference, target, ids, mask)
+                loss = losses["loss_itc"] + 0.4 * losses["loss_rtc"] + 0.4 * losses["loss_align"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return run
+
+    @torch.no_grad()
+    def vit_only() -> None:
+        with autocast(dev, dtype):
+            model.vit(ref_px), model.vit(tgt_px)
+
+    @torch.no_grad()
+    def index(images: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            model.eval()
+            with autocast(dev, dtype):
+                model.image_features(model.encode_image(images))
+        return run
+
+    @torch.no_grad()
+    def queries() -> None:
+        model.eval()
+        with autocast(dev, dtype):
+            gallery = model.image_features(model.encode_image(tgt_tok))
+            model.scores(model.composed_features(model.encode_image(ref_tok), ids, mask), gallery)
+
+    t = measure(
+        {
+            "reference": step(ref_px, tgt_px),
+            "cached": step(ref_tok, tgt_tok),
+            "vit": vit_only,
+            "index_px": index(ref_px),
+            "index_cache": index(ref_tok),
+            "query": queries,
+        },
+        dev,
+        repeats,
+    )
+    reference, cached, vit, index_px, index_cache, query = t.values()
+
+    def rate(t: Timing, items: int) -> str:
+        return f"{items / t.seconds:,.1f}"
+
+    def mem(t: Timing) -> str:
+        return f"{t.peak_mb:,.0f}" if t.peak_mb is not None else "-"
+
+    b = batch_size
+    rows = [
+        ["train step, reference (ViT every step)", rate(reference, b), mem(reference), "1.00"],
+        ["train step, cached ViT tokens", rate(cached, b), mem(cached), f"{reference.seconds / cached.seconds:.2f}"],
+        ["index extraction from pixels", rate(index_px, b), mem(index_px), "1.00"],
+        ["index extraction from cache", rate(index_cache, b), mem(index_cache),
+         f"{index_px.seconds / index_cache.seconds:.2f}"],
+        ["queries (composed + scores vs batch gallery)", rate(query, b), mem(query), "-"],
+    ]  # fmt: skip
+    proportion = vit.seconds / cached.seconds
+    header = (
+        f"preset {preset}, batch {b}, device {dev}, autocast {dtype}, median of {repeats}; "
+        f"ViT forward on both images = {proportion:.1f}x the trainable step (fwd+bwd) per triplet"
+    )
+    rows.insert(0, [header, "", "", ""])
+    return rows
+
+
+def print_bench(**kwargs) -> None:
+    rows = run_bench(**kwargs)
+    print(rows[0][0])
+    print(format_table(["what", "items/s", "peak MB", "speed-up"], rows[1:]))

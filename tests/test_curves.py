@@ -1,0 +1,153 @@
+"""Live training curves and history plots: what the Trainer's callback records, when it redraws, what it draws."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+
+from sprc_lib import curves
+from sprc_lib.curves import LiveCurves, StepTimer, learning_rates, plot_history, smooth
+from sprc_lib.model import LOSS_NAMES
+from sprc_lib.recipes import PAPER
+from sprc_lib.train import TrainConfig, train, write_csv
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeHandle:
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def update(self, obj) -> None:
+        self.log.append(("update", obj))
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """Record what would reach the notebook instead of displaying it."""
+    log: list = []
+
+    def display(obj, display_id=False):
+        log.append(("display", obj))
+        return FakeHandle(log)
+
+    monkeypatch.setattr("IPython.display.display", display)
+    return log
+
+
+def step(i: int, epoch: int = 0, loss: float = 1.0) -> tuple[str, dict]:
+    losses = {"loss_itc": loss, "loss_rtc": 2 * loss, "loss_align": loss / 10, "loss": 1.5 * loss}
+    return "step", {"epoch": epoch, "step": i, "losses": losses, "lr": 1e-3 / i}
+
+
+def validation(epoch: int, step_: int, r10: float) -> tuple[str, dict]:
+    metrics = {"recall_at1": r10 / 4, "recall_at10": r10, "recall_at50": 90.0, "recall_subset_at1": 40.0,
+               "arithmetic_mean": 50.0}
+    return "validation", {"epoch": epoch, "step": step_, "metrics": metrics}
+
+
+def test_records_steps_and_validations_and_draws_them():
+    live = LiveCurves(show=False, chance={"recall_at10": 2.8})
+    for i in range(1, 6):
+        live(*step(i, loss=1.0 / i))
+    live("epoch", {"epoch": 0, "step": 5, "metrics": {}})
+    live(*validation(0, 5, 30.0))
+    live(*step(6, epoch=1, loss=0.1))
+    live(*validation(1, 6, 45.0))
+
+    assert live.loss_series("loss_itc") == ([1, 2, 3, 4, 5, 6], [1.0, 0.5, 1 / 3, 0.25, 0.2, 0.1])
+    assert live.recall_series("recall_at10") == ([1, 2], [30.0, 45.0])
+    fig = live.figure()
+    loss_ax, lr_ax, recall_ax = fig.axes
+    assert {t.get_text() for t in loss_ax.get_legend().get_texts()} == {"loss", *LOSS_NAMES}
+    assert list(lr_ax.lines[0].get_ydata()) == [1e-3 / i for i in range(1, 7)]
+    r10 = next(line for line in recall_ax.lines if line.get_label() == "recall_at10")
+    assert list(r10.get_ydata()) == [30.0, 45.0]
+    assert any(list(line.get_ydata()) == [2.8, 2.8] for line in recall_ax.lines)  # the chance line
+
+
+def test_redraws_are_throttled_but_epoch_events_always_redraw(shown):
+    clock = FakeClock()
+    live = LiveCurves(show=True, every_s=2.0, clock=clock)
+    live(*step(1))  # first draw: a new display
+    clock.now = 1.0
+    live(*step(2))  # too soon
+    clock.now = 2.5
+    live(*step(3))  # due
+    clock.now = 2.6
+    live(*validation(0, 3, 20.0))  # forced
+    assert [kind for kind, _ in shown] == ["display", "update", "update"]
+    assert live.redraws == 3
+    assert shown[-1][1].data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_headless_only_records(shown, monkeypatch):
+    monkeypatch.setattr(curves, "in_notebook", lambda: False)
+    live = LiveCurves()
+    live(*step(1))
+    live(*validation(0, 1, 20.0))
+    assert shown == [] and live.redraws == 0 and len(live.steps) == 1
+
+
+def test_follows_a_real_training_run(toy_root, tiny_blip2, tmp_path):
+    live = LiveCurves(show=False)
+    config = TrainConfig(dataset="CIRR", data_path=str(toy_root), model_path=str(tiny_blip2), num_workers=0,
+                         output_dir=str(tmp_path / "run"), batch_size=64, num_epochs=1, stop_after_steps=3)
+    result = train(config, callback=live)
+    assert not result.finished
+    assert [r.step for r in live.steps] == [1, 2, 3]
+    assert set(live.steps[0].losses) == {"loss", *LOSS_NAMES}
+    assert all(r.lr > 0 for r in live.steps)
+
+
+def test_step_timer_takes_the_median_gap():
+    clock = FakeClock()
+    timer = StepTimer(clock=clock)
+    for t in (0.0, 5.0, 6.0, 7.0, 8.5, 9.5):  # the first gap is loader start-up
+        clock.now = t
+        timer("step", {})
+        timer("validation", {})  # ignored
+    assert timer.seconds_per_step(skip=1) == 1.0
+    assert timer.seconds_per_step(skip=0) == 1.0
+    with pytest.raises(ValueError, match="need at least"):
+        StepTimer().seconds_per_step()
+
+
+def test_plot_history_reads_the_run_csvs(tmp_path):
+    rows = [{"epoch": e, "loss": 3.0 - e, "loss_itc": 2.0 - e / 2, "loss_rtc": 3.0, "loss_align": 0.2, "lr": 1e-3}
+            for e in range(3)]
+    write_csv(rows, tmp_path / "train_metrics.csv")
+    write_csv([{"epoch": 2, "average_recall_at10": 40.0, "average_recall_at50": 80.0, "average": 60.0}],
+              tmp_path / "validation_metrics.csv")
+    fig = plot_history(tmp_path, chance={"average_recall_at10": 5.0})
+    loss_ax, recall_ax = fig.axes
+    total = next(line for line in loss_ax.lines if line.get_label() == "loss")
+    assert list(total.get_xdata()) == [1, 2, 3] and list(total.get_ydata()) == [3.0, 2.0, 1.0]
+    labels = [line.get_label() for line in recall_ax.lines if not line.get_label().startswith("_")]
+    assert labels == ["average_recall_at10", "average_recall_at50"]
+    plt.close(fig)
+    with pytest.raises(FileNotFoundError, match="train_metrics.csv"):
+        plot_history(tmp_path / "nothing")
+
+
+def test_cirr_schedule_quirk_leaves_the_rate_high_at_the_end():
+    steps = 10
+    quirk = learning_rates(PAPER["CIRR"], steps)
+    fixed = learning_rates(PAPER["CIRR"], steps, over_run=True)
+    assert len(quirk) == len(fixed) == 50 * steps
+    assert max(quirk) == pytest.approx(1e-5, rel=1e-3)
+    assert quirk[-1] > 0.25 * 1e-5  # 50 of 80 epochs: still a third of the peak
+    assert fixed[-1] < 0.01 * 1e-5  # laid over the run: annealed to the floor
+    fiq = learning_rates(PAPER["FashionIQ"], steps)
+    assert fiq[0] == pytest.approx(2e-5 / 100)  # warm-up from lr/100
+    assert fiq.index(max(fiq)) == pytest.approx(1.5 * steps, abs=1)  # peak after 1.5 epochs
+
+
+def test_smooth_is_a_trailing_mean():
+    assert smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]

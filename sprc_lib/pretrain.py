@@ -108,6 +108,7 @@ def pretrain_tiny_blip2(
     model.train()
     model.vision_model.train()
     bar = tqdm(range(steps), desc="pretrain tiny BLIP-2 (ITC)")
+    losses = []
     for _ in bar:
         batch = torch.randperm(len(pairs), generator=generator)[:batch_size]
         ids, mask = tokenize(tokenizer, [captions[i] for i in batch], model.config.max_txt_len)
@@ -118,12 +119,13 @@ def pretrain_tiny_blip2(
         schedule.step()
         with torch.no_grad():
             model.temp.clamp_(0.001, 0.5)  # as BLIP-2 does
-        bar.set_postfix(itc=f"{loss.item():.3f}", temp=f"{model.temp.item():.3f}")
+        losses.append(loss.item())
+        bar.set_postfix(itc=f"{losses[-1]:.3f}", temp=f"{model.temp.item():.3f}")
     model.freeze_vit()
     to_blip2_retrieval(model.cpu()).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "pretraining.json").write_text(
         json.dumps({"pairs": len(pairs), "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
-                    "seed": seed, "final_itc": loss.item()}, indent=2)
+                    "seed": seed, "first_itc": losses[0], "final_itc": losses[-1]}, indent=2)
     )
     return out_dir

@@ -1,0 +1,62 @@
+"""The command line: the seed README's flags are accepted, wrong combinations get a helpful message."""
+
+from __future__ import annotations
+
+import pytest
+
+from sprc_lib.cli import main
+
+
+def fails(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    return str(err.value) + capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--resume", "runs/x", "--learning-rate", "1e-4"], "--learning-rate: a resumed run keeps"),
+        (["train", "--dataset", "CIRR", "--save-best"], "--save-best needs --save-training"),
+        (["train", "--dataset", "CIRR", "--blip-model-name", "blip2_cir_cat"], "implements only blip2_cir_align"),
+        (["train", "--dataset", "CIRR", "--transform", "squarepad", "--target-ratio", "1.3"], "only applies to"),
+        (["train"], "--dataset is required"),
+        (["train", "--dataset", "COCO"], "--dataset must be CIRR or FashionIQ"),
+        (["validate", "--dataset", "CIRR", "--preset", "tiny"], "--model-path is required"),
+    ],
+)
+def test_wrong_flags_say_what_to_do(argv, message, capsys, tmp_path):
+    assert message in fails(argv + ["--data-path", str(tmp_path)] if argv != ["train"] else argv, capsys)
+
+
+def test_seed_readme_training_command_parses():
+    from sprc_lib.cli import build_parser
+
+    seed_command = (
+        "train --dataset fashionIQ --data-path /data --blip-model-name blip2_cir_align_prompt --num-epochs 30 "
+        "--num-workers 4 --learning-rate 2e-5 --batch-size 128 --transform targetpad --target-ratio 1.25 "
+        "--save-training --save-best --validation-frequency 1"
+    )
+    args = build_parser().parse_args(seed_command.split(" "))
+    assert (args.dataset, args.num_epochs, args.learning_rate, args.batch_size) == ("FashionIQ", 30, 2e-5, 128)
+    assert args.save_training and args.save_best and args.target_ratio == 1.25
+
+
+def test_bench_prints_ratios(capsys):
+    assert main(["bench", "--preset", "tiny", "--batch-size", "4", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "train step, cached ViT tokens" in out and "speed-up" in out and "ViT forward on both images" in out
+
+
+def test_validate_a_saved_tiny_model(tiny_blip2, toy_root, tmp_path, capsys):
+    from sprc_lib.model.loading import load_model
+    from sprc_lib.model.tokenizer import load_tokenizer
+
+    load_model(tiny_blip2).save_pretrained(tmp_path / "model")
+    load_tokenizer(tiny_blip2).save_pretrained(tmp_path / "model")
+    code = main(["validate", "--dataset", "FashionIQ", "--data-path", str(toy_root), "--preset", "tiny",
+                 "--model-path", str(tmp_path / "model"), "--num-workers", "0", "--output", str(tmp_path / "m.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "average_recall_at10" in out and "chance" in out
+    assert (tmp_path / "m.json").is_file()

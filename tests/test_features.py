@@ -1,0 +1,127 @@
+"""The frozen-ViT feature cache: right tokens, reused, keyed (stale caches are never read), resumable."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sprc_lib.data import CIRRDataset, build_transform
+from sprc_lib.features import CachedImages, FeatureCache
+from sprc_lib.model.loading import new_model
+
+SIZE = 64
+
+
+@pytest.fixture()
+def model():
+    return new_model("tiny", vocab_size=50, seed=0).eval()
+
+
+@pytest.fixture()
+def gallery(toy_root):
+    return CIRRDataset(toy_root, "val", "classic")
+
+
+def paths(dataset, n=12):
+    return [dataset.image_path(name) for name in dataset.image_names[:n]]
+
+
+def test_tokens_are_the_vit_outputs(model, gallery, tmp_path):
+    transform = build_transform("targetpad", SIZE)
+    cache = FeatureCache(tmp_path, model, transform, dtype=torch.float32, chunk_size=5)
+    cache.ensure(paths(gallery))
+    names = gallery.image_names[:12]
+    expected = model.vit(torch.stack([transform(gallery.load_image(n)) for n in names]))
+    got = torch.stack([cache.token(gallery.image_path(n)) for n in names])
+    assert torch.equal(got, expected)
+    assert len(list(cache.dir.glob("chunk_*.npy"))) == 3  # 12 images in chunks of 5
+
+
+def test_fp16_cache_is_close(model, gallery, tmp_path):
+    transform = build_transform("targetpad", SIZE)
+    cache = FeatureCache(tmp_path, model, transform)
+    cache.ensure(paths(gallery, 4))
+    token = cache.token(gallery.image_path(gallery.image_names[0]))
+    assert token.dtype == torch.float16
+    exact = model.vit(transform(gallery.load_image(gallery.image_names[0]))[None])[0]
+    assert torch.allclose(token.float(), exact, atol=1e-2, rtol=1e-3)
+
+
+def test_a_second_cache_reuses_the_first(model, gallery, tmp_path, monkeypatch):
+    transform = build_transform("targetpad", SIZE)
+    FeatureCache(tmp_path, model, transform).ensure(paths(gallery))
+    again = FeatureCache(tmp_path, model, transform)
+    assert again.missing(paths(gallery)) == []
+    monkeypatch.setattr(FeatureCache, "_vit_tokens", lambda *a: pytest.fail("recomputed a cached image"))
+    again.ensure(paths(gallery))
+
+
+def test_backbone_transform_and_dtype_change_the_key(model, tmp_path):
+    base = FeatureCache(tmp_path, model, build_transform("targetpad", SIZE)).dir
+    assert FeatureCache(tmp_path, model, build_transform("squarepad", SIZE)).dir != base
+    assert FeatureCache(tmp_path, model, build_transform("targetpad", SIZE, 1.5)).dir != base
+    assert FeatureCache(tmp_path, model, build_transform("targetpad", SIZE), dtype=torch.float32).dir != base
+    with torch.no_grad():
+        model.vision_model.encoder.layers[0].mlp.fc1.weight[0, 0] += 1e-3
+    assert FeatureCache(tmp_path, model, build_transform("targetpad", SIZE)).dir != base
+    with torch.no_grad():
+        model.vision_model.post_layernorm.weight += 1.0  # ln_vision is trainable and not part of the cache
+        model.vision_model.encoder.layers[0].mlp.fc1.weight[0, 0] -= 1e-3
+    assert FeatureCache(tmp_path, model, build_transform("targetpad", SIZE)).dir == base
+
+
+def test_a_changed_image_is_computed_again(model, toy_copy, tmp_path):
+    gallery = CIRRDataset(toy_copy, "val", "classic")
+    transform = build_transform("targetpad", SIZE)
+    cache = FeatureCache(tmp_path, model, transform, dtype=torch.float32)
+    cache.ensure(paths(gallery, 3))
+    first, second = gallery.image_path(gallery.image_names[0]), gallery.image_path(gallery.image_names[1])
+    before = cache.token(first)
+    os.unlink(first)  # the toy copy hard-links images: replace the file, never write into it
+    gallery.load_image(gallery.image_names[1]).save(first)
+    assert cache.missing(paths(gallery, 3)) == [first]
+    cache.ensure(paths(gallery, 3))
+    assert not torch.equal(cache.token(first), before)
+    assert torch.equal(cache.token(first), cache.token(second))  # same pixels now
+
+
+def test_an_interrupted_build_resumes(model, gallery, tmp_path, monkeypatch):
+    transform = build_transform("targetpad", SIZE)
+    cache = FeatureCache(tmp_path, model, transform, chunk_size=4)
+    original, calls = FeatureCache._vit_tokens, []
+
+    def crash_after_one_chunk(self, batch, device):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(len(batch))
+        return original(self, batch, device)
+
+    monkeypatch.setattr(FeatureCache, "_vit_tokens", crash_after_one_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        cache.ensure(paths(gallery, 10))
+    monkeypatch.setattr(FeatureCache, "_vit_tokens", original)
+    resumed = FeatureCache(tmp_path, model, transform, chunk_size=4)
+    assert len(resumed) == 4 and len(resumed.missing(paths(gallery, 10))) == 6
+    resumed.ensure(paths(gallery, 10))
+    assert resumed.missing(paths(gallery, 10)) == []
+    assert not list(resumed.dir.glob("*.tmp*"))
+
+
+def test_clear_errors(model, gallery, tmp_path, toy_root):
+    cache = FeatureCache(tmp_path, model, build_transform("targetpad", SIZE))
+    with pytest.raises(KeyError, match="not in the feature cache"):
+        cache.token(gallery.image_path(gallery.image_names[0]))
+    with pytest.raises(ValueError, match="without `preprocess`"):
+        CachedImages(CIRRDataset(toy_root, "val", "classic", preprocess=build_transform("targetpad", SIZE)), cache)
+    with pytest.raises(ValueError, match="cache dtype"):
+        FeatureCache(tmp_path, model, build_transform("targetpad", SIZE), dtype=torch.bfloat16)
+
+
+def test_cached_dataset_items_keep_their_keys(model, toy_root, tmp_path):
+    cache = FeatureCache(tmp_path, model, build_transform("targetpad", SIZE))
+    items = CachedImages(CIRRDataset(toy_root, "val", "relative"), cache)
+    item = items[0]
+    assert item["reference"].shape == item["target"].shape == (65, 64)
+    assert {"reference_name", "target_name", "caption"} <= set(item)

@@ -1,0 +1,55 @@
+"""Stage 1 of the tiny track: BLIP-2's ITC on toy pairs, saved as a genuine transformers BLIP-2."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import Blip2ForImageTextRetrieval
+
+from sprc_lib.data.errors import DataError
+from sprc_lib.model.loading import load_model, new_model
+from sprc_lib.pretrain import itc_loss, pretrain_tiny_blip2, read_pairs
+
+
+def test_saved_as_blip2_retrieval_and_loads_into_sprc(tiny_blip2):
+    blip = Blip2ForImageTextRetrieval.from_pretrained(tiny_blip2).eval()
+    sprc = load_model(tiny_blip2).eval()
+    sprc.ln_vision.eps = blip.vision_model.post_layernorm.eps
+    pixels = torch.randn(2, 3, 64, 64)
+    ids = torch.tensor([[2, 10, 11, 12, 3, 0], [2, 13, 14, 3, 0, 0]])
+    mask = (ids > 0).long()
+    with torch.no_grad():
+        out = blip(pixel_values=pixels, input_ids=ids, attention_mask=mask)
+        assert torch.allclose(out.image_embeds, sprc.image_features(sprc.encode_image(pixels)), atol=1e-5)
+        assert torch.allclose(out.text_embeds, sprc.text_features(ids, mask), atol=1e-5)
+    assert sprc.temp.item() == pytest.approx(0.07)  # SPRC starts its own temperature, as from the hub model
+    info = json.loads((tiny_blip2 / "pretraining.json").read_text())
+    assert info["steps"] == 3 and math.isfinite(info["final_itc"])
+
+
+def test_itc_is_symmetric_cross_entropy_over_max_query_scores():
+    model = new_model("tiny", vocab_size=40, seed=1).eval()
+    pixels = torch.randn(3, 3, 64, 64)
+    ids = torch.randint(5, 40, (3, 7))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        g = model.image_features(model.encode_image(pixels))
+        t = model.text_features(ids, mask)
+        sim = torch.stack([torch.stack([(g[j] @ t[i]).max() for j in range(3)]) for i in range(3)]) / model.temp
+        expected = (F.cross_entropy(sim, torch.arange(3)) + F.cross_entropy(sim.t(), torch.arange(3))) / 2
+        assert torch.allclose(itc_loss(model, pixels, ids, mask), expected, atol=1e-6)
+
+
+def test_pretraining_learns(toy_root, tmp_path):
+    pretrain_tiny_blip2(toy_root, tmp_path / "tiny", steps=60, batch_size=32)
+    info = json.loads((tmp_path / "tiny" / "pretraining.json").read_text())
+    assert info["final_itc"] < info["first_itc"] - 0.3, info
+
+
+def test_missing_corpus_says_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="toy-data"):
+        read_pairs(tmp_path)

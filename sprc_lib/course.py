@@ -67,6 +67,37 @@ def evaluate_tiny(dataset: str, root: Path) -> tuple[dict[str, float], dict[str,
     return validate(dataset, model, tokenizer, root, transform, device, None, cache), chance(dataset, root)
 
 
+def execute_notebooks(out_dir: Path, timeout: int = 900) -> list[list[str]]:
+    """Run every course notebook headless (tiny mode); write the executed copy and an HTML page of each.
+
+    Returns one table row per notebook: name, seconds, status. A failing notebook is reported, and
+    the others still run.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in sorted((repo_root() / "notebooks").glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        status = "ok"
+        try:
+            ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(
+                notebook, {"metadata": {"path": str(path.parent)}}
+            )
+        except CellExecutionError as err:
+            status = f"FAILED: {str(err).strip().splitlines()[-1][:80]}"
+        seconds = time.perf_counter() - start
+        nbformat.write(notebook, out_dir / path.name)
+        html, _ = HTMLExporter().from_notebook_node(notebook)
+        (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
+        rows.append([path.stem, f"{seconds:.0f}", status])
+        print(f"  {path.stem}: {status} ({seconds:.0f} s)", flush=True)
+    return rows
+
+
 def run_course(data_path: str | Path | None = None, retrain: bool = False) -> int:
     """Train and evaluate the toy track end to end, write a CIRR-style submission, print a summary."""
     root = ensure_toy(data_path)
@@ -83,7 +114,13 @@ def run_course(data_path: str | Path | None = None, retrain: bool = False) -> in
     transform = build_transform("targetpad", model.config.vision_config.image_size)
     files = cirr_test_submission(model, tokenizer, root, transform, repo_root() / "build" / "submission", "toy_tiny",
                                  torch.device("cpu"), cache=FeatureCache(root / "cache", model, transform))
+    out = repo_root() / "build" / "notebooks"
+    print(f"\nRunning the notebooks headless (tiny mode) into {out} ...")
+    notebooks = execute_notebooks(out)
     print("\nToy track results (toy val, percent) beside chance:")
     print(format_table(["dataset", "metric", "tiny SPRC", "chance"], rows))
     print("\nCIRR-style test submission (toy test1), validated:\n" + "\n".join(f"  {p}" for p in files))
-    return 0
+    if notebooks:
+        print(f"\nNotebooks (executed copies and HTML in {out}):")
+        print(format_table(["notebook", "seconds", "status"], notebooks))
+    return 0 if all(row[2] == "ok" for row in notebooks) else 1

@@ -65,6 +65,20 @@ def itc_loss(model: SPRCModel, pixels: Tensor, input_ids: Tensor, attention_mask
     return (F.cross_entropy(sim, labels) + F.cross_entropy(sim.t(), labels)) / 2
 
 
+def keep_key_bias_zero(model: SPRCModel) -> None:
+    """Mask the gradient of the k third of each ViT `qkv.bias`.
+
+    EVA's attention has no key bias (only q and v biases); transformers stores one `qkv.bias` whose
+    k part starts at zero. Softmax ignores a key bias, yet AdamW would still turn its rounding-noise
+    gradient into steps; kept at zero, the pretrained ViT still fits the released (LAVIS) format.
+    """
+    for layer in model.vision_model.encoder.layers:
+        bias = layer.self_attn.qkv.bias
+        mask = torch.ones_like(bias)
+        mask[bias.numel() // 3 : 2 * bias.numel() // 3] = 0
+        bias.register_hook(lambda grad, mask=mask: grad * mask)
+
+
 def to_blip2_retrieval(model: SPRCModel) -> Blip2ForImageTextRetrieval:
     """The pretrained tiny model as a transformers BLIP-2 retrieval model (what the hub's ViT-g one is)."""
     c = model.config
@@ -98,6 +112,7 @@ def pretrain_tiny_blip2(
     model = new_model("tiny", len(tokenizer), seed=seed).to(dev)
     for p in model.vit_parameters():  # stage 1 trains the ViT too (EVA-CLIP's role for the real ViT-g)
         p.requires_grad_(True)
+    keep_key_bias_zero(model)
     transform = build_transform("targetpad", model.config.vision_config.image_size)
     pixels = torch.stack([transform(load_rgb(path)) for path, _ in tqdm(pairs, desc="load corpus", leave=False)])
     captions = [caption for _, caption in pairs]

@@ -60,3 +60,23 @@ def test_validate_a_saved_tiny_model(tiny_blip2, toy_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "average_recall_at10" in out and "chance" in out
     assert (tmp_path / "m.json").is_file()
+
+
+def test_convert_a_lavis_file_then_validate_it(tiny_blip2, toy_root, tmp_path, capsys):
+    """The reproduce path on the tiny model: a released-format file -> convert -> the same model."""
+    import torch
+
+    from sprc_lib.model.lavis import save_lavis_checkpoint
+    from sprc_lib.model.loading import load_model
+
+    model = load_model(tiny_blip2).eval()
+    save_lavis_checkpoint(model, tmp_path / "sprc_tiny.pt")
+    assert main(["convert", "--lavis-checkpoint", str(tmp_path / "sprc_tiny.pt"), "--out", str(tmp_path / "conv"),
+                 "--preset", "tiny", "--tokenizer", str(tiny_blip2)]) == 0
+    converted = load_model(tmp_path / "conv").eval()
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a = model.image_features(model.encode_image(pixels))
+        b = converted.image_features(converted.encode_image(pixels))
+    assert torch.allclose(a, b, atol=1e-2)  # the released format keeps the ViT's linear layers in fp16
+    assert "converted" in capsys.readouterr().out

@@ -29,6 +29,9 @@ def test_saved_as_blip2_retrieval_and_loads_into_sprc(tiny_blip2):
     assert sprc.temp.item() == pytest.approx(0.07)  # SPRC starts its own temperature, as from the hub model
     info = json.loads((tiny_blip2 / "pretraining.json").read_text())
     assert info["steps"] == 3 and math.isfinite(info["final_itc"])
+    for layer in sprc.vision_model.encoder.layers:  # EVA has no key bias: it must stay zero
+        q, k, v = layer.self_attn.qkv.bias.chunk(3)
+        assert torch.count_nonzero(k) == 0 and torch.count_nonzero(q) > 0
 
 
 def test_itc_is_symmetric_cross_entropy_over_max_query_scores():

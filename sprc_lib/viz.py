@@ -1,0 +1,346 @@
+"""Figures for notebooks 00-03: a CIR query, triplets, padding, attention over patches, SPRC's passes.
+
+Each function draws one matplotlib `Figure` outside pyplot, so it never leaks into another cell, and
+shows once when it is a cell's last expression (or passed to `display`), whether or not a notebook
+has set up matplotlib; `fig.savefig(...)` writes it to a file. Images
+may be PIL images or (3, H, W) tensors in [0, 1] (use `sprc_lib.data.unnormalize` on model inputs).
+Nothing here computes a result: callers pass in what to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from PIL import Image
+
+from sprc_lib.data import unnormalize
+
+ImageLike = Image.Image | torch.Tensor | np.ndarray
+REFERENCE_COLOR = "#2166ac"  # blue, as in sprc_lib.explorer: the query's own image
+TARGET_COLOR = "#1a9850"  # green: the image the query should find
+TOKEN_COLORS = {  # one colour per kind of Q-Former input token, shared by every diagram
+    "queries": "#9ecae1",
+    "prompt P": "#fdae6b",
+    "prompt_tokens": "#fdd0a2",
+    "[CLS]": "#bcbddc",
+    "caption": "#c7e9c0",
+}
+
+
+def folder_tree(root: str | Path, shown: int = 4, depth: int = 4) -> str:
+    """A dataset folder as an indented text tree, each long listing cut to `shown` entries and a count:
+    the layout at a glance without 10,000 file names, and without the machine's absolute path."""
+    lines = [f"{Path(root).name}/"]
+
+    def order(path: Path) -> tuple:
+        return (path.is_file(), int(path.name) if path.name.isdigit() else -1, path.name)
+
+    def walk(folder: Path, indent: str, level: int) -> None:
+        entries = sorted((e for e in folder.iterdir() if not e.name.startswith(".")), key=order)
+        folders, files = [e for e in entries if e.is_dir()], [e for e in entries if e.is_file()]
+        for kind, group in (("folders", folders), ("files", files)):
+            for entry in group[:shown]:
+                lines.append(f"{indent}{entry.name}{'/' if entry.is_dir() else ''}")
+                if entry.is_dir() and level < depth:
+                    walk(entry, indent + "    ", level + 1)
+            if len(group) > shown:
+                lines.append(f"{indent}... {len(group):,} {kind} in all")
+
+    walk(Path(root), "    ", 1)
+    return "\n".join(lines)
+
+
+class CourseFigure(Figure):
+    """A plain `Figure` that Jupyter can show by itself: it renders its own PNG (`_repr_png_`)."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def as_array(image: ImageLike) -> np.ndarray:
+    """(H, W, 3) floats in [0, 1] for imshow, from a PIL image, a (3, H, W) tensor in [0, 1] or such an array."""
+    if isinstance(image, np.ndarray):
+        return image
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image tensor, got shape {tuple(image.shape)}")
+    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _tile(ax: Axes, image: ImageLike, title: str = "", color: str | None = None) -> None:
+    """One image without ticks; `color` draws a thick frame (reference, target), else a faint one."""
+    ax.imshow(as_array(image))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9, color=color or "black", fontweight="bold" if color else "normal")
+    for spine in ax.spines.values():
+        spine.set_edgecolor(color or "#bbbbbb")
+        spine.set_linewidth(4 if color else 0.5)
+
+
+def _arrow_with_text(ax: Axes, text: str, width: int = 24) -> None:
+    """An axis-free panel holding an arrow and the modification text above it: the 'query' in CIR."""
+    ax.axis("off")
+    ax.annotate("", xy=(0.95, 0.45), xytext=(0.05, 0.45), xycoords="axes fraction",
+                arrowprops={"arrowstyle": "-|>", "lw": 2.5, "color": "#444444"})
+    ax.text(0.5, 0.55, f"\u201c{_wrap(text, width)}\u201d", ha="center", va="bottom", fontsize=10,
+            style="italic", transform=ax.transAxes)
+
+
+def show_query(reference: ImageLike, caption: str, target: ImageLike, title: str | None = None) -> Figure:
+    """Composed image retrieval in one picture: a reference image plus a text, and the image they describe."""
+    fig = CourseFigure(figsize=(8, 2.8), layout="constrained")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.3, 1]})
+    _tile(axes[0], reference, "reference image", REFERENCE_COLOR)
+    _arrow_with_text(axes[1], caption)
+    _tile(axes[2], target, "target image", TARGET_COLOR)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def triplet_grid(triplets: Sequence[tuple[ImageLike, str, ImageLike]], columns: int = 2,
+                 title: str | None = None) -> Figure:
+    """Several (reference, caption, target) triplets side by side: what a dataset teaches, at a glance."""
+    if not triplets:
+        raise ValueError("no triplets to draw")
+    rows = -(-len(triplets) // columns)
+    fig = CourseFigure(figsize=(5.6 * columns, 1.9 * rows), layout="constrained")
+    axes = fig.subplots(rows, 3 * columns, squeeze=False,
+                        gridspec_kw={"width_ratios": [1, 1.4, 1] * columns})
+    for i, ax_row in enumerate(axes):
+        for j in range(columns):
+            ref_ax, text_ax, tgt_ax = ax_row[3 * j : 3 * j + 3]
+            k = i * columns + j
+            if k >= len(triplets):
+                for ax in (ref_ax, text_ax, tgt_ax):
+                    ax.axis("off")
+                continue
+            reference, caption, target = triplets[k]
+            _tile(ref_ax, reference, "reference" if i == 0 else "", REFERENCE_COLOR)
+            _arrow_with_text(text_ax, caption, width=20)
+            _tile(tgt_ax, target, "target" if i == 0 else "", TARGET_COLOR)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def image_row(images: Sequence[ImageLike], titles: Sequence[str] | None = None,
+              colors: Mapping[int, str] | None = None, title: str | None = None) -> Figure:
+    """Images in one row, some framed (`colors`: position -> colour): a CIRR img_set, a top-k list."""
+    if not images:
+        raise ValueError("no images to draw")
+    titles = list(titles) if titles is not None else [""] * len(images)
+    colors = dict(colors or {})
+    fig = CourseFigure(figsize=(1.8 * len(images), 2.3), layout="constrained")
+    axes = fig.subplots(1, len(images), squeeze=False)[0]
+    for i, (ax, image, label) in enumerate(zip(axes, images, titles, strict=True)):
+        _tile(ax, image, label, colors.get(i))
+    if title:
+        fig.suptitle(_wrap(title, 110), fontsize=10)
+    return fig
+
+
+def transform_grid(images: Sequence[Image.Image], transforms: Mapping[str, Callable[[Image.Image], torch.Tensor]],
+                   titles: Sequence[str] | None = None) -> Figure:
+    """Each image as stored, then through each transform (as the model sees it): what padding keeps
+    and what a centre crop throws away on a wide or tall image."""
+    if not images or not transforms:
+        raise ValueError("need at least one image and one transform")
+    columns = 1 + len(transforms)
+    fig = CourseFigure(figsize=(2.2 * columns, 2.3 * len(images)), layout="constrained")
+    axes = fig.subplots(len(images), columns, squeeze=False)
+    for i, (row, image) in enumerate(zip(axes, images, strict=True)):
+        w, h = image.size
+        _tile(row[0], image, f"{titles[i] if titles else 'original'}\n{w}x{h}")
+        for ax, (name, transform) in zip(row[1:], transforms.items(), strict=True):
+            pixels = transform(image)
+            _tile(ax, unnormalize(pixels), f"{name}\n{pixels.shape[-1]}x{pixels.shape[-2]}")
+    return fig
+
+
+def attention_maps(image: ImageLike, maps: torch.Tensor, titles: Sequence[str] | None = None,
+                   title: str | None = None) -> Figure:
+    """Attention weights over image patches, drawn on the image: where each query token looks.
+
+    `maps` is (K, g, g): one grid of patch weights per panel (the [CLS] token left out). Each panel
+    has its own colour scale, because only where a query looks is comparable, not how sharply.
+    """
+    if maps.dim() != 3 or maps.shape[-1] != maps.shape[-2]:
+        raise ValueError(f"maps must be (K, g, g), got shape {tuple(maps.shape)}")
+    picture = as_array(image)
+    height, width = picture.shape[:2]
+    fig = CourseFigure(figsize=(2.3 * (1 + len(maps)), 2.6), layout="constrained")
+    axes = fig.subplots(1, 1 + len(maps), squeeze=False)[0]
+    _tile(axes[0], picture, "input")
+    for k, (ax, grid) in enumerate(zip(axes[1:], maps, strict=True)):
+        ax.imshow(picture)
+        ax.imshow(grid.detach().float().cpu().numpy(), cmap="inferno", alpha=0.6, interpolation="nearest",
+                  extent=(0, width, height, 0))
+        _tile_frame(ax, titles[k] if titles else f"map {k}")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _tile_frame(ax: Axes, title: str) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+
+
+def similarity_heatmap(scores: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
+                       title: str | None = None) -> Figure:
+    """A (texts, images) score matrix as a heat map: a retriever that works lights up the diagonal."""
+    values = scores.detach().float().cpu().numpy()
+    fig = CourseFigure(figsize=(4.5 + 0.4 * values.shape[1], 1.2 + 0.32 * values.shape[0]), layout="constrained")
+    ax = fig.subplots()
+    shown = ax.imshow(values, cmap="viridis")
+    ax.set_yticks(range(len(row_labels)), [_wrap(label, 48) for label in row_labels], fontsize=7)
+    ax.set_xticks(range(values.shape[1]), col_labels or [str(i) for i in range(values.shape[1])], fontsize=7)
+    ax.set_xlabel("image")
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="score")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def token_layouts(layouts: Mapping[str, Sequence[tuple[str, int]]], notes: Mapping[str, str] | None = None,
+                  title: str | None = None) -> Figure:
+    """The Q-Former's input sequence in each pass, as coloured blocks of (token kind, count):
+    which tokens sit where, and so what the [CLS] read-out can see."""
+    notes = notes or {}
+    fig = CourseFigure(figsize=(10, 0.9 + 0.75 * len(layouts)), layout="constrained")
+    ax = fig.subplots()
+    for row, (name, blocks) in enumerate(layouts.items()):
+        start = 0
+        for kind, count in blocks:
+            ax.barh(row, count, left=start, color=TOKEN_COLORS.get(kind, "#dddddd"), edgecolor="white", height=0.6)
+            ax.text(start + count / 2, row, f"{kind}\n({count})", ha="center", va="center", fontsize=8)
+            start += count
+        if name in notes:
+            ax.text(start + 1, row, notes[name], va="center", fontsize=8, color="#444444")
+    ax.set_yticks(range(len(layouts)), list(layouts))
+    ax.invert_yaxis()
+    ax.set_xlabel("sequence position")
+    longest = max(sum(count for _, count in blocks) for blocks in layouts.values())
+    ax.set_xlim(0, longest * 1.45)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _box(ax: Axes, xy: tuple[float, float], text: str, color: str, width: float = 0.17) -> None:
+    x, y = xy
+    ax.add_patch(FancyBboxPatch((x - width / 2, y - 0.05), width, 0.1, boxstyle="round,pad=0.01",
+                                facecolor=color, edgecolor="#555555"))
+    ax.text(x, y, text, ha="center", va="center", fontsize=8)
+
+
+def _link(ax: Axes, start: tuple[float, float], end: tuple[float, float], label: str = "") -> None:
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, color="#555555", lw=1.2))
+    if label:
+        ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.025, label, ha="center", fontsize=7,
+                color="#555555")
+
+
+def sprc_diagram() -> Figure:
+    """SPRC's forward pass as boxes and arrows: two Q-Former passes make the query, a third the target,
+    and the three losses compare them. The map for reading notebook 03's cells one by one."""
+    fig = CourseFigure(figsize=(11, 4.6), layout="constrained")
+    ax = fig.subplots()
+    ax.set(xlim=(0, 1), ylim=(0.02, 1.07))
+    ax.axis("off")
+    image, query, prompt = "#deebf7", TOKEN_COLORS["queries"], TOKEN_COLORS["prompt P"]
+    rtc, loss = TOKEN_COLORS["prompt_tokens"], "#fcbba1"
+    boxes = {
+        "ref": ((0.07, 0.82), "reference image", image, 0.12),
+        "cap": ((0.07, 0.5), "caption", TOKEN_COLORS["caption"], 0.12),
+        "tgt": ((0.07, 0.12), "target image", image, 0.12),
+        "vit_r": ((0.25, 0.82), "ViT + ln_vision\nE_r (T x Dv)", image, 0.15),
+        "vit_t": ((0.25, 0.12), "ViT + ln_vision\nE_t (T x Dv)", image, 0.15),
+        "fusion": ((0.46, 0.82), "fusion pass: queries +\ncaption, cross-attn to E_r", query, 0.19),
+        "rtc": ((0.46, 0.4), "RTC pass: [CLS] +\nprompt_tokens + caption", rtc, 0.19),
+        "image": ((0.46, 0.12), "image pass: queries,\ncross-attn to E_t", query, 0.19),
+        "text": ((0.68, 0.82), "text pass: P + caption,\nno image; f at [CLS]", prompt, 0.18),
+        "h": ((0.68, 0.4), "h at [CLS]", rtc, 0.12),
+        "g": ((0.68, 0.12), "g (Q x D)\none per query", query, 0.12),
+        "itc": ((0.9, 0.82), "loss_itc\nmax_q <f, g_q> / temp", loss, 0.17),
+        "rtc_loss": ((0.9, 0.4), "loss_rtc\nmax_q <h, g_q> / temp", loss, 0.17),
+        "align": ((0.9, 1.0), "loss_align: MSE(mean P,\nmean prompt_tokens)", loss, 0.17),
+    }
+    for xy, text, color, width in boxes.values():
+        _box(ax, xy, text, color, width)
+
+    def edge(name: str, side: str) -> tuple[float, float]:
+        (x, y), _, _, width = boxes[name]
+        return {"l": (x - width / 2, y), "r": (x + width / 2, y), "t": (x, y + 0.05), "b": (x, y - 0.05),
+                "tr": (x + width / 2, y + 0.05), "bl": (x - width / 2 + 0.02, y - 0.05)}[side]
+
+    for a, sa, b, sb, label in [
+        ("ref", "r", "vit_r", "l", ""), ("vit_r", "r", "fusion", "l", ""), ("cap", "r", "fusion", "b", ""),
+        ("cap", "r", "text", "b", ""), ("cap", "r", "rtc", "l", ""), ("tgt", "r", "vit_t", "l", ""),
+        ("vit_t", "r", "image", "l", ""), ("fusion", "r", "text", "l", "P"), ("fusion", "t", "align", "l", "P"),
+        ("text", "r", "itc", "l", "f"), ("rtc", "r", "h", "l", ""), ("h", "r", "rtc_loss", "l", "h"),
+        ("image", "r", "g", "l", ""), ("g", "r", "rtc_loss", "b", "g"), ("g", "tr", "itc", "bl", "g"),
+    ]:
+        _link(ax, edge(a, sa), edge(b, sb), label)
+    return fig
+
+
+def loss_curves(history: Sequence[Mapping[str, float]], keys: Sequence[str], window: int = 5,
+                title: str | None = None) -> Figure:
+    """Per-step losses, one panel each (their scales differ): faint per batch, bold a running mean,
+    because one batch is noisy and the trend is the question."""
+    if not history:
+        raise ValueError("no steps to plot")
+    fig = CourseFigure(figsize=(3.6 * len(keys), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    steps = np.arange(1, len(history) + 1)
+    for i, (ax, key) in enumerate(zip(axes, keys, strict=True)):
+        values = np.array([row[key] for row in history], dtype=float)
+        mean = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(steps, values, color=f"C{i}", alpha=0.3, linewidth=1)
+        ax.plot(steps[window - 1 :], mean, color=f"C{i}", linewidth=2)
+        ax.set(xlabel="step", title=key)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def recall_bars(results: Mapping[str, Mapping[str, float]], keys: Sequence[str], title: str | None = None) -> Figure:
+    """Recalls (percent) of several methods side by side, one group per metric: a baseline, SPRC, chance."""
+    fig = CourseFigure(figsize=(1.6 + 1.5 * len(keys), 3.2), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(results)
+    x = np.arange(len(keys))
+    for i, (name, metrics) in enumerate(results.items()):
+        values = [metrics[k] for k in keys]
+        color = "#999999" if name == "chance" else f"C{i}"  # chance is the floor, not a competitor
+        bars = ax.bar(x + (i - (len(results) - 1) / 2) * width, values, width, label=name, color=color)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks(x, list(keys))
+    ax.set(ylabel="%", ylim=(0, 105))
+    ax.legend(fontsize=8, ncols=min(len(results), 4), loc="upper left")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title)
+    return fig

@@ -134,6 +134,11 @@ class LiveCurves:
         self._last_draw = self.clock()
         self.redraws += 1
 
+    def show_here(self) -> None:
+        """Draw the next refresh as a new image in the current cell (e.g. when a resumed run continues)."""
+        self._handle = None
+        self._last_draw = -float("inf")
+
     def loss_series(self, name: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one loss term: `loss` (the weighted total) or one of `LOSS_NAMES`."""
         return [r.step for r in self.steps], [r.losses[name] for r in self.steps]

@@ -1,0 +1,446 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: jupyter,tags,-all
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Data: CIRR and FashionIQ, file by file
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/01_data.ipynb)
+#
+# SPRC is trained and evaluated on two datasets: **CIRR** (real-life photos from NLVR2, with
+# human-written modification texts) and **FashionIQ** (product photos of dresses, shirts and tops with
+# two short relative captions per query). Before any model, we look at what is on disk, what each JSON
+# record means, what the loaders hand to the model, and how to tell a good download from a broken one.
+#
+# In tiny mode everything below runs on the **toy copies**, which the library generates in exactly the
+# released layouts and JSON schemas; in full mode the same cells read the real datasets.
+#
+# ## What you will learn
+#
+# - the folder layouts and JSON schemas of CIRR and FashionIQ, and how to get the real data;
+# - how the toy generator works, and why it is deterministic;
+# - what a *relative* and a *classic* dataset are, and which splits have targets;
+# - what triplets look like, and what CIRR's 6-image `img_set` is for;
+# - why SPRC pads images (TargetPad) instead of cropping them;
+# - how `check-data` reports a broken download, and what `skip_missing` does.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: fetch the course and install its library (about a minute)
+    # !git clone -q --depth 1 https://github.com/sprc-course/sprc-course /content/sprc-course
+    # %pip install -q -e /content/sprc-course
+    sys.path.insert(0, "/content/sprc-course")  # a running kernel does not see a fresh editable install
+
+# %%
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from IPython.display import display
+from PIL import Image
+from torchvision.transforms import Compose
+
+from sprc_lib import viz
+from sprc_lib.course import ensure_toy
+from sprc_lib.data import CIRRDataset, DataError, FashionIQDataset, TargetPad, build_transform
+from sprc_lib.data.check import check_dataset, format_reports
+from sprc_lib.data.schema import (
+    CIRR_EXAMPLE_RECORD,
+    CIRR_SPLITS,
+    CIRR_TEST_EXAMPLE_RECORD,
+    FASHIONIQ_CATEGORIES,
+    FASHIONIQ_EXAMPLE_RECORD,
+    FASHIONIQ_SPLITS,
+    cirr_caption_path,
+    cirr_split_path,
+    fashioniq_caption_path,
+    fashioniq_image_dir,
+    fashioniq_split_path,
+)
+from sprc_lib.data.toy import MARKER, generate_toy_data, toy_specs
+from sprc_lib.env import course_mode
+from sprc_lib.paths import data_root
+from sprc_lib.tables import format_table
+
+# %% tags=["parameters"]
+MODE = course_mode()  # "tiny": toy data; "full": the real datasets under data_root()
+SEED = 0  # the toy generator's seed for the fresh copy drawn in section 3
+N_TRIPLETS = 6  # triplets per grid
+IMAGE_SIZE = 224 if MODE == "full" else 64  # the model's input size: BLIP-2 ViT-g 224 px, the tiny preset 64 px
+SKIP_MISSING = MODE == "full"  # real FashionIQ copies miss some images (dead links); toy data misses none
+
+# %% [markdown]
+# ## 1. Where the data lives, and how to get the real data
+#
+# Every loader takes one folder, `root`, that **contains** `cirr_dataset/` and `fashionIQ_dataset/`.
+# In tiny mode that is the generated toy folder; in full mode `sprc_lib.paths.data_root()`, which is
+# `$SPRC_DATA` if you set it, else the repository's `data/` folder. Paths always resolve through the
+# library, so the notebook's working directory never matters.
+#
+# **Getting the real data (full mode).** Neither dataset's images may be redistributed, so you fetch
+# them yourself:
+#
+# - **CIRR.** The annotations (`cirr/captions/`, `cirr/image_splits/`) are on GitHub,
+#   `Cuberick-Orion/CIRR`, branch `cirr_dataset`. The images are NLVR2's raw images, which are not
+#   downloadable by URL: fill in the request form linked from `lil-lab/nlvr` (folder `nlvr2`). If the
+#   request goes unanswered, the CIRR README links a download of just the CIRR images, offered once the
+#   form is submitted. Put val images in `dev/`, test images in `test1/`, and each train image where
+#   `split.rc2.train.json` says (`./train/34/train-11041-2-img0.png`).
+# - **FashionIQ.** The annotations (`captions/`, `image_splits/`) are on GitHub,
+#   `XiaoxiaoGuo/fashion-iq`. The images are listed as Amazon URLs, and **many links are dead**: most
+#   copies hold about 74,400 of the 77,684 images. Save what you can as `images/<ASIN>.png` or `.jpg`,
+#   and load with `skip_missing=True`, which drops the missing images and every triplet that uses one,
+#   with a warning that says how many (section 8 shows it).
+#
+# `data/README.md` in the repository has the full recipe. Then check the download:
+# `python -m sprc_lib check-data --dataset CIRR --data-path <data>` (section 8 runs the same check here).
+
+# %%
+root = ensure_toy() if MODE == "tiny" else data_root()
+print(f"mode {MODE}: reading {'the toy copies' if MODE == 'tiny' else 'the real datasets'} under {root.name}/")
+print(viz.folder_tree(root / "cirr_dataset"))
+print(viz.folder_tree(root / "fashionIQ_dataset"))
+
+# %% [markdown]
+# CIRR keeps its annotations in `cirr/` and its images in one folder per split; the **val** images
+# sit in `dev/` (an NLVR2 name the split files keep), and train images are spread over 100 numbered
+# sub-folders. FashionIQ keeps all 77k images of the three categories in one `images/` folder and names
+# each annotation file by category and split.
+#
+# ## 2. The JSON schemas
+#
+# Four kinds of file. A CIRR **caption file** (`cap.rc2.<split>.json`) is a list of queries:
+
+# %%
+cirr_records = json.loads(cirr_caption_path(root, "val").read_text())
+print(json.dumps(cirr_records[0], indent=2))
+
+# %% [markdown]
+# - `pairid`: the query's id (the test server's key); `caption`: the modification text;
+# - `reference`: the reference image's name; `target_hard`: the target's name;
+# - `target_soft`: targets with partial credit (the released val/train files give the hard target 1.0);
+# - `img_set`: the query's **set of 6 visually similar images** (`members`), which contains the
+#   reference and, in val, the target. CIRR built each query inside such a set, and the *subset* recall
+#   (section 6) ranks only these. `reference_rank`/`target_rank` come from how the set was built; the
+#   loaders keep them but the metrics do not use them.
+#
+# The test split (`test1`) hides its targets: its records stop at `caption` and `img_set`. An **image
+# split file** (`split.rc2.<split>.json`) maps each image name to its path. The toy copies use the same
+# fields as the real files; the library keeps one real record of each kind, and we compare:
+
+# %%
+cirr_split = json.loads(cirr_split_path(root, "val").read_text())
+print(dict(list(cirr_split.items())[:2]))
+test_record = json.loads(cirr_caption_path(root, "test1").read_text())[0]
+assert set(cirr_records[0]) == set(CIRR_EXAMPLE_RECORD), set(cirr_records[0]) ^ set(CIRR_EXAMPLE_RECORD)
+assert set(cirr_records[0]["img_set"]) == set(CIRR_EXAMPLE_RECORD["img_set"])
+assert set(test_record) == set(CIRR_TEST_EXAMPLE_RECORD) and "target_hard" not in test_record
+print("toy CIRR records have exactly the real fields:", sorted(CIRR_EXAMPLE_RECORD))
+
+# %% [markdown]
+# FashionIQ is simpler. A caption file (`cap.<category>.<split>.json`) holds `candidate` (the reference),
+# `target` (absent in test) and **two** relative captions written by two annotators; a split file is a
+# plain list of image ids (ASINs):
+
+# %%
+fiq_records = json.loads(fashioniq_caption_path(root, "dress", "val").read_text())
+print(json.dumps(fiq_records[0], indent=2))
+print(json.loads(fashioniq_split_path(root, "dress", "val").read_text())[:3])
+assert set(fiq_records[0]) == set(FASHIONIQ_EXAMPLE_RECORD)
+
+# %% [markdown]
+# ## 3. Generating toy data
+#
+# The toy generator first *decides* everything (scenes, garments, names, edits, captions, canvas sizes)
+# from a seed, without drawing: `toy_specs(seed)`. A CIRR-like image is 1-3 shapes on a 3x3 grid; a query
+# is a list of edits between two scenes, and its caption states exactly those edits, so every caption is
+# true. Canvas sizes vary on purpose, to give the padding of section 7 something to do.
+
+# %%
+specs = toy_specs(SEED)
+query = specs.cirr["val"].queries[0]
+print("query:", query.caption)
+print("edits:", query.edits)
+scenes = {image.name: image for image in specs.cirr["val"].images}
+print("reference scene:", scenes[query.reference].scene)
+print("target scene:   ", scenes[query.target].scene)
+
+# %% [markdown]
+# `generate_toy_data(folder, seed)` then draws the images and writes every file. We draw a fresh copy
+# into a scratch folder (section 8 will break it on purpose; the course's own copy stays untouched):
+
+# %%
+scratch = tempfile.TemporaryDirectory(prefix="toy-copy-")
+fresh = Path(scratch.name)
+start = time.perf_counter()
+summary = generate_toy_data(fresh, seed=SEED)
+print(f"drew {summary['pretraining_pairs']:,} pretraining pairs and both datasets in {time.perf_counter() - start:.0f} s")
+rows = [["CIRR", split, "", f"{c['triplets']:,}", f"{c['images']:,}"] for split, c in summary["cirr"].items()]
+rows += [["FashionIQ", split, category, f"{c['triplets']:,}", f"{c['images']:,}"]
+         for category, splits in summary["fashioniq"].items() for split, c in splits.items()]
+print(format_table(["dataset", "split", "category", "triplets", "images"], rows))
+assert summary["cirr"]["val"]["triplets"] == len(specs.cirr["val"].queries)
+
+# %% [markdown]
+# The same seed gives the same files, byte for byte: the course's toy copy (if it was drawn with this
+# seed and size) is identical to the one we just drew.
+
+# %%
+if MODE == "tiny":
+    made_with = json.loads((root / MARKER).read_text())
+    if (made_with["seed"], made_with["size"]) == (SEED, summary["size"]):
+        assert cirr_caption_path(fresh, "train").read_bytes() == cirr_caption_path(root, "train").read_bytes()
+        print("fresh copy == course copy (cap.rc2.train.json)")
+
+# %% [markdown]
+# ## 4. Datasets in Python: splits and modes
+#
+# `CIRRDataset(root, split, mode)` and `FashionIQDataset(root, split, categories, mode)` read the files
+# above, validate every record, and serve items in one of two **modes**:
+#
+# - `relative`: one item per *query* (reference name, caption, target name, and for CIRR the 6 set
+#   members). Training iterates over these, and so does the query side of evaluation.
+# - `classic`: one item per *gallery image*. Evaluation encodes these once and ranks them for every query.
+#
+# With a `preprocess` transform, items also carry image tensors; without one, names only (which is how a
+# feature cache serves images later, in notebook 04).
+
+# %%
+rows = []
+for split in CIRR_SPLITS:
+    queries = CIRRDataset(root, split, "relative")
+    gallery = CIRRDataset(root, split, "classic")
+    targets = "yes" if queries.triplets[0].target else "no (hidden)"
+    rows.append(["CIRR", split, "", f"{len(queries):,}", f"{len(gallery):,}", targets])
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # a real FashionIQ copy warns about its missing images: section 8
+    for category in FASHIONIQ_CATEGORIES:
+        for split in FASHIONIQ_SPLITS:
+            queries = FashionIQDataset(root, split, [category], "relative", skip_missing=SKIP_MISSING)
+            gallery = FashionIQDataset(root, split, [category], "classic", skip_missing=SKIP_MISSING)
+            targets = "yes" if queries.triplets[0].target else "no (hidden)"
+            rows.append(["FashionIQ", split, category, f"{len(queries):,}", f"{len(gallery):,}", targets])
+print(format_table(["dataset", "split", "category", "relative (queries)", "classic (gallery)", "targets"], rows))
+
+# %%
+cirr_train = CIRRDataset(root, "train", "relative")
+print("relative item:", cirr_train[0])
+transform = build_transform("targetpad", IMAGE_SIZE)
+with_pixels = CIRRDataset(root, "train", "relative", preprocess=transform)[0]
+print({k: tuple(v.shape) for k, v in with_pixels.items() if hasattr(v, "shape")})
+assert with_pixels["reference"].shape == (3, IMAGE_SIZE, IMAGE_SIZE)
+
+# %% [markdown]
+# ## 5. Triplets, drawn
+#
+# A training example is a **triplet**: reference image, modification text, target image. Reading a few
+# is the fastest way to see what a dataset asks of a model.
+
+# %%
+picked = cirr_train.triplets[:N_TRIPLETS]
+viz.triplet_grid([(cirr_train.load_image(t.reference), t.caption, cirr_train.load_image(t.target)) for t in picked],
+                 title="CIRR train triplets")
+
+# %% [markdown]
+# FashionIQ's texts are *relative* and short ("is red with stripes", "has shorter sleeves"). At training
+# time the two captions are joined at random ("c0 and c1", "c1 and c0", or one of them alone), a text
+# augmentation SPRC inherits from CLIP4Cir; validation always uses "C0 and c1".
+
+# %%
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    fiq_train = FashionIQDataset(root, "train", list(FASHIONIQ_CATEGORIES), "relative", skip_missing=SKIP_MISSING)
+step = len(fiq_train) // N_TRIPLETS  # spread the picks over the three categories
+picks = [fiq_train[i * step] for i in range(N_TRIPLETS)]
+viz.triplet_grid([(fiq_train.load_image(p["reference_name"]), f"{p['dress_type']}: {p['caption']}",
+                   fiq_train.load_image(p["target_name"])) for p in picks], title="FashionIQ train triplets")
+
+# %% [markdown]
+# ## 6. CIRR's `img_set`: six look-alikes
+#
+# Every CIRR query lives in a set of 6 similar images. The global recall (R@K) ranks the whole gallery;
+# the **subset recall** (Rs@K) ranks only the 5 set members other than the reference, so it measures
+# whether the model reads the *text*: the candidates all resemble the reference, and only the
+# modification tells them apart. The reference is framed blue, the target green.
+
+# %%
+cirr_val = CIRRDataset(root, "val", "relative")
+q = cirr_val.triplets[0]
+members = list(q.members)
+viz.image_row([cirr_val.load_image(n) for n in members],
+              [("reference\n" if n == q.reference else "target\n" if n == q.target else "") + n for n in members],
+              {members.index(q.reference): viz.REFERENCE_COLOR, members.index(q.target): viz.TARGET_COLOR},
+              title=f"img_set {q.set_id} of pair {q.pair_id}: \u201c{q.caption}\u201d")
+
+# %% [markdown]
+# ## 7. TargetPad, SquarePad, or a plain resize
+#
+# The model takes square inputs (224 px for BLIP-2's ViT-g). CLIP's default preprocessing resizes the
+# short side and **centre-crops**, which cuts off the ends of a wide or tall image, and with them, perhaps,
+# the very object the caption talks about. CLIP4Cir, and SPRC after it, pad first:
+#
+# - `SquarePad` pads every image with black to a square: nothing is lost, but nearly-square images
+#   get thin black bars for nothing.
+# - `TargetPad(1.25)` pads **only** when the aspect ratio is at least 1.25, and only up to 1.25:
+#   `pad = int((long / 1.25 - short) / 2)` per side. Nearly-square images stay as they are; elongated
+#   ones keep 80% of their long side after the crop (a tenth goes at each end) and get thinner bars.
+#
+# Below: the most elongated images of the validation gallery, through each pipeline (plain resize = the
+# TargetPad pipeline without its first step).
+
+# %%
+targetpad = build_transform("targetpad", IMAGE_SIZE, target_ratio=1.25)
+pipelines = {
+    "resize + centre crop": Compose(targetpad.transforms[1:]),  # the same pipeline minus TargetPad
+    "SquarePad": build_transform("squarepad", IMAGE_SIZE),
+    "TargetPad(1.25)": targetpad,
+}
+gallery = CIRRDataset(root, "val", "classic")
+sizes = {name: gallery.load_image(name).size for name in gallery.image_names[:200]}
+elongated = sorted(sizes, key=lambda n: max(sizes[n]) / min(sizes[n]), reverse=True)[:3]
+viz.transform_grid([gallery.load_image(n) for n in elongated], pipelines)
+
+# %%
+pad = TargetPad(1.25)
+wide = gallery.load_image(elongated[0])
+padded = pad(wide)
+near_square = min(sizes, key=lambda n: max(sizes[n]) / min(sizes[n]))
+print(f"{wide.size} -> {padded.size}: ratio {max(wide.size) / min(wide.size):.2f} -> {max(padded.size) / min(padded.size):.2f}")
+assert abs(max(padded.size) / min(padded.size) - 1.25) < 0.05  # padded up to (about) the target ratio
+assert pad(gallery.load_image(near_square)).size == sizes[near_square]  # below 1.25: untouched
+
+# %% [markdown]
+# ## 8. `check-data`: a good copy and a broken one
+#
+# A download can be incomplete in many ways: an image missing, a JSON file truncated, a record with a
+# field missing. The loaders refuse such data with a message that names the file, the record and the
+# field, and `check_dataset` (the `check-data` command) loads every split the way training will and
+# reports on each. First, the copy we use:
+
+# %%
+for name in ("CIRR", "FashionIQ"):
+    reports = check_dataset(name, root)
+    print(format_reports(reports, root, allow_missing=SKIP_MISSING).replace(str(root), f"<{root.name}>"), "\n")
+    assert all(r.usable(allow_missing=SKIP_MISSING) for r in reports)
+
+# %% [markdown]
+# Now we break the fresh toy copy from section 3 in two realistic ways: one FashionIQ image goes missing
+# (a dead link), and one CIRR validation record loses its `target_hard` field (a bad edit or a truncated
+# download).
+
+# %%
+gone = json.loads(fashioniq_caption_path(fresh, "dress", "val").read_text())[0]["target"]  # a dress val target
+(fashioniq_image_dir(fresh) / f"{gone}.png").unlink()
+broken_file = cirr_caption_path(fresh, "val")
+records = json.loads(broken_file.read_text())
+del records[3]["target_hard"]
+broken_file.write_text(json.dumps(records, indent=2))
+
+
+def hide(text: str) -> str:
+    """Messages name files by full path; show them relative to the scratch copy instead."""
+    return text.replace(str(fresh), "<broken copy>")
+
+
+for name in ("CIRR", "FashionIQ"):
+    print(hide(format_reports(check_dataset(name, fresh), fresh)), "\n")
+
+# %% [markdown]
+# Each problem is named precisely: the CIRR val split is unusable because record 3 lacks `target_hard`;
+# the FashionIQ dress val split misses one image, and the report says how many triplets use it. The
+# dataset classes say the same when you load those splits:
+
+# %%
+try:
+    CIRRDataset(fresh, "val", "relative")
+except DataError as err:
+    print("DataError:", hide(str(err)))
+else:
+    raise AssertionError("a record without target_hard must be refused")
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    dress_val = FashionIQDataset(fresh, "val", ["dress"], "relative", skip_missing=True)
+print("warning:", hide(str(caught[0].message)))
+print(f"kept {len(dress_val)} of {dress_val.listed_triplets} triplets; missing images: {dress_val.missing_images}")
+assert dress_val.missing_images == [gone] and len(dress_val) == dress_val.listed_triplets - dress_val.dropped_triplets >= 1
+
+# %% [markdown]
+# Without `skip_missing=True` the FashionIQ split refuses to load at all: nothing is dropped silently, and
+# nothing crashes twenty minutes into an epoch. We are done with the scratch copy:
+
+# %%
+scratch.cleanup()
+assert not fresh.exists()
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 1.** By hand: what size does `TargetPad(1.25)` give a 200 x 100 image, and a 120 x 100 one?
+# Check with the library.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# 200 x 100: ratio 2 >= 1.25, so pad the height by int((200 / 1.25 - 100) / 2) = 30 per side -> 200 x 160.
+# 120 x 100: ratio 1.2 < 1.25, so nothing happens.
+for size, expected in (((200, 100), (200, 160)), ((120, 100), (120, 100))):
+    got = TargetPad(1.25)(Image.new("RGB", size)).size
+    print(size, "->", got)
+    assert got == expected
+
+# %% [markdown]
+# **Exercise 2.** Print the training caption of one FashionIQ triplet for epochs 0 to 7
+# (`set_epoch`, then `caption(i)`). How many different texts do you see, and why is the text drawn per
+# epoch instead of fixed?
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+texts = set()
+for epoch in range(8):
+    fiq_train.set_epoch(epoch)
+    texts.add(fiq_train.caption(0))
+    print(epoch, fiq_train.caption(0))
+fiq_train.set_epoch(0)
+print(f"{len(texts)} distinct texts; captions: {fiq_train.triplets[0].captions}")
+# At most 4 ("c0 and c1", "c1 and c0", "c0", "c1"): a cheap text augmentation. The draw depends only on
+# (seed, epoch, index), so every DataLoader worker and a resumed run see the same text.
+
+# %% [markdown]
+# **Exercise 3.** Draw the `img_set` of another validation query *without* marking the target, guess
+# which member it is from the caption, then check. Is it always easy? What does that say about Rs@1?
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+q = cirr_val.triplets[7]
+members = list(q.members)
+display(viz.image_row([cirr_val.load_image(n) for n in members], [str(i) for i in range(6)],
+                      {members.index(q.reference): viz.REFERENCE_COLOR}, title=q.caption))
+print("answer: member", members.index(q.target))
+# The members share most of the reference's content, so only the text tells them apart: Rs@1 rewards
+# reading the modification, while R@K also rewards finding images that merely look like the reference.
+
+# %% [markdown]
+# ## Recap
+#
+# - Both datasets are a folder of images plus JSON files: CIRR's caption records carry `pairid`,
+#   `reference`, `target_hard`, `caption` and a 6-member `img_set`; FashionIQ's carry `candidate`,
+#   `target` and two captions. Test splits hide targets.
+# - The toy generator decides everything from a seed (`toy_specs`) and then draws it
+#   (`generate_toy_data`), in exactly the real layouts.
+# - `relative` datasets serve queries, `classic` ones serve the gallery.
+# - TargetPad pads elongated images to a ratio of 1.25 instead of cropping them.
+# - `check-data` and the loaders name every missing file and bad record; `skip_missing=True` drops
+#   FashionIQ's dead links openly.
+#
+# Next: **02 BLIP-2 backbone**, the model that turns these images and texts into vectors.

@@ -4,7 +4,8 @@
 step's losses and every validation, and redraws one figure in place while the run goes on. It draws
 into a plain matplotlib `Figure` (not pyplot, so nothing leaks into other cells) and pushes it to
 the notebook as a PNG through one `IPython.display` handle that is updated in place. Redraws are
-throttled (a PNG costs ~0.1 s; a toy step ~0.2 s). Where no notebook front end is attached (a
+throttled so that drawing takes at most a tenth of the run: a PNG costs 0.2-2 s on a CPU (more on a
+busy one), about as much as several toy training steps. Where no notebook front end is attached (a
 script, a terminal IPython, a test) it only records, and `figure()` draws the same plot at the end.
 
 The static plots (`plot_history`, `plot_loss_terms`, `plot_schedules`) use pyplot, so a notebook
@@ -69,7 +70,7 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """A figure as PNG bytes (what the live display and the explorer widget show)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi)  # figures here use constrained layout: no tight bbox pass
     return buffer.getvalue()
 
 
@@ -93,7 +94,8 @@ class LiveCurves:
     """A `Trainer` callback that keeps the run's curves and redraws them in a notebook while it trains.
 
     `chance` (the `sprc_lib.evaluate.chance` dict) draws chance level beside each recall.
-    `every_s` is the least time between two redraws; epoch ends and validations always redraw.
+    `every_s` is the least time between two redraws, stretched to nine times the last redraw's cost so
+    drawing never takes more than a tenth of the run; epoch ends and validations always redraw.
     `show=None` shows only inside a notebook kernel.
     """
 
@@ -110,7 +112,7 @@ class LiveCurves:
     def __post_init__(self) -> None:
         self.show = in_notebook() if self.show is None else self.show
         self._handle = None
-        self._last_draw = -float("inf")
+        self._next_draw = -float("inf")
 
     def __call__(self, kind: str, info: dict) -> None:
         """The Trainer's callback: `kind` is "step", "epoch" or "validation"."""
@@ -122,22 +124,24 @@ class LiveCurves:
 
     def refresh(self, force: bool = False) -> None:
         """Redraw in the notebook if shown and `every_s` has passed (or `force`)."""
-        if not self.show or not (force or self.clock() - self._last_draw >= self.every_s):
+        if not self.show or not (force or self.clock() >= self._next_draw):
             return
         from IPython.display import Image, display
 
+        start = self.clock()
         image = Image(data=figure_png(self.figure()))
         if self._handle is None:
             self._handle = display(image, display_id=True)
         else:
             self._handle.update(image)
-        self._last_draw = self.clock()
+        end = self.clock()
+        self._next_draw = end + max(self.every_s, 9 * (end - start))
         self.redraws += 1
 
     def show_here(self) -> None:
         """Draw the next refresh as a new image in the current cell (e.g. when a resumed run continues)."""
         self._handle = None
-        self._last_draw = -float("inf")
+        self._next_draw = -float("inf")
 
     def loss_series(self, name: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one loss term: `loss` (the weighted total) or one of `LOSS_NAMES`."""

@@ -90,6 +90,25 @@ def test_redraws_are_throttled_but_epoch_events_always_redraw(shown):
     assert shown[-1][1].data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_slow_redraws_are_spaced_to_a_tenth_of_the_time(shown, monkeypatch):
+    clock = FakeClock()
+    real_png = curves.figure_png
+
+    def slow_png(fig):  # drawing takes one second on this "busy machine"
+        clock.now += 1.0
+        return real_png(fig)
+
+    monkeypatch.setattr(curves, "figure_png", slow_png)
+    live = LiveCurves(show=True, every_s=2.0, clock=clock)
+    live(*step(1))  # drawn from t=0 to t=1: the next draw is due at 1 + 9
+    clock.now = 9.5
+    live(*step(2))
+    assert live.redraws == 1
+    clock.now = 10.0
+    live(*step(3))
+    assert live.redraws == 2
+
+
 def test_headless_only_records(shown, monkeypatch):
     monkeypatch.setattr(curves, "in_notebook", lambda: False)
     live = LiveCurves()

@@ -109,7 +109,7 @@ print(format_table(["field", *recipes], [[f, *(str(getattr(r, f)) for r in recip
 #   80 epochs, the run stops at 5/8 of the way, with the learning rate still about a third of its
 #   peak. That is what produced the released numbers, so it stays the default;
 #   `--schedule-over-run` lays the schedule over the epochs actually run.
-# - **CIRR keeps a best model only from epoch 19 on** (`best_from_epoch`; epochs count from 0),
+# - **CIRR keeps a best model only after epoch 18** (`best_from_epoch` 19; epochs count from 0),
 #   chosen by the arithmetic mean of R@1, 5, 10, 50 and Rs@1, 2, 3. Early epochs never get saved,
 #   however good they look.
 # - **Loss weights**: CIRR adds the two auxiliary losses at weight 0.4 (`--loss-rtc`,
@@ -118,8 +118,9 @@ print(format_table(["field", *recipes], [[f, *(str(getattr(r, f)) for r in recip
 #   schedule spans exactly the 30 epochs it trains, and it trains on dress, shirt and toptee
 #   together, picking one of four caption orders at random for each triplet.
 #
-# Both use AdamW (betas 0.9/0.98, eps 1e-7, weight decay 0.05 on every trainable tensor), batches of
-# 128 with the last incomplete batch dropped, and mixed precision with the frozen ViT in fp16.
+# Both use AdamW (betas 0.9/0.98, eps 1e-7, weight decay 0.05 on every trainable tensor), shuffled
+# batches of 128 (the trainer drops an incomplete last batch, as the reference's CIRR loader does),
+# and mixed precision with the frozen ViT in fp16.
 # The learning rate per step, straight from the trainer's own scheduler:
 
 # %%
@@ -407,7 +408,7 @@ print(f"finished: {again.finished}; epochs in the history: {len(again.train_hist
 # ## Recap
 #
 # - The reference recipe has quirks that shaped its numbers: CIRR's schedule over 80 epochs while
-#   training 50, keep-best from epoch 19, auxiliary losses at 0.4; FashionIQ's 1.5-epoch warm-up
+#   training 50, keep-best only after epoch 18, auxiliary losses at 0.4; FashionIQ's 1.5-epoch warm-up
 #   from lr/100 and unweighted losses over three categories. The library reproduces them by default.
 # - A callback sees every step and validation; `LiveCurves` draws them while the run goes on.
 #   `loss_itc` carries retrieval, `loss_rtc` stays high by design, `loss_align` settles early.

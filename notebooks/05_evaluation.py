@@ -1,0 +1,376 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/05_evaluation.ipynb)
+#
+# # 05 · Evaluating SPRC: the metrics, the CIRR test server, and where the model goes wrong
+#
+# A recall figure is a count over rankings. This notebook computes the figures by hand on five
+# images, then with the library on CIRR and FashionIQ, writes the files the CIRR test server
+# expects, and then looks at the rankings themselves: the best, the worst, and your own queries.
+#
+# **What you will learn**
+#
+# - Recall@K, why CIRR removes the reference image from each ranking, and what Recall_subset@K
+#   measures, worked by hand before the library does it;
+# - the CIRR and FashionIQ validation protocols, and the chance level beside each figure;
+# - how to write and check the two CIRR test-server files, and what a rejected file looks like;
+# - how to read top-k grids and failure cases, and how to probe a model with your own text in an
+#   interactive explorer.
+#
+# Tiny mode (the default) evaluates the tiny models trained on the toy data (trained once by the
+# course, reused here). Full mode evaluates your models on the real validation splits.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: fetch the course and install its library
+    # !git clone -q --depth 1 https://github.com/sprc-course/sprc-course /content/sprc-course
+    # %pip install -q -e /content/sprc-course
+    sys.path.insert(0, "/content/sprc-course")
+
+# %%
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from sprc_lib.course import ensure_toy, tiny_model
+from sprc_lib.data import CIRRDataset, FashionIQDataset, build_transform
+from sprc_lib.env import autocast_dtype, course_mode, pick_device
+from sprc_lib.evaluate import FIQ_CATEGORIES, chance, cirr_test_submission, validate
+from sprc_lib.explorer import Explorer, ExplorerWidget, Retriever, img_set_figure, retrieval_grid
+from sprc_lib.features import CachedImages, FeatureCache
+from sprc_lib.metrics import FASHIONIQ_RECALL_KS, cirr_metrics, rank_gallery
+from sprc_lib.model.loading import load_model
+from sprc_lib.model.tokenizer import load_tokenizer
+from sprc_lib.paths import data_root
+from sprc_lib.submission import validate_cirr_submission
+from sprc_lib.tables import format_table, metrics_table
+
+# %% tags=["parameters"]
+MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real data): set SPRC_MODE=full or edit this
+K = 5  # top-k shown in the grids and the explorer
+SHOWN_QUERIES = 4  # rows in the grid of ordinary queries
+FAILURES = 4  # rows in the grid of failure cases
+CIRR_MODEL = None  # full mode: a saved model folder (a run's best/, or notebook 06's converted sprc_cirr)
+FIQ_MODEL = None  # full mode: the same for FashionIQ
+DATA_PATH = None  # full mode: the folder holding cirr_dataset/ and fashionIQ_dataset/
+
+# %%
+DEVICE = pick_device()
+if MODE == "tiny":  # CPU threads that compete with other programs for the cores cost more than they give:
+    torch.set_num_threads(1)  # a tiny-model step took 7x longer with two threads than one on a busy 2-core machine
+DTYPE = autocast_dtype("auto", DEVICE)
+SCRATCH = Path(tempfile.mkdtemp(prefix="sprc05-"))  # submission files; nothing lands in the repo
+if MODE == "tiny":
+    DATA = ensure_toy()
+    CACHE_DIR = DATA / "cache"
+    cirr_model, cirr_tokenizer = tiny_model("CIRR", DATA)  # trained on first use, then reused
+    fiq_model, fiq_tokenizer = tiny_model("FashionIQ", DATA)
+else:
+    if not (CIRR_MODEL and FIQ_MODEL):
+        raise ValueError("full mode: set CIRR_MODEL and FIQ_MODEL to saved model folders (see notebook 06)")
+    DATA = Path(DATA_PATH) if DATA_PATH else data_root()
+    CACHE_DIR = data_root() / "feature-cache"
+    cirr_model, cirr_tokenizer = load_model(CIRR_MODEL), load_tokenizer(CIRR_MODEL)
+    fiq_model, fiq_tokenizer = load_model(FIQ_MODEL), load_tokenizer(FIQ_MODEL)
+
+
+def prepare(model, galleries):
+    """On the device, the ViT in fp16 on a GPU (as in training), with its transform and a feature cache
+    holding the val galleries (one ViT pass for each image not cached yet)."""
+    model = model.to(DEVICE).eval()
+    if DEVICE.type == "cuda":
+        model.set_vit_dtype(torch.float16)
+    preprocess = build_transform("targetpad", model.config.vision_config.image_size)
+    cache = FeatureCache(CACHE_DIR, model, preprocess)
+    for gallery in galleries:
+        CachedImages(gallery, cache, DEVICE)
+    return model, preprocess, cache
+
+
+cirr_model, cirr_preprocess, cirr_cache = prepare(cirr_model, [CIRRDataset(DATA, "val", "classic")])
+fiq_model, fiq_preprocess, fiq_cache = prepare(
+    fiq_model, [FashionIQDataset(DATA, "val", [c], "classic") for c in FIQ_CATEGORIES])
+
+# %% [markdown]
+# ## 1. The metrics by hand, on five images
+#
+# A gallery of five images, A to E, and two composed queries. The model gives every gallery image a
+# score per query (higher = closer to what the query asks for); a ranking sorts them. On CIRR, a
+# query's **reference image is removed from its ranking**: the reference is almost always very
+# similar to itself, would take the first place, and is never the answer. Each query also has a
+# small **group** of images (its `img_set`; six on CIRR, four here) that contains the reference and
+# the target; **Recall_subset@K** asks for the target within the top K of the group's ranking.
+
+# %%
+names = ["A", "B", "C", "D", "E"]
+queries = [  # (reference, target, group, scores for A..E)
+    ("A", "C", ["A", "B", "C", "D"], [0.95, 0.70, 0.80, 0.40, 0.60]),
+    ("B", "E", ["B", "A", "D", "E"], [0.50, 0.90, 0.85, 0.30, 0.55]),
+]
+by_hand = []
+for reference, target, group, scores in queries:
+    ranking = [n for _, n in sorted(zip(scores, names, strict=True), reverse=True)]
+    removed = [n for n in ranking if n != reference]
+    subset = [n for n in removed if n in group]
+    rank, subset_rank = removed.index(target) + 1, subset.index(target) + 1
+    by_hand.append((rank, subset_rank))
+    print(f"reference {reference}, target {target}: ranking {' '.join(ranking)} -> without the reference "
+          f"{' '.join(removed)} (target rank {rank}); group ranking {' '.join(subset)} (target rank {subset_rank})")
+
+recall_at = {k: 100 * sum(rank <= k for rank, _ in by_hand) / len(by_hand) for k in (1, 2, 3)}
+subset_at = {k: 100 * sum(rank <= k for _, rank in by_hand) / len(by_hand) for k in (1, 2, 3)}
+print(f"R@1 = {recall_at[1]:.0f}, R@2 = {recall_at[2]:.0f}, Rs@1 = {subset_at[1]:.0f}, Rs@2 = {subset_at[2]:.0f}")
+
+# %% [markdown]
+# Query 1 finds its target only because the reference is removed (with it, C would be second).
+# Query 2 misses at R@1 (C outranks E) but hits at Rs@1: C is not in its group, so the subset
+# ranking never sees it. The subset metric asks a finer question: among images that look alike
+# (CIRR builds its groups from visually similar images), is the target the best one?
+#
+# The library computes the same numbers from the score matrix (rows: queries, columns: gallery):
+
+# %%
+library = cirr_metrics(torch.tensor([s for *_, s in queries]), names, [q[0] for q in queries],
+                       [q[1] for q in queries], [q[2] for q in queries])
+print({k: library[k] for k in ("recall_at1", "recall_at5", "recall_subset_at1", "recall_subset_at2")})
+assert library["recall_at1"] == recall_at[1] and library["recall_subset_at1"] == subset_at[1]
+assert library["recall_subset_at2"] == subset_at[2]
+
+# %% [markdown]
+# R@5 is 100 here because only four images are left to rank. FashionIQ keeps the reference in
+# the ranking, so under its protocol query 1's target would be second.
+#
+# ## 2. CIRR val: reference removed, subset recall, chance
+#
+# `validate` indexes the gallery once (every val image through the ViT, `ln_vision`, the Q-Former
+# and the projection; the ViT part read from the feature cache), then scores every query against
+# it. The chance column is what a random ranking would score on a gallery this size.
+
+# %%
+cirr = validate("CIRR", cirr_model, cirr_tokenizer, DATA, cirr_preprocess, DEVICE, DTYPE, cirr_cache)
+cirr_chance = chance("CIRR", DATA)
+print(metrics_table(cirr, cirr_chance))
+assert cirr["recall_at10"] > 5 * cirr_chance["recall_at10"] and cirr["recall_subset_at1"] > cirr_chance["recall_subset_at1"]
+
+# %% [markdown]
+# A `Retriever` (from `sprc_lib.explorer`) holds the same index and scores, and ranks each query
+# the way the metrics do (same tie rule, reference removed), so the ranks it reports are the ranks
+# the recall counts. Here is one query's `img_set` drawn: the reference (blue, removed), the target
+# (green), and each member's rank in the whole gallery and within the set.
+
+# %%
+retriever = Retriever.for_split("CIRR", cirr_model, cirr_tokenizer, DATA, cirr_preprocess,
+                                cache=cirr_cache, device=DEVICE, dtype=DTYPE)
+ranks = [r.target_rank for r in retriever.retrievals(k=K)]
+for k in (1, 5, 10, 50):
+    assert abs(100 * sum(rank <= k for rank in ranks) / len(ranks) - cirr[f"recall_at{k}"]) < 1e-9
+fig = img_set_figure(retriever, 1)
+
+# %% [markdown]
+# ## 3. FashionIQ val, per category
+#
+# FashionIQ evaluates each category against its own gallery (the category's val images), keeps the
+# reference in the ranking, joins the two captions of a triplet into one query ("Is red and has
+# long sleeves"), and reports R@10 and R@50 per category, their means, and the average of the two
+# means (the figure the reference keeps its best model by).
+
+# %%
+fiq = validate("FashionIQ", fiq_model, fiq_tokenizer, DATA, fiq_preprocess, DEVICE, DTYPE, fiq_cache)
+fiq_chance = chance("FashionIQ", DATA)
+rows = [[c, *(f"{fiq[f'{c}_recall_at{k}']:.1f} ({fiq_chance[f'{c}_recall_at{k}']:.1f})" for k in FASHIONIQ_RECALL_KS)]
+        for c in ("dress", "shirt", "toptee", "average")]
+print(format_table(["category", "R@10 (chance)", "R@50 (chance)"], rows))
+print(f"average of R@10 and R@50: {fiq['average']:.1f} (chance {fiq_chance['average']:.1f})")
+assert fiq["average_recall_at10"] > 3 * fiq_chance["average_recall_at10"]
+
+# %% [markdown]
+# ## 4. The CIRR test server: writing and checking the two files
+#
+# CIRR's test labels are hidden. You upload two JSON files to the CIRR evaluation server (its
+# address is in the CIRR repository's `Test-split_server.md`): for every test pair id, the top 50
+# gallery images, and the top 3 of its group, each without the reference. A rejected upload costs
+# a round trip and the server limits submissions, so the library checks everything the server
+# would check before it writes anything. On toy data the "test1" split has the real layout.
+
+# %%
+recall_file, subset_file = cirr_test_submission(cirr_model, cirr_tokenizer, DATA, cirr_preprocess, SCRATCH, "sprc",
+                                                DEVICE, DTYPE, cirr_cache)
+recall, recall_subset = json.loads(recall_file.read_text()), json.loads(subset_file.read_text())
+first_id = next(k for k in recall if k not in ("version", "metric"))
+print(recall_file.name, f"{recall_file.stat().st_size:,} bytes;", subset_file.name, f"{subset_file.stat().st_size:,} bytes")
+print({k: recall[k] for k in ("version", "metric")}, f"pair {first_id}: {recall[first_id][:4]} ... (50 names)")
+print(f"recall_subset pair {first_id}: {recall_subset[first_id]}")
+
+# %% [markdown]
+# `validate_cirr_submission` is the check `cirr_test_submission` ran before writing. It passes on
+# the files just written, and names the pair id and the problem on a broken copy:
+
+# %%
+test_queries, test_gallery = CIRRDataset(DATA, "test1", "relative"), CIRRDataset(DATA, "test1", "classic")
+context = dict(pair_ids=[t.pair_id for t in test_queries.triplets], gallery_names=test_gallery.image_names,
+               reference_names=[t.reference for t in test_queries.triplets],
+               group_members=[list(t.members) for t in test_queries.triplets])
+validate_cirr_submission(recall, recall_subset, **context)
+print("the files as written: accepted")
+
+first = test_queries.triplets[0]
+with_reference = copy.deepcopy(recall)
+with_reference[str(first.pair_id)][7] = first.reference  # the reference slipped into its own list
+missing_pair = {k: v for k, v in recall_subset.items() if k != str(first.pair_id)}  # a query left out
+for what, (r, s) in {"reference in its own list": (with_reference, recall_subset),
+                     "a pair id missing": (recall, missing_pair)}.items():
+    try:
+        validate_cirr_submission(r, s, **context)
+        raise AssertionError(f"{what}: the broken copy was accepted")
+    except ValueError as error:
+        print(f"{what}: rejected: {error}")
+
+# %% [markdown]
+# ## 5. Looking at rankings: top-k grids
+#
+# Numbers say how often; pictures say how. Each row: the reference (blue) and the modification
+# text, then the top-k gallery images with their scores; the target, when it is among them, is
+# outlined green; when it is not, it is shown at the end of the row with its rank.
+
+# %%
+fig = retrieval_grid(retriever, retriever.retrievals(K, range(SHOWN_QUERIES)), title="CIRR val: first queries")
+
+# %% [markdown]
+# ## 6. Failure cases: the targets ranked worst
+#
+# The queries whose target ranked lowest in the whole gallery:
+
+# %%
+worst = retriever.worst(FAILURES, K)
+fig = retrieval_grid(retriever, worst, title="CIRR val: the targets ranked worst")
+print([f"{r.query.label}: rank {r.target_rank}" for r in worst])
+worst_ranks = [r.target_rank for r in worst]
+assert worst_ranks == sorted(worst_ranks, reverse=True) and worst_ranks[0] == max(ranks)
+
+# %% [markdown]
+# Before blaming the model, look at what it returned. Three patterns are worth looking for:
+#
+# - **The model retrieved what the text asked for, on the wrong scene.** The top images often carry
+#   the requested change (the new colour, the added object) on images that share little else with
+#   the reference: the text's signal overrode the image's. Composed retrieval must keep what the
+#   text does not mention.
+# - **Small, local edits.** Recolouring or removing one object among several, or changing a size,
+#   touches few pixels; the top images are near-copies of the reference that did not make the change.
+# - **Several edits in one sentence** ("make it bigger, then paint it yellow"): the model gets one
+#   of them. Exercise 2 measures this.
+#
+# On real CIRR add annotation issues: captions that are ambiguous or wrong, and other gallery
+# images that fit the text as well as the labelled target (CIRR's `target_soft` marks some). A
+# failure grid is where such cases surface; the recall counts them as misses all the same.
+#
+# ## 7. The explorer: your own queries
+#
+# `Explorer` holds the state the widget shows, and its methods are the widget's callbacks:
+# `choose_query(i)`, `type_text(text)`, `choose_reference(name)`, `set_k(k)`. Called directly they
+# return the new top-k, so you can script them; an unknown reference is a clear error.
+
+# %%
+explorer = Explorer(retriever, k=K, query=0)
+print("query:", explorer.query.text, "->", explorer.summary())
+typed = explorer.type_text("make the circle bigger and paint it yellow")
+print("typed:", typed.query.text, "->", explorer.summary())
+assert typed.query.reference == retriever.queries[0].reference and typed.query.target == retriever.queries[0].target
+try:
+    explorer.choose_reference("no-such-image")
+except ValueError as error:
+    print("unknown reference:", error)
+
+# %% [markdown]
+# The widget: pick a query, type your own text (press Enter), pick another reference image, or
+# move k. When you change only the text, the query's original target stays outlined (or shown with
+# its rank), so you see how your wording moves it. (The widget needs a live Jupyter kernel; in a
+# static copy of this notebook you see it as it was left.)
+
+# %%
+ExplorerWidget(explorer)
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 1.** How much do the CIRR recalls drop if the reference is *not* removed from the
+# rankings? (`retriever.all_scores()` gives the score matrix; `sprc_lib.metrics.rank_gallery`
+# ranks it, with or without an `exclude`.)
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+scores = retriever.all_scores()
+column = {name: i for i, name in enumerate(retriever.gallery_names)}
+targets = torch.tensor([column[q.target] for q in retriever.queries])
+order = rank_gallery(scores)  # nothing removed
+kept_rank = (order == targets[:, None]).int().argmax(dim=1) + 1
+for k in (1, 5, 10):
+    print(f"R@{k}: {100 * (kept_rank <= k).float().mean():.1f} with the reference kept, "
+          f"{cirr[f'recall_at{k}']:.1f} with it removed")
+# The reference usually takes first place (it is most like itself) and pushes each target down one
+# place: every recall drops, R@1 the most relative to its size.
+
+# %% [markdown]
+# **Exercise 2.** Is the model worse on some kinds of edit? Split the CIRR val queries by a keyword
+# of their text (colour words, size words, removals, several edits joined by "then"/"and") and
+# compare R@10 per group.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+kinds = {
+    "colour": ("red", "blue", "green", "yellow", "pink", "orange", "violet", "purple", "color", "colour", "paint"),
+    "size": ("bigger", "smaller", "larger", "size"),
+    "removal": ("remove", "rid", "delete", "without"),
+    "several edits": ("then", " and ", "also", ";"),
+}
+results = retriever.retrievals(k=K)
+table = []
+for kind, words in kinds.items():
+    picked = [r for r in results if any(w in f" {r.query.text.lower()} " for w in words)]
+    if picked:
+        table.append([kind, str(len(picked)), f"{100 * sum(r.target_rank <= 10 for r in picked) / len(picked):.1f}"])
+table.append(["all", str(len(results)), f"{cirr['recall_at10']:.1f}"])
+print(format_table(["edit kind", "queries", "R@10"], table))
+# The kinds far below "all" are where the model is weak; compare them with the failure grid above.
+
+# %% [markdown]
+# **Exercise 3.** Give the text of query 0 to a different reference image. Does the top-k follow the
+# text or the image? (Use `explorer.choose_query`, then `explorer.choose_reference`.)
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+explorer.choose_query(0)
+other = retriever.queries[5].reference
+moved = explorer.choose_reference(other)
+fig = retrieval_grid(retriever, [retriever.retrievals(K, [0])[0], moved])
+# The top-k follows the image: the text edits the reference, it does not replace it. That is
+# composed retrieval: a model that followed only the text would return the same images for both.
+
+# %% [markdown]
+# ## Recap
+#
+# - R@K counts queries whose target is in the top K; CIRR removes the reference from each ranking
+#   and adds Recall_subset@K within the query's six-image group; FashionIQ ranks per category, keeps
+#   the reference, and reports R@10 and R@50.
+# - Always read a figure beside its chance level: a toy gallery of a few hundred images makes R@50
+#   easy, a real one of thousands does not.
+# - The CIRR test server takes two files (top 50, top 3 of the group); the library validates them
+#   before writing, and names the pair id and the problem when something is wrong.
+# - Grids, failure cases and the explorer show *how* the model ranks: what it keeps from the image,
+#   what it takes from the text, and where the two disagree.
+#
+# Next, notebook 06 loads the authors' released checkpoints and reproduces the paper's numbers.

@@ -285,7 +285,9 @@ assert worst_ranks == sorted(worst_ranks, reverse=True) and worst_ranks[0] == ma
 #
 # `Explorer` holds the state the widget shows, and its methods are the widget's callbacks:
 # `choose_query(i)`, `type_text(text)`, `choose_reference(name)`, `set_k(k)`. Called directly they
-# return the new top-k, so you can script them; an unknown reference is a clear error.
+# return the new top-k, so you can script them; an unknown reference is a clear error. (For
+# FashionIQ, `Retriever.for_split("FashionIQ", ..., category="dress")` builds the same thing over
+# one category's gallery, with the reference kept in the ranking.)
 
 # %%
 explorer = Explorer(retriever, k=K, query=0)

@@ -330,7 +330,7 @@ class ExplorerWidget:
             value=explorer.query_index, description="query", layout=widgets.Layout(width="95%"))
         self.reference = widgets.Combobox(
             options=explorer.retriever.gallery_names, value=explorer.query.reference, ensure_option=False,
-            description="reference", placeholder="a gallery image name")
+            continuous_update=False, description="reference", placeholder="a gallery image name")
         self.text = widgets.Text(value=explorer.query.text, description="text", continuous_update=False,
                                  layout=widgets.Layout(width="95%"))
         self.k = widgets.IntSlider(value=explorer.k, min=1, max=max_k, description="top-k")

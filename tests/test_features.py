@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +73,21 @@ def test_backbone_transform_and_dtype_change_the_key(model, tmp_path):
         model.vision_model.post_layernorm.weight += 1.0  # ln_vision is trainable and not part of the cache
         model.vision_model.encoder.layers[0].mlp.fc1.weight[0, 0] -= 1e-3
     assert FeatureCache(tmp_path, model, build_transform("targetpad", SIZE)).dir == base
+
+
+def test_the_key_is_the_same_in_another_process(model, tmp_path):
+    """A cache built in a notebook must be found by the CLI and by every torchrun process: no addresses in the key."""
+    model.save_pretrained(tmp_path / "model")
+    here = FeatureCache(tmp_path / "cache", model, build_transform("targetpad", SIZE)).dir
+    script = (
+        "import sys; from sprc_lib.data import build_transform; from sprc_lib.features import FeatureCache; "
+        "from sprc_lib.model import SPRCModel; "
+        "m = SPRCModel.from_pretrained(sys.argv[1]); "
+        f"print(FeatureCache(sys.argv[2], m, build_transform('targetpad', {SIZE})).dir)"
+    )
+    there = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model"), str(tmp_path / "cache")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(there) == here
 
 
 def test_a_changed_image_is_computed_again(model, toy_copy, tmp_path):

@@ -58,15 +58,21 @@ class SquarePad:
         return f"{type(self).__name__}()"
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    return image.convert("RGB")
+class ToRGB:
+    """`image.convert("RGB")` with a stable repr: the feature cache keys on `repr(transform)`, so no addresses."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.convert("RGB")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 def _clip_tail(dim: int) -> list[Callable]:
     return [
         Resize(dim, interpolation=InterpolationMode.BICUBIC),
         CenterCrop(dim),
-        _to_rgb,
+        ToRGB(),
         ToTensor(),
         Normalize(CLIP_MEAN, CLIP_STD),
     ]

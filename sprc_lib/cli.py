@@ -152,12 +152,15 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
     p.add_argument("--stop-after-steps", type=int, default=None, help="stop (with a checkpoint) after N steps")
+    p.add_argument("--global-negatives", action="store_true", default=None,
+                   help="under torchrun: contrast each query with the targets of all processes, not only its own")
     p.set_defaults(run=_run_train)
 
 
 # Flags a resumed run takes from its saved hyperparameters; passing them with --resume is a mistake.
 _FIXED_ON_RESUME = ("dataset", "preset", "model_path", "tokenizer", "num_epochs", "learning_rate", "batch_size",
-                    "loss_rtc", "loss_align", "validation_frequency", "transform", "target_ratio", "output_dir")
+                    "loss_rtc", "loss_align", "validation_frequency", "transform", "target_ratio", "output_dir",
+                    "global_negatives")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -182,6 +185,7 @@ def _run_train(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, save_training=args.save_training, save_best=args.save_best, seed=args.seed,
         precision=args.precision, device=args.device, feature_cache=args.feature_cache,
         checkpoint_every=args.checkpoint_every, stop_after_steps=args.stop_after_steps,
+        global_negatives=bool(args.global_negatives),
     )
     result = train(config, resume=args.resume)
     print(f"run folder: {result.run_dir}")

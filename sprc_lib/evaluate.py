@@ -3,6 +3,11 @@
 Index features keep both what the reference keeps: the projected query-token features of each
 gallery image (the targets' side) and its `ln_vision` outputs, because a query's reference image is
 looked up in the gallery rather than encoded again.
+
+In a multi-process run (a process group is up, as in training under torchrun) every process calls
+these functions together: each encodes a contiguous share of the gallery and of the queries, in the
+very batches one process would run, and the shares are gathered, so every process holds the whole
+score matrix and computes the same metrics as a single process.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from sprc_lib import distributed
 from sprc_lib.data import CIRRDataset, FashionIQDataset, collate
 from sprc_lib.data.base import RetrievalDataset
 from sprc_lib.env import autocast
@@ -59,20 +65,34 @@ def index_features(
     batch_size: int = 32,
     num_workers: int = 0,
 ) -> IndexFeatures:
-    """Encode every gallery image (a `classic` dataset, with pixels or cached tokens) once."""
+    """Encode every gallery image (a `classic` dataset, with pixels or cached tokens) once.
+
+    With several processes each encodes its share (whole batches) and every process gets the whole index.
+    """
+    share = distributed.shard(len(gallery), batch_size)
     loader = DataLoader(
-        gallery, batch_size=batch_size, num_workers=num_workers, collate_fn=collate, generator=torch.Generator()
+        Subset(gallery, share), batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
+        generator=torch.Generator(),
     )
     names, features, embeds = [], [], []
     model.eval()
-    for batch in tqdm(loader, desc=f"index {gallery.name}", leave=False):
+    for batch in tqdm(loader, desc=f"index {gallery.name}", leave=False, disable=not distributed.is_main()):
         with autocast(device, dtype):
             e = model.encode_image(batch["image"].to(device))
             g = model.image_features(e)
         names += batch["name"]
         features.append(g.float())
         embeds.append(e.to(dtype or torch.float32))
-    return IndexFeatures(names, torch.cat(features), torch.cat(embeds))
+    if not names:  # a share can be empty when the gallery has fewer batches than there are processes
+        tokens, width = model.vision_model.embeddings.position_embedding.shape[1:]
+        features.append(torch.empty(0, model.config.num_query_tokens, model.config.image_text_hidden_size,
+                                    device=device))
+        embeds.append(torch.empty(0, tokens, width, dtype=dtype or torch.float32, device=device))
+    return IndexFeatures(
+        [name for part in distributed.all_gather_objects(names) for name in part],
+        distributed.all_gather_rows(torch.cat(features)),
+        distributed.all_gather_rows(torch.cat(embeds)),
+    )
 
 
 @torch.no_grad()
@@ -86,16 +106,20 @@ def query_scores(
     dtype: torch.dtype | None = None,
     batch_size: int = 64,
 ) -> Tensor:
-    """Scores (len(captions), N) of composed queries against the gallery; higher is better."""
+    """Scores (len(captions), N) of composed queries against the gallery; higher is better.
+
+    With several processes each scores its share of the queries (whole batches); all get every row.
+    """
     model.eval()
-    out = []
-    for start in range(0, len(captions), batch_size):
+    out = [torch.empty(0, len(index.names), device=device)]
+    share = distributed.shard(len(captions), batch_size)
+    for start in range(share.start, share.stop, batch_size):
         refs = list(reference_names[start : start + batch_size])
         ids, mask = tokenize(tokenizer, list(captions[start : start + batch_size]), model.config.max_txt_len)
         with autocast(device, dtype):
             f = model.composed_features(index.embeds_of(refs), ids.to(device), mask.to(device))
-            out.append(model.scores(f, index.features).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, len(index.names))
+            out.append(model.scores(f, index.features).float())
+    return distributed.all_gather_rows(torch.cat(out)).cpu()
 
 
 def relative_queries(dataset: RetrievalDataset) -> tuple[list[str], list[str]]:
@@ -171,6 +195,13 @@ def validate(
     return fashioniq_validation(
         model, tokenizer, root, preprocess, device, dtype, cache, FIQ_CATEGORIES, batch_size, num_workers
     )
+
+
+def validation_galleries(dataset: str, root: str | Path) -> list[CIRRDataset | FashionIQDataset]:
+    """The galleries `validate` indexes (names only): CIRR val, or each FashionIQ category's val split."""
+    if dataset == "CIRR":
+        return [CIRRDataset(root, "val", "classic")]
+    return [FashionIQDataset(root, "val", [c], "classic") for c in FIQ_CATEGORIES]
 
 
 def chance(dataset: str, root: str | Path) -> dict[str, float]:

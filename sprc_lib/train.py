@@ -11,6 +11,11 @@ A run folder holds everything about one run:
 
 Resuming restores the checkpoint exactly, so an interrupted run ends with the weights an
 uninterrupted one would have: the batch order comes from (seed, epoch), not from a global RNG.
+
+Several processes (`torchrun --nproc_per_node N -m sprc_lib train ...`) train one model with
+DistributedDataParallel: each step takes one global batch of `batch_size x N` triplets, each process
+its slice; rank 0 alone writes files, logs and shows progress. The checkpoint counts the *samples*
+consumed in the epoch, so a run can resume with another number of processes (see `Trainer._restore`).
 """
 
 from __future__ import annotations
@@ -29,13 +34,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+import transformers
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from transformers.initialization import no_init_weights
 
+from sprc_lib import distributed
 from sprc_lib.data import CIRRDataset, FashionIQDataset, build_transform, collate
-from sprc_lib.env import autocast, autocast_dtype, pick_device
-from sprc_lib.evaluate import FIQ_CATEGORIES, validate
+from sprc_lib.env import autocast, autocast_dtype
+from sprc_lib.evaluate import FIQ_CATEGORIES, validate, validation_galleries
 from sprc_lib.features import CachedImages, FeatureCache
 from sprc_lib.metrics import KEEP_BEST_KEY
 from sprc_lib.model import LOSS_NAMES, SPRCConfig, SPRCModel, preset_config
@@ -78,6 +86,7 @@ class TrainConfig:
     feature_cache: str | None = None
     checkpoint_every: int = 0  # also save a checkpoint every N steps (0: at epoch ends only)
     stop_after_steps: int | None = None  # stop (with a checkpoint) after N steps of this invocation
+    global_negatives: bool = False  # several processes: contrast each query with the targets of all of them
 
     def recipe(self) -> Recipe:
         return recipe_for(self.dataset, self.preset).with_overrides(
@@ -115,19 +124,29 @@ class EpochBatchSampler(Sampler[list[int]]):
             raise ValueError(f"{size} training triplets cannot fill one batch of {batch_size} x {world_size}")
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.offset = 0, 0, 0
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start = epoch, start_batch
+    def set_epoch(self, epoch: int, start_batch: int = 0, offset: int = 0) -> None:
+        """Iterate `epoch` from batch `start_batch`, the batches shifted by `offset` samples of the epoch's order.
+
+        An offset arises when a run resumes with another world size after a number of samples that the
+        new global batch does not divide: the epoch then goes on from the first unseen sample.
+        """
+        self.epoch, self.start, self.offset = epoch, start_batch, offset
 
     def __len__(self) -> int:
         return self.size // (self.batch_size * self.world_size)
 
+    @property
+    def stop(self) -> int:
+        """The batch index this epoch ends at: `len(self)`, or one less when an offset leaves no room."""
+        return (self.size - self.offset) // (self.batch_size * self.world_size)
+
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         step = self.batch_size * self.world_size
-        for b in range(self.start, len(self)):
-            chunk = order[b * step : (b + 1) * step]
+        for b in range(self.start, self.stop):
+            chunk = order[self.offset + b * step : self.offset + (b + 1) * step]
             yield chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
 
 
@@ -140,9 +159,18 @@ def make_optimizer(model: SPRCModel, recipe: Recipe) -> torch.optim.AdamW:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int, over_run: bool = False
+    optimizer: torch.optim.Optimizer,
+    recipe: Recipe,
+    steps_per_epoch: int,
+    over_run: bool = False,
+    start_step: int = 0,
 ) -> torch.optim.lr_scheduler.OneCycleLR:
-    """OneCycleLR stepped every batch, laid over the recipe's schedule epochs (CIRR: 80, a reference quirk)."""
+    """OneCycleLR stepped every batch, laid over the recipe's schedule epochs (CIRR: 80, a reference quirk).
+
+    `start_step` > 0 builds it already `start_step` steps in (rate and momentum included), the way
+    PyTorch resumes a schedule; the optimizer must then hold the schedule's group entries
+    (`initial_lr`, `max_lr`, ...), as one restored from a checkpoint does.
+    """
     epochs, pct_start = recipe.schedule(recipe.num_epochs, over_run)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
@@ -151,6 +179,7 @@ def make_scheduler(
         steps_per_epoch=steps_per_epoch,
         pct_start=pct_start,
         div_factor=recipe.div_factor,
+        last_epoch=start_step - 1,
     )
 
 
@@ -160,26 +189,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    """Every RNG the loop draws from, as tensors and plain data (so checkpoints load with weights_only)."""
+def rng_state(device: torch.device) -> dict:
+    """Every RNG the loop draws from, as tensors and plain data (so checkpoints load with weights_only).
+
+    On a GPU, only the training device's generator: asking for all of them would open a context on
+    every GPU from every process of a multi-GPU run.
+    """
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def atomic_save(obj: object, path: Path) -> None:
@@ -229,7 +262,11 @@ def find_checkpoint(resume: str | Path) -> Path:
 
 
 class Trainer:
-    """One training run; `fit()` runs it (or continues it, when built with `resume`)."""
+    """One training run; `fit()` runs it (or continues it, when built with `resume`).
+
+    In a multi-process run (a process group is up, as `train` sets one up under torchrun) every process
+    builds its own Trainer and all move in lock-step: the same steps, validations and checkpoints.
+    """
 
     def __init__(self, config: TrainConfig, resume: str | Path | None = None, callback: Callable | None = None):
         checkpoint = read_checkpoint(find_checkpoint(resume)) if resume else None
@@ -240,39 +277,47 @@ class Trainer:
             config = TrainConfig(**saved)
         self.config, self.callback = config, callback
         self.recipe = config.recipe()
-        self.device = pick_device(config.device)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0
+        if not self.main:  # one log for the run: rank 0's
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
+        self.global_batch = self.recipe.batch_size * self.world_size
+        self.device = distributed.process_device(config.device)
         self.dtype = autocast_dtype(config.precision, self.device)
-        self.run_dir = Path(checkpoint["run_dir"]) if checkpoint else self._new_run_dir()
+        fresh_dir = None if checkpoint else distributed.broadcast_object(str(self._new_run_dir()))  # rank 0's clock
+        self.run_dir = Path(checkpoint["run_dir"] if checkpoint else fresh_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if checkpoint is None:
-            seed_everything(config.seed)
+            seed_everything(config.seed + self.rank)  # dropout masks differ between processes; weights come from rank 0
 
         self.train_set = self._train_dataset(preprocess=None)
         self.tokenizer = self._tokenizer(checkpoint)
         self.model = self._model(checkpoint).to(self.device)
         if self.device.type == "cuda":
             self.model.set_vit_dtype(torch.float16)  # the reference keeps the frozen ViT in fp16
+        self.net = self._wrap(self.model)
         self.preprocess = build_transform(
             self.recipe.transform, self.model.config.vision_config.image_size, self.recipe.target_ratio
         )
-        self.cache = (
-            FeatureCache(config.feature_cache, self.model, self.preprocess) if config.feature_cache else None
+        self.cache, self.loader_set = self._loader_dataset()
+        self.sampler = EpochBatchSampler(
+            len(self.train_set), self.recipe.batch_size, config.seed, self.rank, self.world_size
         )
-        self.loader_set = self._loader_dataset()
-        self.sampler = EpochBatchSampler(len(self.train_set), self.recipe.batch_size, config.seed)
 
         self.optimizer = make_optimizer(self.model, self.recipe)
         self.scheduler = make_scheduler(self.optimizer, self.recipe, len(self.sampler), config.schedule_over_run)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
         self.epoch = self.step_in_epoch = self.global_step = 0
+        self.offset = 0  # samples of this epoch before its first batch (see `_restore`)
         self.running = self._zero_running()
         self.best: dict | None = None
         self.train_history: list[dict] = []
         self.val_history: list[dict] = []
         if checkpoint is not None:
             self._restore(checkpoint)
-        else:
+        elif self.main:
             self._write_hyperparameters()
 
     # ------------------------------------------------------------------ building blocks
@@ -306,7 +351,9 @@ class Trainer:
     def _tokenizer(self, checkpoint: dict | None):
         saved = self.run_dir / "tokenizer"
         if checkpoint is None:
-            load_tokenizer(self.config.tokenizer or self._base_weights()).save_pretrained(saved)
+            if self.main:
+                load_tokenizer(self.config.tokenizer or self._base_weights()).save_pretrained(saved)
+            distributed.barrier()  # the others read what rank 0 wrote
         return load_tokenizer(saved)
 
     def _model(self, checkpoint: dict | None) -> SPRCModel:
@@ -317,11 +364,31 @@ class Trainer:
             return model
         return load_model(self._base_weights(), preset_config(self.config.preset, len(self.tokenizer)))
 
-    def _loader_dataset(self):
-        """The training items: pixels decoded by the dataset, or frozen-ViT tokens from the cache."""
-        if self.cache is not None:
-            return CachedImages(self.train_set, self.cache, self.device)
-        return self._train_dataset(self.preprocess)
+    def _wrap(self, model: SPRCModel) -> SPRCModel | DistributedDataParallel:
+        """The module the training loss runs through: the model, or DDP around it with several processes.
+
+        DDP copies rank 0's weights to every process when built, then averages the gradients over the
+        processes during `backward`. No buffer changes in training, so none is broadcast each step.
+        """
+        if self.world_size == 1:
+            return model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+    def _loader_dataset(self) -> tuple[FeatureCache | None, Dataset]:
+        """The cache (if any) and the training items: pixels decoded by the dataset, or frozen-ViT tokens.
+
+        With a cache the validation galleries are cached here as well, and in a multi-process run rank 0
+        fills it before the others open it: no process then writes the cache while another reads it.
+        """
+        if not self.config.feature_cache:
+            return None, self._train_dataset(self.preprocess)
+        with distributed.main_first():
+            cache = FeatureCache(self.config.feature_cache, self.model, self.preprocess)
+            for gallery in validation_galleries(self.config.dataset, self.config.data_path):
+                CachedImages(gallery, cache, self.device)
+            items = CachedImages(self.train_set, cache, self.device)
+        return cache, items
 
     def _zero_running(self) -> dict[str, float]:
         return {"triplets": 0.0, "seconds": 0.0, "loss": 0.0, **{k: 0.0 for k in LOSS_NAMES}}
@@ -333,6 +400,8 @@ class Trainer:
             "schedule": dict(zip(("epochs", "pct_start"), self.recipe.schedule(
                 self.recipe.num_epochs, self.config.schedule_over_run), strict=True)),
             "steps_per_epoch": len(self.sampler),
+            "world_size": self.world_size,
+            "global_batch_size": self.global_batch,
             "device": str(self.device),
             "autocast": str(self.dtype),
             "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
@@ -341,7 +410,17 @@ class Trainer:
         (self.run_dir / HYPERPARAMETERS).write_text(json.dumps(info, indent=2, sort_keys=True))
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def samples_in_epoch(self) -> int:
+        """Training triplets of the current epoch consumed so far, by all processes together."""
+        return self.offset + self.step_in_epoch * self.global_batch
+
     def save_checkpoint(self) -> Path:
+        """Write the run's state (rank 0 writes; every process calls it, each giving its RNG state)."""
+        rng = distributed.all_gather_objects(rng_state(self.device))
+        path = self.run_dir / CHECKPOINT
+        if not self.main:
+            return path
         state = {
             "config": asdict(self.config),
             "run_dir": str(self.run_dir),
@@ -350,36 +429,61 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": rng,  # one state per rank
             "position": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step},
+            "world": {"world_size": self.world_size, "global_batch_size": self.global_batch,
+                      "samples_in_epoch": self.samples_in_epoch},
             "running": dict(self.running),
             "best": self.best,
         }
-        path = self.run_dir / CHECKPOINT
         atomic_save(state, path)
         return path
 
     def _restore(self, checkpoint: dict) -> None:
+        """Continue where the checkpoint stopped, with this run's number of processes.
+
+        The same number as the checkpoint's: everything is restored exactly (the epoch's next batch,
+        the schedule, every rank's RNG). Another number (so another global batch): the epoch goes on
+        from the first triplet not consumed yet. When the new global batch does not divide the count
+        consumed, the new batches start `offset` triplets past a batch boundary, so nothing is seen
+        twice or skipped; the epoch's incomplete tail is dropped, as always, and may then be one batch
+        longer. OneCycle is rebuilt for the new steps per epoch and fast-forwarded to the same point
+        (epoch x steps per epoch + whole new batches consumed), so the rate continues from the same
+        fraction of the schedule. Ranks the checkpoint has no RNG state for are seeded afresh.
+        """
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        position, world = checkpoint["position"], checkpoint["world"]
+        self.epoch, self.global_step = position["epoch"], position["global_step"]
+        self.step_in_epoch, self.offset = divmod(world["samples_in_epoch"], self.global_batch)
+        if world["world_size"] == self.world_size:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        else:
+            start = self.epoch * len(self.sampler) + self.step_in_epoch
+            self.scheduler = make_scheduler(
+                self.optimizer, self.recipe, len(self.sampler), self.config.schedule_over_run, start_step=start
+            )
         self.scaler.load_state_dict(checkpoint["scaler"])
-        position = checkpoint["position"]
-        self.epoch, self.step_in_epoch = position["epoch"], position["step_in_epoch"]
-        self.global_step = position["global_step"]
         self.running, self.best = checkpoint["running"], checkpoint["best"]
         self.train_history = read_csv(self.run_dir / "train_metrics.csv")
         self.val_history = read_csv(self.run_dir / "validation_metrics.csv")
-        set_rng_state(checkpoint["rng"])
+        if self.rank < len(checkpoint["rng"]):
+            set_rng_state(checkpoint["rng"][self.rank], self.device)
+        else:
+            seed_everything(self.config.seed + self.rank)
 
     # ------------------------------------------------------------------ the loop
     def train_step(self, batch: dict) -> dict[str, float]:
-        """One optimiser step on one batch, as the reference takes it (AMP, grad scaler, OneCycle)."""
+        """One optimiser step on one batch, as the reference takes it (AMP, grad scaler, OneCycle).
+
+        The values returned (for the log) are the means over processes.
+        """
         self.model.train()
         ids, mask = tokenize(self.tokenizer, batch["caption"], self.model.config.max_txt_len)
         reference = batch["reference"].to(self.device, non_blocking=True)
         target = batch["target"].to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
-            losses = self.model(reference, target, ids.to(self.device), mask.to(self.device))
+            losses = self.net(reference, target, ids.to(self.device), mask.to(self.device),
+                              global_negatives=self.config.global_negatives)
             loss = losses["loss_itc"] + self.recipe.loss_rtc * losses["loss_rtc"]
             loss = loss + self.recipe.loss_align * losses["loss_align"]
         self.optimizer.zero_grad(set_to_none=True)
@@ -387,8 +491,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        values = {k: v.item() for k, v in losses.items()}
-        values["loss"] = loss.item()
+        logged = torch.stack([v.detach().float() for v in (*losses.values(), loss)])
+        values = dict(zip((*losses, "loss"), distributed.mean_over_ranks(logged).tolist(), strict=True))
         if not math.isfinite(values["loss"]):
             raise FloatingPointError(f"loss is {values['loss']} at epoch {self.epoch} step {self.step_in_epoch}")
         return values
@@ -398,7 +502,7 @@ class Trainer:
             self.train_set.set_epoch(self.epoch)
             if isinstance(self.loader_set, FashionIQDataset):
                 self.loader_set.set_epoch(self.epoch)
-        self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+        self.sampler.set_epoch(self.epoch, self.step_in_epoch, self.offset)
         return DataLoader(
             self.loader_set,
             batch_sampler=self.sampler,
@@ -409,6 +513,7 @@ class Trainer:
         )
 
     def validate(self) -> dict[str, float]:
+        """Validation metrics; with several processes, each indexes a share of the gallery (all get the metrics)."""
         c = self.config
         return validate(c.dataset, self.model, self.tokenizer, c.data_path, self.preprocess, self.device, self.dtype,
                         self.cache, num_workers=c.num_workers)
@@ -423,16 +528,18 @@ class Trainer:
         row.update(lr=self.scheduler.get_last_lr()[0], seconds=self.running["seconds"],
                    triplets_per_s=self.running["triplets"] / max(self.running["seconds"], 1e-9))
         self.train_history.append(row)
-        write_csv(self.train_history, self.run_dir / "train_metrics.csv")
+        if self.main:
+            write_csv(self.train_history, self.run_dir / "train_metrics.csv")
         self._emit("epoch", metrics=row)
         if self.epoch % self.recipe.validation_frequency == 0:
             metrics = self.validate()
             self.val_history.append({"epoch": self.epoch, **metrics})
-            write_csv(self.val_history, self.run_dir / "validation_metrics.csv")
+            if self.main:
+                write_csv(self.val_history, self.run_dir / "validation_metrics.csv")
             self._emit("validation", metrics=metrics)
             self._keep_best(metrics)
         self.epoch += 1
-        self.step_in_epoch = 0
+        self.step_in_epoch = self.offset = 0
         self.running = self._zero_running()
 
     def _keep_best(self, metrics: dict[str, float]) -> None:
@@ -440,20 +547,33 @@ class Trainer:
         if self.epoch < self.recipe.best_from_epoch or (self.best and metrics[key] <= self.best["score"]):
             return
         self.best = {"epoch": self.epoch, "key": key, "score": metrics[key], "metrics": metrics}
-        if self.config.save_training and self.config.save_best:
+        if self.config.save_training and self.config.save_best and self.main:
             save_model_dir(self.model, self.tokenizer, self.run_dir / "best", self.best)
+
+    def _announce(self) -> None:
+        """What one step is: the global batch, the rate, and how many targets each query is contrasted with."""
+        if not self.main:
+            return
+        r, w = self.recipe, self.world_size
+        negatives = self.global_batch if self.config.global_negatives else r.batch_size
+        kind = "global" if self.config.global_negatives and w > 1 else "per process"
+        print(f"{w} process(es) x batch {r.batch_size} = global batch {self.global_batch}; learning rate "
+              f"{r.learning_rate:g} (OneCycle peak, as set: not scaled with the processes); {kind} negatives: "
+              f"each query against {negatives} targets; {len(self.sampler)} steps per epoch")
 
     def fit(self) -> TrainResult:
         """Train to the recipe's last epoch (or to `stop_after_steps`), checkpointing along the way."""
         c, steps_this_call = self.config, 0
+        self._announce()
         try:
             while self.epoch < self.recipe.num_epochs:
-                bar = tqdm(self._batches(), total=len(self.sampler), initial=self.step_in_epoch,
-                           desc=f"epoch {self.epoch + 1}/{self.recipe.num_epochs}", leave=False)
+                batches = self._batches()
+                bar = tqdm(batches, total=self.sampler.stop, initial=self.step_in_epoch,
+                           desc=f"epoch {self.epoch + 1}/{self.recipe.num_epochs}", leave=False, disable=not self.main)
                 for batch in bar:
                     start = time.perf_counter()
                     values = self.train_step(batch)
-                    size = len(batch["caption"])
+                    size = len(batch["caption"]) * self.world_size
                     self.running["triplets"] += size
                     self.running["seconds"] += time.perf_counter() - start
                     for k, v in values.items():
@@ -468,16 +588,21 @@ class Trainer:
                     if c.stop_after_steps and steps_this_call >= c.stop_after_steps:
                         bar.close()
                         self.save_checkpoint()
+                        distributed.barrier()
                         return self._result(finished=False)
                 bar.close()
                 self._end_epoch()
                 self.save_checkpoint()
         except KeyboardInterrupt:
-            path = self.save_checkpoint()
-            print(f"\nInterrupted: saved {path}; continue with --resume {self.run_dir}")
+            if self.world_size == 1:  # several processes cannot meet to save now: their last checkpoint stands
+                path = self.save_checkpoint()
+                print(f"\nInterrupted: saved {path}; continue with --resume {self.run_dir}")
+            elif self.main:
+                print(f"\nInterrupted: continue from the last checkpoint with --resume {self.run_dir}")
             raise
-        if c.save_training:
+        if c.save_training and self.main:
             save_model_dir(self.model, self.tokenizer, self.run_dir / "final", {"epoch": self.epoch - 1})
+        distributed.barrier()  # when any process returns, the run's files are complete
         return self._result(finished=True)
 
     def _result(self, finished: bool) -> TrainResult:
@@ -486,6 +611,9 @@ class Trainer:
 
 
 def train(config: TrainConfig, resume: str | Path | None = None, callback: Callable | None = None) -> TrainResult:
-    """Run (or resume) one training run; see `TrainConfig` and `sprc_lib.recipes`."""
-    return Trainer(config, resume=resume, callback=callback).fit()
+    """Run (or resume) one training run; see `TrainConfig` and `sprc_lib.recipes`.
 
+    Under torchrun every process calls this: it joins the process group for the run and leaves it after.
+    """
+    with distributed.session(distributed.process_device(config.device)):
+        return Trainer(config, resume=resume, callback=callback).fit()

@@ -17,6 +17,7 @@ from transformers.models.blip_2.modeling_blip_2 import (
     Blip2VisionModel,
 )
 
+from sprc_lib import distributed
 from sprc_lib.model.config import SPRCConfig
 
 LOSS_NAMES = ("loss_itc", "loss_rtc", "loss_align")
@@ -27,7 +28,8 @@ class SPRCModel(PreTrainedModel):
 
     `vision_model.post_layernorm` plays the reference's trainable `ln_vision`; the rest of the ViT is
     frozen. `prompt_tokens` and `temp` are SPRC's additions; `itm_head` is kept for checkpoint parity
-    and never used.
+    and never used, so it is frozen too (DistributedDataParallel expects every trainable parameter
+    to get a gradient; AdamW skipped it anyway, having no gradient for it).
     """
 
     config_class = SPRCConfig
@@ -83,8 +85,8 @@ class SPRCModel(PreTrainedModel):
         return [*vit.embeddings.parameters(), *vit.encoder.parameters()]
 
     def freeze_vit(self) -> None:
-        """Freeze the ViT as the reference does; `ln_vision` stays trainable."""
-        for p in self.vit_parameters():
+        """Freeze the ViT as the reference does; `ln_vision` stays trainable. The unused `itm_head` too."""
+        for p in [*self.vit_parameters(), *self.itm_head.parameters()]:
             p.requires_grad_(False)
         self.vision_model.embeddings.eval()
         self.vision_model.encoder.eval()
@@ -219,15 +221,30 @@ class SPRCModel(PreTrainedModel):
         return torch.einsum("bd,nqd->bnq", query_features, image_features.to(query_features.dtype)).amax(-1)
 
     def forward(
-        self, reference: Tensor, target: Tensor, input_ids: Tensor, attention_mask: Tensor
+        self,
+        reference: Tensor,
+        target: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        global_negatives: bool = False,
     ) -> dict[str, Tensor]:
         """The three SPRC losses for B (reference, caption, target) triplets, unweighted.
 
         `reference` and `target` are pixels or cached frozen-ViT tokens (see `encode_image`).
+
+        In a multi-process run each process holds B of the W*B triplets of a step. By default, as in
+        the reference, a query's negatives are the other B-1 targets of its own process. With
+        `global_negatives` the target features of all processes are gathered (gradients flow back
+        to their owners), so each query ranks its target among all W*B: the loss and gradients of
+        one process on the whole batch, once DDP averages the processes' gradients. The queries
+        themselves stay local, since both contrastive losses run one way only (query -> target).
         """
         ref_embeds = self.encode_image(reference)
         target_features = self.image_features(self.encode_image(target))
         labels = torch.arange(input_ids.shape[0], device=input_ids.device)
+        if global_negatives:
+            target_features = distributed.all_gather_with_grad(target_features)
+            labels = labels + distributed.rank() * input_ids.shape[0]
 
         prompt = self.fusion_pass(ref_embeds, input_ids, attention_mask)
         composed = self.text_pass(prompt, input_ids, attention_mask)

@@ -1,0 +1,219 @@
+"""Several processes on CPU (gloo): global negatives, training under torchrun, resume across world sizes.
+
+The multi-process runs are small (a toy CIRR cut to a few steps per epoch) because this machine has
+two cores; each one still goes through PyTorch's own launcher and DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from sprc_lib import distributed
+from sprc_lib.cli import main as cli
+from sprc_lib.data import CIRRDataset
+from sprc_lib.model import LOSS_NAMES, tiny_config
+from sprc_lib.model.loading import new_model
+from sprc_lib.paths import repo_root
+from sprc_lib.train import CHECKPOINT, EpochBatchSampler, TrainConfig, read_csv, train
+
+VOCAB, B, L = 60, 4, 12  # B triplets per process
+WEIGHTS = {"loss_itc": 1.0, "loss_rtc": 0.4, "loss_align": 0.4}
+
+
+def triplets(count: int) -> dict[str, torch.Tensor]:
+    """`count` random triplets (pixels, token ids with [CLS] first, padded masks), the same on every call."""
+    g = torch.Generator().manual_seed(3)
+    size = tiny_config(VOCAB).vision_config.image_size
+    ids = torch.randint(5, VOCAB, (count, L), generator=g)
+    mask = (torch.arange(L)[None] < torch.randint(3, L + 1, (count, 1), generator=g)).long()
+    ids[:, 0] = 2
+    ids[mask == 0] = 0
+    return {
+        "reference": torch.randn(count, 3, size, size, generator=g),
+        "target": torch.randn(count, 3, size, size, generator=g),
+        "input_ids": ids,
+        "attention_mask": mask,
+    }
+
+
+def losses_and_grads(net: torch.nn.Module, model: torch.nn.Module, batch: dict, **kwargs) -> tuple[dict, dict]:
+    """The three losses and their weighted sum, and every parameter's gradient after backward on that sum."""
+    model.zero_grad(set_to_none=True)
+    losses = net(**batch, **kwargs)
+    losses["loss"] = sum(WEIGHTS[k] * losses[k] for k in LOSS_NAMES)
+    losses["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in losses.items()}, grads
+
+
+def _gradient_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """One process: its slice of the batch through DDP, with global then local negatives."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = new_model("tiny", vocab_size=VOCAB, seed=0).eval()
+    ddp = DistributedDataParallel(model)
+    mine = {k: v[rank * B : (rank + 1) * B] for k, v in triplets(world * B).items()}
+    result = {}
+    for name, flag in (("global", True), ("local", False)):
+        losses, grads = losses_and_grads(ddp, model, mine, global_negatives=flag)
+        mean = distributed.mean_over_ranks(torch.stack(list(losses.values())))
+        result[name] = {"losses": dict(zip(losses, mean.tolist(), strict=True)), "grads": grads}
+    torch.save(result, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_global_negatives_give_one_process_loss_and_gradients_on_the_whole_batch(tmp_path):
+    world = 2
+    mp.spawn(_gradient_worker, args=(world, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=world)
+    model = new_model("tiny", vocab_size=VOCAB, seed=0).eval()
+    expected, expected_grads = losses_and_grads(model, model, triplets(world * B))
+    assert set(expected_grads) == {n for n, p in model.named_parameters() if p.requires_grad}
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+    for result in ranks:  # DDP leaves the same averaged gradients on every process
+        got = result["global"]
+        for name, value in expected.items():
+            assert got["losses"][name] == pytest.approx(value.item(), abs=1e-5), name
+        assert got["grads"].keys() == expected_grads.keys()
+        for name, grad in expected_grads.items():
+            torch.testing.assert_close(got["grads"][name], grad, rtol=0, atol=1e-5, msg=name)
+
+    # Local negatives (the reference's per-process behaviour) are a different loss: the check above can fail.
+    local = ranks[0]["local"]
+    for name in ("loss_itc", "loss_rtc"):
+        assert abs(local["losses"][name] - expected[name].item()) > 1e-3, name
+    assert local["losses"]["loss_align"] == pytest.approx(expected["loss_align"].item(), abs=1e-6)
+    assert not torch.allclose(local["grads"]["temp"], expected_grads["temp"], atol=1e-5)
+
+
+def test_the_sampler_goes_on_after_an_offset():
+    whole = EpochBatchSampler(100, batch_size=8, seed=1)
+    whole.set_epoch(4)
+    order = [i for batch in whole for i in batch]  # 96 of the epoch's order: the last 4 dropped
+    shards = [EpochBatchSampler(100, batch_size=8, seed=1, rank=r, world_size=2) for r in range(2)]
+    for s in shards:
+        s.set_epoch(4, start_batch=1, offset=24)  # 24 + 16 = 40 triplets consumed with another world size
+    assert shards[0].stop == 4  # (100 - 24) // 16: the tail of 12 is dropped
+    merged = [i for a, b in zip(*map(list, shards), strict=True) for i in a + b]
+    assert merged == order[40:88]
+
+
+def test_shards_cut_at_whole_batches(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    shares = []
+    for r in range(3):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        shares.append(distributed.shard(10, unit=3))
+    assert shares == [range(0, 6), range(6, 10), range(10, 10)]
+
+
+# ---------------------------------------------------------------- training under torchrun
+
+TRAIN_TRIPLETS = 192  # an epoch: 6 steps of 32 in one process, 3 steps of 2 x 32 in two
+
+
+@pytest.fixture(scope="module")
+def small_toy(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy CIRR with only its first training triplets (images hard-linked, never written)."""
+    root = tmp_path_factory.mktemp("small-toy")
+    shutil.copytree(toy_root / "cirr_dataset", root / "cirr_dataset", copy_function=os.link)
+    captions = root / "cirr_dataset" / "cirr" / "captions" / "cap.rc2.train.json"
+    kept = json.loads(captions.read_text())[:TRAIN_TRIPLETS]
+    captions.unlink()  # a hard link to the session's toy data: replace it, never write into it
+    captions.write_text(json.dumps(kept))
+    return root
+
+
+def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node N -m sprc_lib ARGS` (a free port each time); it must succeed."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "sprc_lib", *args]
+    done = subprocess.run(command, cwd=repo_root(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+def run_config(root: Path, model: Path, out: Path, **changes) -> TrainConfig:
+    base = dict(dataset="CIRR", data_path=str(root), preset="tiny", model_path=str(model), output_dir=str(out),
+                num_epochs=1, batch_size=32, validation_frequency=10, num_workers=0, seed=7)
+    return TrainConfig(**{**base, **changes})
+
+
+def run_flags(root: Path, model: Path, out: Path) -> list[str]:
+    return ["train", "--dataset", "CIRR", "--data-path", str(root), "--preset", "tiny", "--model-path", str(model),
+            "--output-dir", str(out), "--num-epochs", "1", "--batch-size", "32", "--validation-frequency", "10",
+            "--num-workers", "0", "--seed", "7"]
+
+
+def test_two_processes_train_as_one_does_on_their_global_batch(small_toy, tiny_blip2, tmp_path):
+    run = tmp_path / "ddp"
+    done = torchrun(*run_flags(small_toy, tiny_blip2, run), "--global-negatives")
+    assert done.stdout.count("global batch 64") == 1  # rank 0 alone speaks
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [CHECKPOINT, "tokenizer", "train_metrics.csv", "training_hyperparameters.json", "validation_metrics.csv"]
+    )
+    saved = torch.load(run / CHECKPOINT, weights_only=True)
+    assert saved["position"] == {"epoch": 1, "step_in_epoch": 0, "global_step": 3}
+    assert saved["world"] == {"world_size": 2, "global_batch_size": 64, "samples_in_epoch": 0}
+    assert len(saved["rng"]) == 2 and saved["config"]["global_negatives"]
+    hyper = json.loads((run / "training_hyperparameters.json").read_text())
+    assert (hyper["world_size"], hyper["global_batch_size"], hyper["steps_per_epoch"]) == (2, 64, 3)
+
+    # One process with the same 64 triplets a step (stopped before its epoch-end validation) lands on the same
+    # weights, up to a tenth of one step (lr 1e-3): AdamW divides by the gradients' RMS, so where a gradient is ~0
+    # in theory (attention key biases) rounding noise grows into visible differences.
+    one = train(run_config(small_toy, tiny_blip2, tmp_path / "one", batch_size=64, stop_after_steps=3))
+    ours = one.model.state_dict()
+    for name, value in saved["model"].items():
+        torch.testing.assert_close(value, ours[name], rtol=0, atol=1e-4, msg=name)
+
+    # The single-process `validate` loads the checkpoint and scores exactly what the sharded validation did.
+    out = tmp_path / "metrics.json"
+    assert cli(["validate", "--dataset", "CIRR", "--data-path", str(small_toy), "--preset", "tiny", "--model-path",
+                str(run / CHECKPOINT), "--num-workers", "0", "--output", str(out)]) == 0
+    (row,) = read_csv(run / "validation_metrics.csv")
+    assert row.pop("epoch") == 0
+    assert row == json.loads(out.read_text())
+
+
+def test_a_run_resumes_with_another_number_of_processes(small_toy, tiny_blip2, tmp_path):
+    run = tmp_path / "run"
+    train(run_config(small_toy, tiny_blip2, run, stop_after_steps=3))  # one process: 3 x 32 = 96 triplets
+    saved = torch.load(run / CHECKPOINT, weights_only=True)
+    assert saved["world"]["samples_in_epoch"] == 96 and saved["scheduler"]["total_steps"] == 6
+
+    # Two processes: global batch 64 does not divide 96, so their batches start 32 triplets past a boundary.
+    # With a feature cache, which rank 0 fills (training and validation images) before the other opens it.
+    cache = tmp_path / "cache"
+    torchrun("train", "--resume", str(run), "--data-path", str(small_toy), "--num-workers", "0",
+             "--stop-after-steps", "1", "--feature-cache", str(cache))
+    gallery = CIRRDataset(small_toy, "val", "classic")
+    (key,) = cache.iterdir()  # both processes keyed the cache alike: one folder, holding the validation gallery
+    assert {str(gallery.image_path(n).resolve()) for n in gallery.image_names} <= set(
+        json.loads((key / "index.json").read_text())
+    )
+    saved = torch.load(run / CHECKPOINT, weights_only=True)
+    assert saved["world"] == {"world_size": 2, "global_batch_size": 64, "samples_in_epoch": 160}
+    assert saved["position"] == {"epoch": 0, "step_in_epoch": 2, "global_step": 4}
+    # OneCycle rebuilt for 3 steps an epoch, fast-forwarded to whole batches consumed (96 // 64 = 1), stepped once.
+    assert (saved["scheduler"]["total_steps"], saved["scheduler"]["last_epoch"]) == (3, 2)
+
+    # One process again: 160 = 5 x 32, one step left in the epoch, then validation and the final checkpoint.
+    done = train(TrainConfig(data_path=str(small_toy), num_workers=0), resume=run)
+    assert done.finished and [r["epoch"] for r in done.train_history] == [0]
+    assert math.isfinite(done.train_history[0]["loss"]) and len(done.val_history) == 1
+    saved = torch.load(run / CHECKPOINT, weights_only=True)
+    assert saved["position"] == {"epoch": 1, "step_in_epoch": 0, "global_step": 5}
+    assert (saved["scheduler"]["total_steps"], saved["scheduler"]["last_epoch"]) == (6, 6)
+    assert len(saved["rng"]) == 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from sprc_lib import course
 from sprc_lib.cli import build_parser, main
 from sprc_lib.data.check import SplitReport, format_reports
 from sprc_lib.data.schema import (
@@ -20,6 +22,7 @@ from sprc_lib.data.schema import (
     fashioniq_split_path,
 )
 from sprc_lib.data.toy import MARKER as TOY_MARKER
+from sprc_lib.paths import repo_root, toy_root
 
 
 def break_copy(root: Path, image_split: str, record_split: str) -> tuple[Path, int]:
@@ -109,11 +112,25 @@ def test_real_counts_are_compared_only_for_real_looking_data(tmp_path):
     assert "real triplets" not in format_reports(reports(2_000), tmp_path)
 
 
-def test_course_tours_both_toy_datasets(toy_root, capsys):
-    code, out = run(["course", "--data-path", str(toy_root)], capsys)
-    assert code == 0
-    assert f"CIRR under {toy_root}" in out and f"FashionIQ under {toy_root}" in out
-    assert out.count(" ok") == 3 + 9
+def test_course_tours_trains_evaluates_and_reports_each_notebook(capsys, monkeypatch):
+    """`make course` on the course's own toy root (its tiny models reused); notebook execution is nbval's test."""
+    ran = []
+
+    def notebooks(out_dir: Path) -> list[list[str]]:
+        ran.append(out_dir)
+        return [["00_setup_and_tour", "12", "ok"], ["01_data", "30", "FAILED: NameError: name 'x' is not defined"]]
+
+    monkeypatch.setattr(course, "execute_notebooks", notebooks)
+    code, out = run(["course"], capsys)
+    assert code == 1 and ran == [repo_root() / "build" / "notebooks"]  # a failed notebook fails the course
+    assert f"CIRR under {toy_root()}" in out and f"FashionIQ under {toy_root()}" in out
+    tour = out[: out.index("Running the notebooks")]
+    assert tour.count(" ok") == 3 + 9  # every split of both datasets checked
+    for metric in (*course.HEADLINE["CIRR"], *course.HEADLINE["FashionIQ"]):
+        assert re.search(rf"{metric}\s+[\d.]+\s+[\d.]+", out), metric
+    submission = repo_root() / "build" / "submission"
+    assert all(str(submission) in line for line in out.split("validated:\n")[1].splitlines()[:2])
+    assert "01_data" in out and "FAILED: NameError" in out
 
 
 def test_toy_data_flags_parse():

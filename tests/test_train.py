@@ -168,5 +168,8 @@ def test_trainer_builds_the_reference_pieces(toy_root, tiny_blip2, tmp_path):
 
 
 def test_missing_tiny_blip2_says_how_to_make_it(toy_root, tmp_path):
+    data = tmp_path / "data"  # the toy CIRR without a pretrained tiny BLIP-2 beside it
+    data.mkdir()
+    (data / "cirr_dataset").symlink_to(toy_root / "cirr_dataset")
     with pytest.raises(FileNotFoundError, match="pretrain-tiny"):
-        Trainer(TrainConfig(data_path=str(toy_root), output_dir=str(tmp_path / "run"), num_workers=0))
+        Trainer(TrainConfig(data_path=str(data), output_dir=str(tmp_path / "run"), num_workers=0))

@@ -80,7 +80,7 @@ if MODE == "tiny":
 else:
     DATA = Path(DATA_PATH) if DATA_PATH else data_root()
     PRESET, START_WEIGHTS = "blip2-vitg", BLIP2_RETRIEVAL
-    CACHE_DIR = data_root() / "feature-cache"  # keep it on the machine's local disk, not a network drive
+    CACHE_DIR = data_root() / "cache"  # on the machine's local disk, not a network drive (git ignores it)
 DEVICE = pick_device()
 if MODE == "tiny":  # CPU threads that compete with other programs for the cores cost more than they give:
     torch.set_num_threads(1)  # a tiny-model step took 7x longer with two threads than one on a busy 2-core machine
@@ -316,7 +316,7 @@ assert cached_s < pixels_s, "reading cached tokens should beat decoding images a
 #     python -m sprc_lib train --dataset CIRR --data-path data --preset blip2-vitg \
 #         --num-epochs 50 --learning-rate 1e-5 --batch-size 128 --transform targetpad --target-ratio 1.25 \
 #         --save-training --save-best --validation-frequency 1 \
-#         --feature-cache data/feature-cache --precision bf16 --num-workers 4 \
+#         --feature-cache data/cache --precision bf16 --num-workers 4 \
 #         --output-dir ../drive/MyDrive/sprc-runs/cirr
 #
 #     # T4 (16 GB, no bf16): the same with --precision fp16 (autocast + grad scaler, as the authors ran);
@@ -324,7 +324,7 @@ assert cached_s < pixels_s, "reading cached tokens should beat decoding images a
 #
 #     # after a disconnect: the same run continues where its last checkpoint left it
 #     python -m sprc_lib train --resume ../drive/MyDrive/sprc-runs/cirr --data-path data \
-#         --feature-cache data/feature-cache
+#         --feature-cache data/cache
 #
 # FashionIQ: `--dataset FashionIQ --num-epochs 30 --learning-rate 2e-5` (the rest as above).
 # `--precision auto` (the default) picks bf16 where the GPU has it and fp16 otherwise. Add
@@ -358,7 +358,7 @@ if MODE == "full":
 # One machine with 4 GPUs:
 #
 #     torchrun --nproc_per_node 4 -m sprc_lib train --dataset CIRR --data-path data --preset blip2-vitg \
-#         --batch-size 32 --feature-cache data/feature-cache --save-training --save-best --global-negatives
+#         --batch-size 32 --feature-cache data/cache --save-training --save-best --global-negatives
 #
 # Two machines with 8 GPUs each (run on both; `--node_rank` 0 on the first, 1 on the second;
 # HOST is the first machine's address, reachable from the second):
@@ -366,7 +366,7 @@ if MODE == "full":
 #     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 \
 #         --rdzv_backend c10d --rdzv_endpoint HOST:29500 \
 #         -m sprc_lib train --dataset CIRR --data-path data --preset blip2-vitg \
-#         --batch-size 8 --feature-cache data/feature-cache --save-training --save-best --global-negatives
+#         --batch-size 8 --feature-cache data/cache --save-training --save-best --global-negatives
 #
 # 4 GPUs x 32 and 16 GPUs x 8 both make the paper's batch of 128; with `--global-negatives` each
 # query is contrasted with all 128 targets, as on one GPU. Keep the learning rate of the recipe

@@ -87,7 +87,7 @@ else:
     if not (CIRR_MODEL and FIQ_MODEL):
         raise ValueError("full mode: set CIRR_MODEL and FIQ_MODEL to saved model folders (see notebook 06)")
     DATA = Path(DATA_PATH) if DATA_PATH else data_root()
-    CACHE_DIR = data_root() / "feature-cache"
+    CACHE_DIR = data_root() / "cache"
     cirr_model, cirr_tokenizer = load_model(CIRR_MODEL), load_tokenizer(CIRR_MODEL)
     fiq_model, fiq_tokenizer = load_model(FIQ_MODEL), load_tokenizer(FIQ_MODEL)
 

@@ -201,7 +201,7 @@ if MODE == "tiny":
 # differently.
 
 # %%
-CACHE_DIR = data_root() / "feature-cache" if MODE == "full" else DATA / "cache"
+CACHE_DIR = data_root() / "cache" if MODE == "full" else DATA / "cache"
 GALLERIES = {"CIRR": [CIRRDataset(DATA, "val", "classic")],
              "FashionIQ": [FashionIQDataset(DATA, "val", [c], "classic") for c in FIQ_CATEGORIES]}
 

@@ -205,7 +205,7 @@ def _tile_frame(ax: Axes, title: str) -> None:
 
 
 def similarity_heatmap(scores: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
-                       title: str | None = None) -> Figure:
+                       title: str | None = None, xlabel: str = "image") -> Figure:
     """A (texts, images) score matrix as a heat map: a retriever that works lights up the diagonal."""
     values = scores.detach().float().cpu().numpy()
     fig = CourseFigure(figsize=(4.5 + 0.4 * values.shape[1], 1.2 + 0.32 * values.shape[0]), layout="constrained")
@@ -213,7 +213,7 @@ def similarity_heatmap(scores: torch.Tensor, row_labels: Sequence[str], col_labe
     shown = ax.imshow(values, cmap="viridis")
     ax.set_yticks(range(len(row_labels)), [_wrap(label, 48) for label in row_labels], fontsize=7)
     ax.set_xticks(range(values.shape[1]), col_labels or [str(i) for i in range(values.shape[1])], fontsize=7)
-    ax.set_xlabel("image")
+    ax.set_xlabel(xlabel)
     fig.colorbar(shown, ax=ax, shrink=0.8, label="score")
     if title:
         ax.set_title(title)

@@ -92,8 +92,9 @@ def test_attention_maps_overlay_each_map_on_the_image():
 
 def test_similarity_heatmap_labels_rows_and_has_a_colorbar():
     scores = torch.randn(4, 5)
-    fig = viz.similarity_heatmap(scores, [f"caption {i}" for i in range(4)], title="scores")
+    fig = viz.similarity_heatmap(scores, [f"caption {i}" for i in range(4)], title="scores", xlabel="target")
     heat, colorbar = fig.axes
+    assert heat.get_xlabel() == "target" and heat.get_title() == "scores"
     assert [t.get_text() for t in heat.get_yticklabels()] == [f"caption {i}" for i in range(4)]
     assert len(heat.get_xticklabels()) == 5 and colorbar.get_ylabel() == "score"
     assert np.allclose(heat.images[0].get_array(), scores.numpy())

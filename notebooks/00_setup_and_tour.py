@@ -1,0 +1,275 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,jupyter,-all
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Setup and tour: composed image retrieval, the course, your machine
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/00_setup_and_tour.ipynb)
+#
+# This course rebuilds **SPRC** ("Sentence-level Prompts Benefit Composed Image Retrieval", ICLR 2024)
+# one idea per notebook. Every notebook runs in two sizes: **tiny** (any laptop CPU, minutes, toy data
+# and a small model built here) and **full** (a GPU, the real datasets and BLIP-2 ViT-g). The code is
+# the same; only the data and the weights change. The library `sprc_lib` does the work; the notebooks
+# explain it and let you poke at it.
+#
+# ## What you will learn
+#
+# - what composed image retrieval (CIR) asks for, from one picture of a query;
+# - the map of the seven notebooks and what each one adds;
+# - how to check your environment (versions, device, GPU memory, Colab or not);
+# - what the *tiny* and *full* modes are, which one is active, and how to switch;
+# - where things live in `sprc_lib`, and what a trained model does with a query you type.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: fetch the course and install its library (about a minute)
+    # !git clone -q --depth 1 https://github.com/sprc-course/sprc-course /content/sprc-course
+    # %pip install -q -e /content/sprc-course
+    sys.path.insert(0, "/content/sprc-course")  # a running kernel does not see a fresh editable install
+
+# %%
+import importlib
+import math
+import os
+
+import torch
+from IPython.display import display
+
+from sprc_lib import viz
+from sprc_lib.course import ensure_toy, tiny_model
+from sprc_lib.data import CIRRDataset, FashionIQDataset, build_transform
+from sprc_lib.env import MODES, course_mode, environment_report, on_colab, pick_device
+from sprc_lib.evaluate import index_features, query_scores
+from sprc_lib.model.loading import BLIP2_RETRIEVAL
+from sprc_lib.tables import format_table
+
+# %% tags=["parameters"]
+MODE = course_mode()  # "tiny" unless the environment variable SPRC_MODE=full says otherwise
+TOP_K = 5  # how many gallery images to show for the first query
+
+# %%
+if MODE == "tiny" and not torch.cuda.is_available():
+    # The tiny model's matrices are too small to gain from several CPU threads, and on a busy machine the
+    # threads mostly wait for each other: one thread made a toy training step ~10x faster on a shared CPU.
+    torch.set_num_threads(1)
+
+# %% [markdown]
+# ## 1. Composed image retrieval in one picture
+#
+# In ordinary image search you describe what you want in words (text-to-image) or show an example
+# (image-to-image). Composed image retrieval takes **both**: a *reference image* and a *modification
+# text* that says how the image you want differs from it. "This dress, but red." "These two dogs, but
+# only one of them, lying down." The answer is the *target image*, somewhere in a large gallery.
+#
+# The course's toy data draws this task small enough to see at a glance. Here is one query from the toy
+# version of CIRR (coloured shapes on a 3x3 grid):
+
+# %%
+root = ensure_toy()  # the toy datasets and the pretrained tiny BLIP-2, generated on first use
+cirr_val = CIRRDataset(root, "val", "relative")
+example = min((t for t in cirr_val.triplets if t.caption.endswith(" red")), key=lambda t: len(t.caption))
+viz.show_query(cirr_val.load_image(example.reference), example.caption, cirr_val.load_image(example.target),
+               title="a composed query (toy CIRR)")
+
+# %% [markdown]
+# The text alone ("make it red") is useless without the image, and the image alone does not say what to
+# change: the query is the *composition* of the two. FashionIQ, the other dataset of the paper, asks the
+# same about clothes, with two short texts per query:
+
+# %%
+fiq_val = FashionIQDataset(root, "val", ["dress"], "relative")
+dress = fiq_val[max(range(len(fiq_val)), key=lambda i: len(fiq_val.caption(i)))]  # the wordiest query
+viz.show_query(fiq_val.load_image(dress["reference_name"]), dress["caption"], fiq_val.load_image(dress["target_name"]),
+               title="a composed query (toy FashionIQ, dress)")
+
+# %% [markdown]
+# A model answers a query by giving every gallery image a score and ranking them. It is judged by
+# **Recall@K**: how often the target is among the first K. A random ranking of N images puts it there
+# with probability K/N; every number in this course is shown beside that chance level.
+#
+# ## 2. The course map
+#
+# | notebook | what you do | what you take away |
+# | --- | --- | --- |
+# | **00 setup and tour** | check the machine, see a query, meet the library | the task, the modes, the map |
+# | **01 data** | open CIRR and FashionIQ (toy copies in the real layouts), draw triplets, pad images, check a broken download | the datasets' files and schemas; TargetPad; how to get the real data |
+# | **02 BLIP-2 backbone** | run ViT → Q-Former → projections step by step, retrieve images from text, look at cross-attention | what BLIP-2's 32 query tokens are and how retrieval scores them |
+# | **03 sentence-level prompts** | run SPRC pass by pass, compute its three losses by hand, beat a late-fusion baseline, train a little | SPRC's idea: the image becomes a *prompt* for the text encoder |
+# | **04 training** | the paper's recipe, live curves, checkpoints and resume, the feature cache, several GPUs | how a run is set up, watched and continued |
+# | **05 evaluation** | metrics by hand then by the library, CIRR and FashionIQ validation, a test submission, failure cases, an explorer | what the numbers mean and where the model fails |
+# | **06 reproducing the paper** | download the authors' checkpoints, convert, evaluate, compare | whether the rebuild matches the paper |
+#
+# Three ways to run the same code:
+#
+# | track | where | model | data |
+# | --- | --- | --- | --- |
+# | tiny (default) | any CPU; minutes | a BLIP-2-shaped model pretrained here on toy captions | toy datasets generated by the library, in the real layouts |
+# | full | a GPU (Colab, a workstation) | BLIP-2 ViT-g + Q-Former from `Salesforce/blip2-itm-vit-g` | the real CIRR and FashionIQ |
+# | reproduce (notebook 06) | a GPU | the authors' released SPRC checkpoints | the real validation and test splits |
+#
+# The tiny track is not a mock: the same classes, losses, trainer and metrics run, and the tiny model
+# really learns (its recall is far above chance, as you will see below).
+#
+# ## 3. Your environment
+
+# %%
+report = environment_report()
+print(format_table(["", "value"], [[key, value] for key, value in report.items()]))
+device = pick_device()
+assert MODE in MODES and report["mode"] == MODE
+assert (device.type == "cuda") == torch.cuda.is_available() == ("gpu" in report)
+assert report["colab"] == ("yes" if on_colab() else "no")
+
+# %% [markdown]
+# Read it from the top: the Python and library versions (the course needs `transformers` 5 and a recent
+# `torch`), the platform and CPU cores, whether this is Colab, the **mode**, and the device the course
+# will use. With a CUDA GPU you also see its name, its memory and whether it supports bfloat16 (the
+# trainer then uses bf16 autocast; older GPUs such as the T4 get fp16 with a gradient scaler, as the
+# paper's code does).
+#
+# ## 4. Tiny or full: the mode
+#
+# The mode comes from one environment variable, read by `course_mode()` in every notebook's parameters
+# cell. It is **tiny** unless `SPRC_MODE=full` is set, because tiny runs anywhere in minutes and full
+# needs a GPU, a download of BLIP-2 (about 4 GB) and the real datasets (which you must request; see
+# notebook 01). To switch:
+#
+# - locally, start Jupyter with the variable set: `SPRC_MODE=full jupyter lab notebooks/`;
+# - on Colab (or any running kernel), run `%env SPRC_MODE=full` in a new cell *before* the parameters
+#   cell, then run the notebook from there;
+# - going back: `%env SPRC_MODE=tiny`, or unset it.
+
+# %%
+plan = {
+    "tiny": ["toy CIRR and FashionIQ (generated by the library)", "the tiny BLIP-2 pretrained on toy captions",
+             "any CPU; each notebook in a few minutes"],
+    "full": ["the real CIRR and FashionIQ under data_root() (see notebook 01)", BLIP2_RETRIEVAL,
+             "a CUDA GPU"],
+}
+print(format_table(["", f"this session ({MODE})"], list(zip(["data", "weights", "needs"], plan[MODE], strict=True))))
+if MODE == "full" and device.type != "cuda":
+    print("\nWARNING: full mode without a GPU will be very slow; on Colab choose Runtime > Change runtime type > GPU.")
+
+# %% [markdown]
+# ## 5. A tour of the library
+#
+# Each notebook imports a few functions from `sprc_lib`; the code you would otherwise copy from cell to
+# cell lives there, with its own tests. Each module says in its first line why it exists:
+
+# %%
+modules = ["env", "paths", "data", "data.toy", "data.check", "model", "model.loading", "pretrain", "train",
+           "features", "evaluate", "metrics", "course", "viz"]
+rows = []
+for name in modules:
+    module = importlib.import_module(f"sprc_lib.{name}")
+    rows.append([f"sprc_lib.{name}", module.__doc__.strip().splitlines()[0]])
+print(format_table(["module", "what it is for"], rows))
+
+# %% [markdown]
+# ## 6. A first composed query
+#
+# Here is where the course is going. `tiny_model("CIRR")` returns an SPRC model trained on toy CIRR
+# (trained on first use, a couple of CPU minutes, then reused from disk). It encodes every image of the
+# validation gallery once, then scores the example query from section 1 against all of them. CIRR's
+# protocol never counts the reference image itself as an answer, so it is removed from the ranking.
+
+# %%
+if MODE == "tiny":
+    model, tokenizer = tiny_model("CIRR")
+    transform = build_transform("targetpad", model.config.vision_config.image_size)
+    gallery = CIRRDataset(root, "val", "classic", preprocess=transform)
+    index = index_features(model, gallery, torch.device("cpu"))
+    print(f"gallery: {len(index.names)} images; features {tuple(index.features.shape)} (images, queries, dim)")
+
+
+# %%
+def search(reference: str, text: str, k: int = TOP_K) -> tuple[list[str], torch.Tensor]:
+    """The top-k gallery names for (reference, text), and the full score row, the reference removed."""
+    scores = query_scores(model, tokenizer, index, [reference], [text], torch.device("cpu"))[0]
+    scores[index.names.index(reference)] = -math.inf
+    return [index.names[i] for i in scores.topk(k).indices], scores
+
+
+if MODE == "tiny":
+    top, scores = search(example.reference, example.caption)
+    target_rank = 1 + int((scores > scores[index.names.index(example.target)]).sum())
+    colors = {top.index(example.target): viz.TARGET_COLOR} if example.target in top else {}
+    shown = [gallery.load_image(example.reference)] + [gallery.load_image(n) for n in top]
+    display(viz.image_row(shown, ["reference"] + [f"#{i + 1}" for i in range(len(top))],
+                          {0: viz.REFERENCE_COLOR} | {i + 1: c for i, c in colors.items()},
+                          title=f"\u201c{example.caption}\u201d: target ranked {target_rank} of {len(index.names) - 1}"))
+    # A random ranking puts the target at (N-1)/2 on average; a model that learned anything does better.
+    assert target_rank <= (len(index.names) - 1) / 2, target_rank
+
+# %% [markdown]
+# The target is framed in green when it is in the top five. The other top answers usually get part of
+# the query right: the new colour on the wrong shape, or the right shape in the wrong place. Notebook 05
+# measures this over the whole validation set; notebooks 02 and 03 explain how the model got there.
+#
+# ## Exercises
+#
+# **Exercise 1.** Find a toy CIRR validation query whose caption *removes* a shape (it contains the word
+# "remove" or says a shape "should be gone") and draw it with `viz.show_query`.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+removal = next(t for t in cirr_val.triplets if "remove" in t.caption.lower() or "gone" in t.caption.lower())
+viz.show_query(cirr_val.load_image(removal.reference), removal.caption, cirr_val.load_image(removal.target))
+
+# %% [markdown]
+# **Exercise 2.** `course_mode()` reads `SPRC_MODE`. What does it return for `"Full "` (capital, trailing
+# space)? And for `"huge"`? Try both without changing this kernel's mode for good.
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+saved = os.environ.get("SPRC_MODE")
+try:
+    os.environ["SPRC_MODE"] = "Full "
+    print(repr(course_mode()))  # 'full': the value is stripped and lower-cased
+    os.environ["SPRC_MODE"] = "huge"
+    try:
+        course_mode()
+    except ValueError as err:
+        print("ValueError:", err)  # an unknown mode fails loudly instead of silently running tiny
+finally:
+    if saved is None:
+        os.environ.pop("SPRC_MODE")
+    else:
+        os.environ["SPRC_MODE"] = saved
+assert course_mode() == MODE
+
+# %% [markdown]
+# **Exercise 3** (tiny mode). Write your own modification for the example's reference image, e.g.
+# "make the square green" or "move the square to the bottom", and look at the top five. Does the model
+# follow colour words better than positions?
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+if MODE == "tiny":
+    my_text = "make the square green"
+    top, _ = search(example.reference, my_text)
+    display(viz.image_row([gallery.load_image(example.reference)] + [gallery.load_image(n) for n in top],
+                          ["reference"] + [f"#{i + 1}" for i in range(len(top))], {0: viz.REFERENCE_COLOR},
+                          title=f"\u201c{my_text}\u201d"))
+
+# %% [markdown]
+# ## Recap
+#
+# - A CIR query is a reference image plus a text saying what to change; the answer is a gallery image,
+#   and Recall@K (beside its chance level K/N) says how often it is found in the top K.
+# - The course has seven notebooks; each adds one idea, and all run in **tiny** mode on a CPU.
+# - `environment_report()` tells you the versions, device, GPU and mode; `SPRC_MODE=full` switches every
+#   notebook to BLIP-2 ViT-g and the real data.
+# - `sprc_lib` holds the code; the tiny SPRC model already ranks the right image high for a toy query.
+#
+# Next: **01 data**, the datasets' files and what the model is actually fed.

@@ -18,6 +18,7 @@ from transformers import Blip2QFormerConfig, Blip2VisionConfig
 
 from sprc_lib.env import autocast, autocast_dtype, pick_device
 from sprc_lib.model import SPRCConfig, SPRCModel, preset_config
+from sprc_lib.model.synthetic import random_triplets
 from sprc_lib.recipes import TOY
 from sprc_lib.tables import format_table
 from sprc_lib.train import make_optimizer
@@ -103,13 +104,9 @@ def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, devi
     model = SPRCModel(bench_config(preset)).to(dev)
     if dev.type == "cuda":
         model.set_vit_dtype(torch.float16)
-    size = model.config.vision_config.image_size
-    g = torch.Generator().manual_seed(seed)
-    ref_px = torch.randn(batch_size, 3, size, size, generator=g).to(dev)
-    tgt_px = torch.randn(batch_size, 3, size, size, generator=g).to(dev)
-    ids = torch.randint(5, model.config.qformer_config.vocab_size, (batch_size, model.config.max_txt_len), generator=g)
-    ids[:, 0] = 2
-    ids, mask = ids.to(dev), torch.ones_like(ids).to(dev)
+    full = [model.config.max_txt_len] * batch_size  # every caption as long as allowed: the worst case
+    batch = {k: v.to(dev) for k, v in random_triplets(model.config, batch_size, seed, lengths=full).items()}
+    ref_px, tgt_px, ids, mask = batch["reference"], batch["target"], batch["input_ids"], batch["attention_mask"]
     with torch.no_grad():
         ref_tok, tgt_tok = model.vit(ref_px).half(), model.vit(tgt_px).half()  # what the fp16 cache holds
     optimizer = make_optimizer(model, TOY["CIRR"])

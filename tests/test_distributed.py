@@ -25,6 +25,7 @@ from sprc_lib.cli import main as cli
 from sprc_lib.data import CIRRDataset
 from sprc_lib.model import LOSS_NAMES, tiny_config
 from sprc_lib.model.loading import new_model
+from sprc_lib.model.synthetic import random_triplets
 from sprc_lib.paths import repo_root
 from sprc_lib.train import CHECKPOINT, EpochBatchSampler, TrainConfig, read_csv, train
 
@@ -33,19 +34,8 @@ WEIGHTS = {"loss_itc": 1.0, "loss_rtc": 0.4, "loss_align": 0.4}
 
 
 def triplets(count: int) -> dict[str, torch.Tensor]:
-    """`count` random triplets (pixels, token ids with [CLS] first, padded masks), the same on every call."""
-    g = torch.Generator().manual_seed(3)
-    size = tiny_config(VOCAB).vision_config.image_size
-    ids = torch.randint(5, VOCAB, (count, L), generator=g)
-    mask = (torch.arange(L)[None] < torch.randint(3, L + 1, (count, 1), generator=g)).long()
-    ids[:, 0] = 2
-    ids[mask == 0] = 0
-    return {
-        "reference": torch.randn(count, 3, size, size, generator=g),
-        "target": torch.randn(count, 3, size, size, generator=g),
-        "input_ids": ids,
-        "attention_mask": mask,
-    }
+    """`count` random triplets, the same on every call (so every process slices the same batch)."""
+    return random_triplets(tiny_config(VOCAB), count, seed=3, length=L)
 
 
 def losses_and_grads(net: torch.nn.Module, model: torch.nn.Module, batch: dict, **kwargs) -> tuple[dict, dict]:

@@ -11,6 +11,7 @@ from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
 from sprc_lib.model import LOSS_NAMES, SPRCModel, blip2_vitg_config, tiny_config
 from sprc_lib.model.loading import load_model, new_model
+from sprc_lib.model.synthetic import random_triplets
 
 B, L = 6, 16
 
@@ -22,19 +23,7 @@ def model() -> SPRCModel:
 
 @pytest.fixture()
 def batch() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    size = tiny_config(60).vision_config.image_size
-    ids = torch.randint(5, 60, (B, L), generator=g)
-    lengths = torch.tensor([16, 12, 9, 7, 5, 3])
-    mask = (torch.arange(L)[None] < lengths[:, None]).long()
-    ids[:, 0] = 2  # [CLS]
-    ids[mask == 0] = 0
-    return {
-        "reference": torch.randn(B, 3, size, size, generator=g),
-        "target": torch.randn(B, 3, size, size, generator=g),
-        "input_ids": ids,
-        "attention_mask": mask,
-    }
+    return random_triplets(tiny_config(60), B, seed=1, length=L, lengths=[16, 12, 9, 7, 5, 3])
 
 
 def manual_text_path(model: SPRCModel, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -140,14 +140,32 @@ def cirr_validation(
     num_workers: int = 0,
 ) -> dict[str, float]:
     """CIRR val metrics (R@K with the reference removed, Recall_subset@K, the means)."""
-    gallery = CIRRDataset(root, "val", "classic", preprocess=None if cache else preprocess)
-    queries = CIRRDataset(root, "val", "relative")
+    scores, names, queries, refs = cirr_scores(
+        "val", model, tokenizer, root, preprocess, device, dtype, cache, batch_size, num_workers
+    )
+    return cirr_metrics(
+        scores, names, refs, [t.target for t in queries.triplets], [list(t.members) for t in queries.triplets]
+    )
+
+
+def cirr_scores(
+    split: str,
+    model: SPRCModel,
+    tokenizer,
+    root: str | Path,
+    preprocess,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    cache: FeatureCache | None,
+    batch_size: int,
+    num_workers: int,
+) -> tuple[Tensor, list[str], CIRRDataset, list[str]]:
+    """Every query of a CIRR split scored against the split's gallery: (scores, gallery names, queries, references)."""
+    gallery = CIRRDataset(root, split, "classic", preprocess=None if cache else preprocess)
+    queries = CIRRDataset(root, split, "relative")
     index = index_features(model, gallery_dataset(gallery, cache, device), device, dtype, batch_size, num_workers)
     refs, captions = relative_queries(queries)
-    scores = query_scores(model, tokenizer, index, refs, captions, device, dtype)
-    return cirr_metrics(
-        scores, index.names, refs, [t.target for t in queries.triplets], [list(t.members) for t in queries.triplets]
-    )
+    return query_scores(model, tokenizer, index, refs, captions, device, dtype), index.names, queries, refs
 
 
 def fashioniq_validation(
@@ -229,21 +247,19 @@ def cirr_test_submission(
     num_workers: int = 0,
 ) -> tuple[Path, Path]:
     """Rank CIRR test1 and write the two rc2 files for the evaluation server, validated first."""
-    gallery = CIRRDataset(root, "test1", "classic", preprocess=None if cache else preprocess)
-    queries = CIRRDataset(root, "test1", "relative")
-    index = index_features(model, gallery_dataset(gallery, cache, device), device, dtype, batch_size, num_workers)
-    refs, captions = relative_queries(queries)
-    scores = query_scores(model, tokenizer, index, refs, captions, device, dtype)
+    scores, names, queries, refs = cirr_scores(
+        "test1", model, tokenizer, root, preprocess, device, dtype, cache, batch_size, num_workers
+    )
     pair_ids = [t.pair_id for t in queries.triplets]
     members = [list(t.members) for t in queries.triplets]
-    recall, recall_subset = cirr_submission(scores, index.names, pair_ids, refs, members)
+    recall, recall_subset = cirr_submission(scores, names, pair_ids, refs, members)
     return write_cirr_submission(
         Path(out_dir),
         name,
         recall,
         recall_subset,
         pair_ids=pair_ids,
-        gallery_names=index.names,
+        gallery_names=names,
         reference_names=refs,
         group_members=members,
     )

@@ -22,7 +22,7 @@ from sprc_lib.env import pick_device
 
 try:  # recent torch: the functional all-gather, autograd included
     from torch.distributed._functional_collectives import all_gather_single_autograd as _gather_autograd
-except ImportError:  # older torch (pyproject allows >= 2.1): the autograd-aware all-gather of its day
+except ImportError:  # older torch (pyproject allows >= 2.3): the autograd-aware all-gather of its day
     from torch.distributed.nn.functional import all_gather as _gather_tuple
 
     def _gather_autograd(tensor: Tensor, gather_dim: int, group: dist.ProcessGroup) -> Tensor:

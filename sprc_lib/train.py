@@ -555,9 +555,12 @@ class Trainer:
         if not self.main:
             return
         r, w = self.recipe, self.world_size
-        negatives = self.global_batch if self.config.global_negatives else r.batch_size
-        kind = "global" if self.config.global_negatives and w > 1 else "per process"
-        print(f"{w} process(es) x batch {r.batch_size} = global batch {self.global_batch}; learning rate "
+        if w == 1:
+            print(f"batch {r.batch_size}, learning rate {r.learning_rate:g} (OneCycle peak): each query against "
+                  f"{r.batch_size} targets; {len(self.sampler)} steps per epoch")
+            return
+        negatives, kind = (self.global_batch, "global") if self.config.global_negatives else (r.batch_size, "local")
+        print(f"{w} processes x batch {r.batch_size} = global batch {self.global_batch}; learning rate "
               f"{r.learning_rate:g} (OneCycle peak, as set: not scaled with the processes); {kind} negatives: "
               f"each query against {negatives} targets; {len(self.sampler)} steps per epoch")
 

@@ -128,6 +128,26 @@ def relative_queries(dataset: RetrievalDataset) -> tuple[list[str], list[str]]:
     return [it["reference_name"] for it in items], [it["caption"] for it in items]
 
 
+FIQ_CATEGORIES = ("dress", "shirt", "toptee")
+
+
+def split_scores(
+    gallery: RetrievalDataset,
+    queries: RetrievalDataset,
+    model: SPRCModel,
+    tokenizer,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    cache: FeatureCache | None,
+    batch_size: int,
+    num_workers: int,
+) -> tuple[Tensor, list[str], list[str]]:
+    """Every query of `queries` (relative) scored against `gallery` (classic): (scores, gallery names, references)."""
+    index = index_features(model, gallery_dataset(gallery, cache, device), device, dtype, batch_size, num_workers)
+    refs, captions = relative_queries(queries)
+    return query_scores(model, tokenizer, index, refs, captions, device, dtype), index.names, refs
+
+
 def cirr_validation(
     model: SPRCModel,
     tokenizer,
@@ -140,32 +160,14 @@ def cirr_validation(
     num_workers: int = 0,
 ) -> dict[str, float]:
     """CIRR val metrics (R@K with the reference removed, Recall_subset@K, the means)."""
-    scores, names, queries, refs = cirr_scores(
-        "val", model, tokenizer, root, preprocess, device, dtype, cache, batch_size, num_workers
+    gallery = CIRRDataset(root, "val", "classic", preprocess=None if cache else preprocess)
+    queries = CIRRDataset(root, "val", "relative")
+    scores, names, refs = split_scores(
+        gallery, queries, model, tokenizer, device, dtype, cache, batch_size, num_workers
     )
     return cirr_metrics(
         scores, names, refs, [t.target for t in queries.triplets], [list(t.members) for t in queries.triplets]
     )
-
-
-def cirr_scores(
-    split: str,
-    model: SPRCModel,
-    tokenizer,
-    root: str | Path,
-    preprocess,
-    device: torch.device,
-    dtype: torch.dtype | None,
-    cache: FeatureCache | None,
-    batch_size: int,
-    num_workers: int,
-) -> tuple[Tensor, list[str], CIRRDataset, list[str]]:
-    """Every query of a CIRR split scored against the split's gallery: (scores, gallery names, queries, references)."""
-    gallery = CIRRDataset(root, split, "classic", preprocess=None if cache else preprocess)
-    queries = CIRRDataset(root, split, "relative")
-    index = index_features(model, gallery_dataset(gallery, cache, device), device, dtype, batch_size, num_workers)
-    refs, captions = relative_queries(queries)
-    return query_scores(model, tokenizer, index, refs, captions, device, dtype), index.names, queries, refs
 
 
 def fashioniq_validation(
@@ -176,7 +178,7 @@ def fashioniq_validation(
     device: torch.device,
     dtype: torch.dtype | None = None,
     cache: FeatureCache | None = None,
-    categories: Sequence[str] = ("dress", "shirt", "toptee"),
+    categories: Sequence[str] = FIQ_CATEGORIES,
     batch_size: int = 32,
     num_workers: int = 0,
 ) -> dict[str, float]:
@@ -185,14 +187,11 @@ def fashioniq_validation(
     for category in categories:
         gallery = FashionIQDataset(root, "val", [category], "classic", preprocess=None if cache else preprocess)
         queries = FashionIQDataset(root, "val", [category], "relative")
-        index = index_features(model, gallery_dataset(gallery, cache, device), device, dtype, batch_size, num_workers)
-        refs, captions = relative_queries(queries)
-        scores = query_scores(model, tokenizer, index, refs, captions, device, dtype)
-        per_category[category] = fashioniq_metrics(scores, index.names, [t.target for t in queries.triplets])
+        scores, names, _ = split_scores(
+            gallery, queries, model, tokenizer, device, dtype, cache, batch_size, num_workers
+        )
+        per_category[category] = fashioniq_metrics(scores, names, [t.target for t in queries.triplets])
     return fashioniq_summary(per_category)
-
-
-FIQ_CATEGORIES = ("dress", "shirt", "toptee")
 
 
 def validate(
@@ -247,8 +246,10 @@ def cirr_test_submission(
     num_workers: int = 0,
 ) -> tuple[Path, Path]:
     """Rank CIRR test1 and write the two rc2 files for the evaluation server, validated first."""
-    scores, names, queries, refs = cirr_scores(
-        "test1", model, tokenizer, root, preprocess, device, dtype, cache, batch_size, num_workers
+    gallery = CIRRDataset(root, "test1", "classic", preprocess=None if cache else preprocess)
+    queries = CIRRDataset(root, "test1", "relative")
+    scores, names, refs = split_scores(
+        gallery, queries, model, tokenizer, device, dtype, cache, batch_size, num_workers
     )
     pair_ids = [t.pair_id for t in queries.triplets]
     members = [list(t.members) for t in queries.triplets]

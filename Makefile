@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 toy: $(TOY_STAMP)
 
 # The toy datasets, then the tiny BLIP-2 pretrained on them; models trained on older toy data are dropped.
-$(TOY_STAMP): $(STAMP) $(wildcard sprc_lib/data/toy*.py) sprc_lib/data/schema.py sprc_lib/pretrain.py sprc_lib/model/config.py
+$(TOY_STAMP): $(STAMP) $(wildcard sprc_lib/data/toy/*.py) sprc_lib/data/schema.py sprc_lib/training/pretrain.py sprc_lib/model/config.py
 	rm -rf $(TOY)/runs $(TOY)/cache $(TOY)/tiny-blip2
 	$(PY) -m sprc_lib toy-data --out $(TOY)
 	$(PY) -m sprc_lib pretrain-tiny --data-path $(TOY)
@@ -33,7 +33,7 @@ $(TOY_STAMP): $(STAMP) $(wildcard sprc_lib/data/toy*.py) sprc_lib/data/schema.py
 models: $(MODELS_STAMP)
 
 # One tiny SPRC per toy dataset (a couple of CPU minutes each); notebooks 05-06 reuse them.
-$(MODELS_STAMP): $(TOY_STAMP) sprc_lib/train.py sprc_lib/recipes.py
+$(MODELS_STAMP): $(TOY_STAMP) $(wildcard sprc_lib/training/*.py)
 	$(PY) -m sprc_lib course --data-path $(TOY) --models-only
 	touch $(MODELS_STAMP)
 

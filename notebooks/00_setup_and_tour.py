@@ -42,29 +42,22 @@ if "google.colab" in sys.modules:  # Colab only: fetch the course and install it
 
 # %%
 import importlib
-import math
 import os
 
 import torch
 from IPython.display import display
 
-from sprc_lib import viz
-from sprc_lib.course import ensure_toy, tiny_model
-from sprc_lib.data import CIRRDataset, FashionIQDataset, build_transform
-from sprc_lib.env import MODES, course_mode, environment_report, on_colab, pick_device
-from sprc_lib.evaluate import index_features, query_scores
-from sprc_lib.model.loading import BLIP2_RETRIEVAL
-from sprc_lib.tables import format_table
+from sprc_lib import BLIP2_RETRIEVAL, CIRRDataset, FashionIQDataset, environment_report, format_table, on_colab
+from sprc_lib.course import Query, Retriever, course_mode, ensure_toy, retrieval_grid, setup, tiny_model
+from sprc_lib.course import figures as viz
+from sprc_lib.course.setup import MODES
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny" unless the environment variable SPRC_MODE=full says otherwise
 TOP_K = 5  # how many gallery images to show for the first query
 
 # %%
-if MODE == "tiny" and not torch.cuda.is_available():
-    # The tiny model's matrices are too small to gain from several CPU threads, and on a busy machine the
-    # threads mostly wait for each other: one thread made a toy training step ~10x faster on a shared CPU.
-    torch.set_num_threads(1)
+course = setup(MODE)  # the data, cache, model sizes, weights and device this mode uses (see section 4)
 
 # %% [markdown]
 # ## 1. Composed image retrieval in one picture
@@ -126,10 +119,10 @@ viz.show_query(fiq_val.load_image(dress["reference_name"]), dress["caption"], fi
 # ## 3. Your environment
 
 # %%
-report = environment_report()
+report = {**environment_report(), "mode": MODE}
 print(format_table(["", "value"], [[key, value] for key, value in report.items()]))
-device = pick_device()
-assert MODE in MODES and report["mode"] == MODE
+device = course.device
+assert MODE in MODES
 assert (device.type == "cuda") == torch.cuda.is_available() == ("gpu" in report)
 assert report["colab"] == ("yes" if on_colab() else "no")
 
@@ -143,7 +136,8 @@ assert report["colab"] == ("yes" if on_colab() else "no")
 # ## 4. Tiny or full: the mode
 #
 # The mode comes from one environment variable, read by `course_mode()` in every notebook's parameters
-# cell. It is **tiny** unless `SPRC_MODE=full` is set, because tiny runs anywhere in minutes and full
+# cell; `setup(MODE)`, in the cell after it, turns the mode into the data, cache, model sizes and
+# weights the notebook uses. It is **tiny** unless `SPRC_MODE=full` is set, because tiny runs anywhere in minutes and full
 # needs a GPU, a download of BLIP-2 (about 4 GB) and the real datasets (which you must request; see
 # notebook 01). To switch:
 #
@@ -166,12 +160,14 @@ if MODE == "full" and device.type != "cuda":
 # %% [markdown]
 # ## 5. A tour of the library
 #
-# Each notebook imports a few functions from `sprc_lib`; the code you would otherwise copy from cell to
-# cell lives there, with its own tests. Each module says in its first line why it exists:
+# Each notebook imports a few names from `sprc_lib` (the core: data, model, training, evaluation) and
+# from `sprc_lib.course` (what only the course needs: set-up, figures, curves, the explorer); the code
+# you would otherwise copy from cell to cell lives there, with its own tests. The core never imports
+# the course. Each module says in its first line why it exists:
 
 # %%
-modules = ["env", "paths", "data", "data.toy", "data.check", "model", "model.loading", "pretrain", "train",
-           "features", "evaluate", "metrics", "course", "viz"]
+modules = ["data", "data.toy", "data.check", "model", "model.loading", "features", "training", "training.config",
+           "training.trainer", "evaluation", "evaluation.metrics", "course", "course.figures", "cli"]
 rows = []
 for name in modules:
     module = importlib.import_module(f"sprc_lib.{name}")
@@ -182,37 +178,24 @@ print(format_table(["module", "what it is for"], rows))
 # ## 6. A first composed query
 #
 # Here is where the course is going. `tiny_model("CIRR")` returns an SPRC model trained on toy CIRR
-# (trained on first use, a couple of CPU minutes, then reused from disk). It encodes every image of the
-# validation gallery once, then scores the example query from section 1 against all of them. CIRR's
-# protocol never counts the reference image itself as an answer, so it is removed from the ranking.
+# (trained on first use, a couple of CPU minutes, then reused from disk). A `Retriever` encodes every
+# image of the validation gallery once, then scores the example query from section 1 against all of
+# them, ranking exactly as the metrics of notebook 05 count. CIRR's protocol never counts the reference
+# image itself as an answer, so it is removed from the ranking.
 
 # %%
 if MODE == "tiny":
-    model, tokenizer = tiny_model("CIRR")
-    transform = build_transform("targetpad", model.config.vision_config.image_size)
-    gallery = CIRRDataset(root, "val", "classic", preprocess=transform)
-    index = index_features(model, gallery, torch.device("cpu"))
-    print(f"gallery: {len(index.names)} images; features {tuple(index.features.shape)} (images, queries, dim)")
-
+    retriever = Retriever.for_split(course.context(*tiny_model("CIRR")), "CIRR", root)
+    print(f"gallery: {len(retriever.gallery_names)} images, {len(retriever.queries)} validation queries")
 
 # %%
-def search(reference: str, text: str, k: int = TOP_K) -> tuple[list[str], torch.Tensor]:
-    """The top-k gallery names for (reference, text), and the full score row, the reference removed."""
-    scores = query_scores(model, tokenizer, index, [reference], [text], torch.device("cpu"))[0]
-    scores[index.names.index(reference)] = -math.inf
-    return [index.names[i] for i in scores.topk(k).indices], scores
-
-
 if MODE == "tiny":
-    top, scores = search(example.reference, example.caption)
-    target_rank = 1 + int((scores > scores[index.names.index(example.target)]).sum())
-    colors = {top.index(example.target): viz.TARGET_COLOR} if example.target in top else {}
-    shown = [gallery.load_image(example.reference)] + [gallery.load_image(n) for n in top]
-    display(viz.image_row(shown, ["reference"] + [f"#{i + 1}" for i in range(len(top))],
-                          {0: viz.REFERENCE_COLOR} | {i + 1: c for i, c in colors.items()},
-                          title=f"\u201c{example.caption}\u201d: target ranked {target_rank} of {len(index.names) - 1}"))
+    query = Query(example.reference, example.caption, example.target, label="the example")
+    result = retriever.search(query, k=TOP_K)
+    display(retrieval_grid(retriever, [result], title=f"\u201c{example.caption}\u201d: target ranked "
+                                                      f"{result.target_rank} of {result.ranked}"))
     # A random ranking puts the target at (N-1)/2 on average; a model that learned anything does better.
-    assert target_rank <= (len(index.names) - 1) / 2, target_rank
+    assert result.target_rank <= result.ranked / 2, result.target_rank
 
 # %% [markdown]
 # The target is framed in green when it is in the top five. The other top answers usually get part of
@@ -257,10 +240,8 @@ assert course_mode() == MODE
 # %% jupyter={"source_hidden": true} tags=["solution"]
 if MODE == "tiny":
     my_text = "make the square green"
-    top, _ = search(example.reference, my_text)
-    display(viz.image_row([gallery.load_image(example.reference)] + [gallery.load_image(n) for n in top],
-                          ["reference"] + [f"#{i + 1}" for i in range(len(top))], {0: viz.REFERENCE_COLOR},
-                          title=f"\u201c{my_text}\u201d"))
+    display(retrieval_grid(retriever, [retriever.search(Query(example.reference, my_text), k=TOP_K)],
+                           title=f"\u201c{my_text}\u201d"))
 
 # %% [markdown]
 # ## Recap
@@ -268,8 +249,8 @@ if MODE == "tiny":
 # - A CIR query is a reference image plus a text saying what to change; the answer is a gallery image,
 #   and Recall@K (beside its chance level K/N) says how often it is found in the top K.
 # - The course has seven notebooks; each adds one idea, and all run in **tiny** mode on a CPU.
-# - `environment_report()` tells you the versions, device, GPU and mode; `SPRC_MODE=full` switches every
-#   notebook to BLIP-2 ViT-g and the real data.
+# - `environment_report()` tells you the versions, device and GPU; `SPRC_MODE=full` switches every
+#   notebook to BLIP-2 ViT-g and the real data, through `setup(MODE)`.
 # - `sprc_lib` holds the code; the tiny SPRC model already ranks the right image high for a toy query.
 #
 # Next: **01 data**, the datasets' files and what the model is actually fed.

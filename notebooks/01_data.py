@@ -54,16 +54,14 @@ from IPython.display import display
 from PIL import Image
 from torchvision.transforms import Compose
 
-from sprc_lib import viz
-from sprc_lib.course import ensure_toy
-from sprc_lib.data import CIRRDataset, DataError, FashionIQDataset, TargetPad, build_transform
+from sprc_lib import CIRRDataset, DataError, FashionIQDataset, TargetPad, build_transform, format_table
+from sprc_lib.course import course_mode, setup
+from sprc_lib.course import figures as viz
+from sprc_lib.course.examples import CIRR_EXAMPLE_RECORD, CIRR_TEST_EXAMPLE_RECORD, FASHIONIQ_EXAMPLE_RECORD
 from sprc_lib.data.check import check_dataset, format_reports
 from sprc_lib.data.schema import (
-    CIRR_EXAMPLE_RECORD,
     CIRR_SPLITS,
-    CIRR_TEST_EXAMPLE_RECORD,
     FASHIONIQ_CATEGORIES,
-    FASHIONIQ_EXAMPLE_RECORD,
     FASHIONIQ_SPLITS,
     cirr_caption_path,
     cirr_split_path,
@@ -72,12 +70,9 @@ from sprc_lib.data.schema import (
     fashioniq_split_path,
 )
 from sprc_lib.data.toy import MARKER, generate_toy_data, toy_specs
-from sprc_lib.env import course_mode
-from sprc_lib.paths import data_root
-from sprc_lib.tables import format_table
 
 # %% tags=["parameters"]
-MODE = course_mode()  # "tiny": toy data; "full": the real datasets under data_root()
+MODE = course_mode()  # "tiny": toy data; "full": the real datasets under `sprc_lib.paths.data_root()`
 SEED = 0  # the toy generator's seed for the fresh copy drawn in section 3
 N_TRIPLETS = 6  # triplets per grid
 IMAGE_SIZE = 224 if MODE == "full" else 64  # the model's input size: BLIP-2 ViT-g 224 px, the tiny preset 64 px
@@ -110,7 +105,7 @@ SKIP_MISSING = MODE == "full"  # real FashionIQ copies miss some images (dead li
 # `python -m sprc_lib check-data --dataset CIRR --data-path <data>` (section 8 runs the same check here).
 
 # %%
-root = ensure_toy() if MODE == "tiny" else data_root()
+root = setup(MODE).data  # tiny: the toy copies (generated on first use); full: data_root()
 print(f"mode {MODE}: reading {'the toy copies' if MODE == 'tiny' else 'the real datasets'} under {root.name}/")
 print(viz.folder_tree(root / "cirr_dataset"))
 print(viz.folder_tree(root / "fashionIQ_dataset"))

@@ -52,15 +52,10 @@ import torch
 from IPython.display import display
 from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
-from sprc_lib import viz
-from sprc_lib.course import ensure_toy
-from sprc_lib.data import build_transform
-from sprc_lib.data.base import load_rgb
-from sprc_lib.env import course_mode, pick_device
-from sprc_lib.model.loading import BLIP2_RETRIEVAL, load_model
-from sprc_lib.model.tokenizer import load_tokenizer, tokenize
-from sprc_lib.pretrain import TINY_BLIP2, read_pairs
-from sprc_lib.tables import format_table
+from sprc_lib import build_transform, format_table, load_model, load_rgb, load_tokenizer, tokenize
+from sprc_lib.course import course_mode, ensure_toy, setup
+from sprc_lib.course import figures as viz
+from sprc_lib.training.pretrain import read_pairs
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny": the tiny BLIP-2 pretrained on toy captions; "full": Salesforce/blip2-itm-vit-g
@@ -69,10 +64,7 @@ N_PAIRS = 256  # image-caption pairs in the retrieval test (chance top-1 = 1 / N
 BATCH = 64  # images per forward pass
 
 # %%
-if MODE == "tiny" and not torch.cuda.is_available():
-    # The tiny model's matrices are too small to gain from several CPU threads, and on a busy machine the
-    # threads mostly wait for each other: one thread made a toy training step ~10x faster on a shared CPU.
-    torch.set_num_threads(1)
+course = setup(MODE)  # the data, cache, model sizes, weights and device of this mode
 
 # %% [markdown]
 # ## 1. Loading BLIP-2
@@ -82,9 +74,8 @@ if MODE == "tiny" and not torch.cuda.is_available():
 # as the hub checkpoint, only smaller.
 
 # %%
-root = ensure_toy()  # toy images and captions (both modes use them here), and the tiny BLIP-2
-weights = str(root / TINY_BLIP2) if MODE == "tiny" else BLIP2_RETRIEVAL
-device = pick_device()
+root = ensure_toy()  # toy images and captions (both modes use them here)
+weights, device = course.weights, course.device  # the tiny BLIP-2, or Salesforce/blip2-itm-vit-g
 if MODE == "tiny":
     blip = Blip2ForImageTextRetrieval.from_pretrained(weights)
     print(f"{type(blip).__module__}.{type(blip).__name__}: {sum(p.numel() for p in blip.parameters()):,} parameters")

@@ -50,18 +50,24 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from sprc_lib import viz
-from sprc_lib.course import ensure_toy, tiny_model
-from sprc_lib.data import CIRRDataset, build_transform, collate
-from sprc_lib.env import course_mode, pick_device
-from sprc_lib.evaluate import chance, index_features, relative_queries
-from sprc_lib.metrics import cirr_metrics
-from sprc_lib.model.loading import BLIP2_RETRIEVAL, load_model
-from sprc_lib.model.tokenizer import load_tokenizer, tokenize
-from sprc_lib.paths import data_root
-from sprc_lib.recipes import recipe_for
-from sprc_lib.tables import format_table
-from sprc_lib.train import TrainConfig, train
+from sprc_lib import (
+    CIRRDataset,
+    TrainConfig,
+    build_transform,
+    chance,
+    cirr_metrics,
+    collate,
+    format_table,
+    index_features,
+    load_model,
+    load_tokenizer,
+    recipe_for,
+    relative_queries,
+    tokenize,
+    train,
+)
+from sprc_lib.course import course_mode, setup, tiny_model
+from sprc_lib.course import figures as viz
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny": toy CIRR and the tiny model; "full": real CIRR and BLIP-2 ViT-g (a GPU)
@@ -72,10 +78,7 @@ TRAIN_BATCH = 16 if MODE == "tiny" else 32  # triplets per training step there (
 SPRC_WEIGHTS = None  # full mode: a trained or converted SPRC model (notebooks 04, 06); None = BLIP-2's weights
 
 # %%
-if MODE == "tiny" and not torch.cuda.is_available():
-    # The tiny model's matrices are too small to gain from several CPU threads, and on a busy machine the
-    # threads mostly wait for each other: one thread made a toy training step ~10x faster on a shared CPU.
-    torch.set_num_threads(1)
+course = setup(MODE)  # the data, cache, model sizes, weights and device of this mode
 
 # %% [markdown]
 # ## 1. The map
@@ -93,14 +96,12 @@ viz.sprc_diagram()
 
 # %%
 torch.manual_seed(SEED)
-device = pick_device()
+device, root = course.device, course.data
 if MODE == "tiny":
-    root = ensure_toy()
     model, tokenizer = tiny_model("CIRR", root)
 else:
-    root = data_root()
-    model = load_model(SPRC_WEIGHTS or BLIP2_RETRIEVAL)
-    tokenizer = load_tokenizer(SPRC_WEIGHTS or BLIP2_RETRIEVAL)
+    model = load_model(SPRC_WEIGHTS or course.weights)
+    tokenizer = load_tokenizer(SPRC_WEIGHTS or course.weights)
 model = model.to(device).eval()
 trained = MODE == "tiny" or SPRC_WEIGHTS is not None
 Q, L = model.config.num_query_tokens, model.config.max_txt_len
@@ -235,9 +236,8 @@ for dataset in ("CIRR", "FashionIQ"):
 # and chance complete the picture.
 
 # %%
-gallery = CIRRDataset(root, "val", "classic", preprocess=transform)
 queries = CIRRDataset(root, "val", "relative")
-index = index_features(model, gallery, device)
+index = index_features(course.context(model, tokenizer), CIRRDataset(root, "val", "classic"))
 refs, captions = relative_queries(queries)
 targets, members = [t.target for t in queries.triplets], [list(t.members) for t in queries.triplets]
 row = {name: i for i, name in enumerate(index.names)}
@@ -299,11 +299,9 @@ def record(kind: str, info: dict) -> None:
 
 
 with tempfile.TemporaryDirectory(prefix="sprc-run-") as run_dir:
-    config = TrainConfig(dataset="CIRR", data_path=str(root), preset="tiny" if MODE == "tiny" else "blip2-vitg",
-                         model_path=None if MODE == "tiny" else BLIP2_RETRIEVAL,  # None: <data>/tiny-blip2
-                         output_dir=run_dir, batch_size=TRAIN_BATCH, num_workers=0, seed=SEED,
-                         stop_after_steps=TRAIN_STEPS)
-    result = train(config, callback=record)
+    config = TrainConfig(dataset="CIRR", data_path=str(root), preset=course.preset, model_path=course.weights,
+                         output_dir=run_dir, batch_size=TRAIN_BATCH, num_workers=0, seed=SEED)
+    result = train(config, callback=record, stop_after_steps=TRAIN_STEPS)
 print(f"{len(history)} steps of {TRAIN_BATCH} triplets")
 viz.loss_curves(history, ["loss", "loss_itc", "loss_rtc", "loss_align"], title="the first training steps")
 

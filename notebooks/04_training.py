@@ -19,7 +19,7 @@
 # # 04 · Training SPRC: the recipe, live curves, checkpoints, the feature cache, many GPUs
 #
 # Notebook 03 took SPRC apart pass by pass. Here we train it the way the authors did, with the
-# library's `Trainer`: a loop you can read top to bottom in `sprc_lib/train.py`.
+# library's `Trainer`: a loop you can read top to bottom in `sprc_lib/training/trainer.py`.
 #
 # **What you will learn**
 #
@@ -50,19 +50,31 @@ import time
 from pathlib import Path
 
 import torch
+from IPython.display import display
 
-from sprc_lib.course import ensure_toy
-from sprc_lib.curves import LiveCurves, StepTimer, plot_history, plot_loss_terms, plot_schedules
-from sprc_lib.data import CIRRDataset, build_transform
-from sprc_lib.env import course_mode, pick_device
-from sprc_lib.evaluate import chance
-from sprc_lib.features import FeatureCache
-from sprc_lib.model.loading import BLIP2_RETRIEVAL, load_model
-from sprc_lib.paths import data_root
-from sprc_lib.pretrain import TINY_BLIP2
-from sprc_lib.recipes import PAPER, TOY
-from sprc_lib.tables import format_table
-from sprc_lib.train import CHECKPOINT, TrainConfig, read_csv, train
+from sprc_lib import (
+    CHECKPOINT,
+    PAPER,
+    TOY,
+    CIRRDataset,
+    TrainConfig,
+    chance,
+    format_table,
+    load_model,
+    read_csv,
+    resume_training,
+    train,
+)
+from sprc_lib.course import (
+    LiveCurves,
+    StepTimer,
+    course_mode,
+    learning_rates,
+    plot_history,
+    plot_loss_terms,
+    plot_schedules,
+    setup,
+)
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real CIRR): set SPRC_MODE=full or edit this
@@ -73,17 +85,8 @@ BATCH_SIZE = None  # None: the recipe's (tiny 32, paper 128); lower it if a GPU 
 DATA_PATH = None  # full mode: the folder holding cirr_dataset/ (default: data/ or $SPRC_DATA)
 
 # %%
-if MODE == "tiny":
-    DATA = ensure_toy()  # toy data + the pretrained tiny BLIP-2, made if missing
-    PRESET, START_WEIGHTS = "tiny", DATA / TINY_BLIP2
-    CACHE_DIR = DATA / "cache"  # the course's shared cache for the toy data
-else:
-    DATA = Path(DATA_PATH) if DATA_PATH else data_root()
-    PRESET, START_WEIGHTS = "blip2-vitg", BLIP2_RETRIEVAL
-    CACHE_DIR = data_root() / "cache"  # on the machine's local disk, not a network drive (git ignores it)
-DEVICE = pick_device()
-if MODE == "tiny":  # CPU threads that compete with other programs for the cores cost more than they give:
-    torch.set_num_threads(1)  # a tiny-model step took 7x longer with two threads than one on a busy 2-core machine
+course = setup(MODE, DATA_PATH)  # tiny: toy data + the tiny BLIP-2 (made if missing); full: real CIRR + BLIP-2
+DATA, PRESET, START_WEIGHTS, CACHE_DIR = course.data, course.preset, course.weights, course.cache
 SCRATCH = Path(tempfile.mkdtemp(prefix="sprc04-"))  # this notebook's run folders; nothing lands in the repo
 CHANCE = chance("CIRR", DATA)
 print(f"mode {MODE}: preset {PRESET}, {len(CIRRDataset(DATA, 'train', 'relative'))} CIRR training triplets")
@@ -92,7 +95,7 @@ print(f"mode {MODE}: preset {PRESET}, {len(CIRRDataset(DATA, 'train', 'relative'
 # ## 1. The recipe, and the reference's quirks
 #
 # The authors trained with two scripts that differ in more than their numbers. The library holds
-# both recipes in `sprc_lib.recipes` (the toy track's beside them), and the trainer uses the
+# both recipes in `sprc_lib.training.recipes` (the toy track's beside them), and the trainer uses the
 # paper's by default for the paper's model:
 
 # %%
@@ -124,11 +127,11 @@ print(format_table(["field", *recipes], [[f, *(str(getattr(r, f)) for r in recip
 # The learning rate per step, straight from the trainer's own scheduler:
 
 # %%
-fig = plot_schedules({
+display(plot_schedules({
     "CIRR: 50 epochs of an 80-epoch schedule (reference)": (PAPER["CIRR"], False),
     "CIRR with --schedule-over-run": (PAPER["CIRR"], True),
     "FashionIQ: 1.5-epoch warm-up from lr/100": (PAPER["FashionIQ"], False),
-})
+}))
 
 # %% [markdown]
 # The toy recipe keeps the optimiser, the losses and their weights, but trains a model that starts
@@ -148,16 +151,13 @@ fig = plot_schedules({
 # training run below uses:
 
 # %%
-backbone = load_model(START_WEIGHTS).to(DEVICE)
-if DEVICE.type == "cuda":
-    backbone.set_vit_dtype(torch.float16)  # as the trainer runs it: the cache key includes the ViT's weights
-preprocess = build_transform("targetpad", backbone.config.vision_config.image_size)
-cache = FeatureCache(CACHE_DIR, backbone, preprocess)
+start_model = course.context(load_model(START_WEIGHTS), tokenizer=None)  # on the device, as the trainer runs it
+cache = start_model.cache  # keyed by the ViT's weights, the transform and the dtype
 splits = [CIRRDataset(DATA, split, "classic") for split in ("train", "val")]
 paths = [d.image_path(name) for d in splits for name in d.image_names]  # every train and val image
 todo = len(cache.missing(paths))
 start = time.perf_counter()
-cache.ensure(paths, device=DEVICE)
+start_model.warm(splits)
 print(f"{len(paths)} images needed, {todo} computed now in {time.perf_counter() - start:.1f} s")
 
 # %%
@@ -169,8 +169,9 @@ print(f"cache folder <cache>/{cache.dir.name}: meta.json, index.json, {len(chunk
       f"{sum(c.stat().st_size for c in chunks) / 2**20:.1f} MiB")
 print(f"keyed by: backbone sha256 {meta['backbone'][:12]}..., dtype {meta['dtype']}, transform:")
 print(meta["transform"])
-assert token.shape == (backbone.vision_model.embeddings.num_positions, backbone.config.vision_config.hidden_size)
-del backbone
+vision = start_model.model.config.vision_config
+assert token.shape == (start_model.model.vision_model.embeddings.num_positions, vision.hidden_size)
+del start_model
 
 # %% [markdown]
 # ## 3. A training run, watched live
@@ -185,9 +186,9 @@ del backbone
 RUN = SCRATCH / "cirr_run"
 config = TrainConfig(dataset="CIRR", data_path=str(DATA), preset=PRESET, model_path=str(START_WEIGHTS),
                      output_dir=str(RUN), num_epochs=EPOCHS, batch_size=BATCH_SIZE, num_workers=0,
-                     feature_cache=str(CACHE_DIR), stop_after_steps=STOP_AT_STEP)
+                     feature_cache=str(CACHE_DIR))
 live = LiveCurves(chance=CHANCE, title=f"CIRR, {PRESET} preset")
-first = train(config, callback=live)
+first = train(config, callback=live, stop_after_steps=STOP_AT_STEP)
 print(f"stopped after {len(live.steps)} steps; finished: {first.finished}")
 assert not first.finished and live.steps[-1].step == STOP_AT_STEP
 
@@ -207,7 +208,7 @@ assert not first.finished and live.steps[-1].step == STOP_AT_STEP
 #   first move, then falls within the first epoch and stays near its floor.
 
 # %%
-fig = plot_loss_terms(live)
+display(plot_loss_terms(live))
 first_part = {name: sum(live.loss_series(name)[1][:20]) / 20 for name in ("loss_itc", "loss_rtc", "loss_align")}
 last_part = {name: sum(live.loss_series(name)[1][-20:]) / 20 for name in first_part}
 print(format_table(["loss", "first 20 steps", "last 20 steps", "change"],
@@ -238,16 +239,19 @@ print(format_table(["key", "what it holds"], [
 assert checkpoint["position"]["global_step"] == STOP_AT_STEP
 
 # %% [markdown]
-# To resume, pass the run folder (or `--resume RUN` on the command line). The trainer rebuilds
-# itself from the checkpoint and continues at the next step; only the things that may differ
-# between machines (data path, workers, device, cache folder) come from the new config. The batch
+# To resume, pass the run folder to `resume_training` (or `--resume RUN` on the command line). The
+# trainer rebuilds itself from the checkpoint and continues at the next step, with the run's own
+# settings. What may differ between machines (data path, workers, device, cache folder) can be given
+# anew, and the run's `training_hyperparameters.json` records it with the step it changed at; what
+# defines the run (data, model, recipe, seed, precision) cannot: a new value there stops with a
+# message that names it and says to start a new run. The batch
 # order is a function of (seed, epoch), not of a global random state, so the resumed run sees the
 # very batches it would have seen: the library's tests check that a run stopped and resumed ends
 # with the same weights, bit for bit, as a run never stopped.
 
 # %%
 live.show_here()  # keep drawing the same curves, in this cell
-done = train(TrainConfig(data_path=str(DATA), num_workers=0, feature_cache=str(CACHE_DIR)), resume=RUN, callback=live)
+done = resume_training(RUN, callback=live)
 resumed_at = live.steps[STOP_AT_STEP].step
 print(f"resumed at step {resumed_at}; finished: {done.finished} after {len(done.train_history)} epochs")
 assert done.finished and resumed_at == STOP_AT_STEP + 1 and len(done.train_history) == EPOCHS
@@ -257,7 +261,7 @@ assert done.finished and resumed_at == STOP_AT_STEP + 1 and len(done.train_histo
 # (recalls per validation), are what you plot after a run, or compare between runs:
 
 # %%
-fig = plot_history(RUN, chance=CHANCE)
+display(plot_history(RUN, chance=CHANCE))
 final = done.val_history[-1]
 print(format_table(["metric", "after training", "chance"],
                    [[k, f"{final[k]:.1f}", f"{CHANCE[k]:.1f}"] for k in ("recall_at1", "recall_at10", "recall_at50")]))
@@ -277,8 +281,8 @@ def time_steps(feature_cache: Path | None, name: str) -> float:
     timer = StepTimer()
     train(TrainConfig(dataset="CIRR", data_path=str(DATA), preset=PRESET, model_path=str(START_WEIGHTS),
                       output_dir=str(SCRATCH / name), batch_size=BATCH_SIZE, num_workers=0,
-                      feature_cache=str(feature_cache) if feature_cache else None, stop_after_steps=TIMED_STEPS),
-          callback=timer)
+                      feature_cache=str(feature_cache) if feature_cache else None),
+          callback=timer, stop_after_steps=TIMED_STEPS)
     return timer.seconds_per_step(skip=2)
 
 
@@ -341,7 +345,7 @@ throughput = batch / cached_s
 n = len(CIRRDataset(DATA, "train", "relative"))  # 28,225 on real CIRR (FashionIQ: 18,000 over its 3 categories)
 print(f"CIRR train ({MODE}): {n:,} triplets at {throughput:,.0f} triplets/s -> {n / throughput / 60:.1f} min of steps per epoch")
 if MODE == "full":
-    from sprc_lib.bench import print_bench
+    from sprc_lib.course.bench import print_bench
 
     print_bench(preset="blip2-vitg", batch_size=batch)
 
@@ -375,12 +379,10 @@ if MODE == "full":
 # ## Exercises
 #
 # **Exercise 1.** How far below its peak is the learning rate at the end of a paper-recipe CIRR run,
-# with the reference's 80-epoch layout and with `over_run=True`? (`sprc_lib.curves.learning_rates`
+# with the reference's 80-epoch layout and with `over_run=True`? (`learning_rates` from `sprc_lib.course`
 # gives the rate of every step.)
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
-from sprc_lib.curves import learning_rates
-
 for over_run in (False, True):
     rates = learning_rates(PAPER["CIRR"], steps_per_epoch=50, over_run=over_run)
     print(f"over_run={over_run}: last lr = {rates[-1] / max(rates):.1%} of the peak")
@@ -400,7 +402,7 @@ for name in ("loss_itc", "loss_rtc", "loss_align"):
 # position says which epoch comes next.)
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
-again = train(TrainConfig(data_path=str(DATA), num_workers=0, feature_cache=str(CACHE_DIR)), resume=RUN)
+again = resume_training(RUN)
 print(f"finished: {again.finished}; epochs in the history: {len(again.train_history)}")
 # Nothing is trained: the checkpoint's next epoch equals the number of epochs, so the loop has no work.
 

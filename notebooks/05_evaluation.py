@@ -49,19 +49,33 @@ import tempfile
 from pathlib import Path
 
 import torch
+from IPython.display import display
 
-from sprc_lib.course import ensure_toy, tiny_model
-from sprc_lib.data import CIRRDataset, FashionIQDataset, build_transform
-from sprc_lib.env import autocast_dtype, course_mode, pick_device
-from sprc_lib.evaluate import FIQ_CATEGORIES, chance, cirr_test_submission, validate
-from sprc_lib.explorer import Explorer, ExplorerWidget, Retriever, img_set_figure, retrieval_grid
-from sprc_lib.features import CachedImages, FeatureCache
-from sprc_lib.metrics import FASHIONIQ_RECALL_KS, cirr_metrics, rank_gallery
-from sprc_lib.model.loading import load_model
-from sprc_lib.model.tokenizer import load_tokenizer
-from sprc_lib.paths import data_root
-from sprc_lib.submission import validate_cirr_submission
-from sprc_lib.tables import format_table, metrics_table
+from sprc_lib import (
+    CIRRDataset,
+    chance,
+    cirr_metrics,
+    cirr_test_submission,
+    format_table,
+    load_model,
+    load_tokenizer,
+    metrics_table,
+    rank_gallery,
+    validate,
+    validate_cirr_submission,
+    validation_galleries,
+)
+from sprc_lib.course import (
+    Explorer,
+    ExplorerWidget,
+    Retriever,
+    course_mode,
+    img_set_figure,
+    retrieval_grid,
+    setup,
+    tiny_model,
+)
+from sprc_lib.evaluation.metrics import FASHIONIQ_RECALL_KS
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real data): set SPRC_MODE=full or edit this
@@ -73,41 +87,21 @@ FIQ_MODEL = None  # full mode: the same for FashionIQ
 DATA_PATH = None  # full mode: the folder holding cirr_dataset/ and fashionIQ_dataset/
 
 # %%
-DEVICE = pick_device()
-if MODE == "tiny":  # CPU threads that compete with other programs for the cores cost more than they give:
-    torch.set_num_threads(1)  # a tiny-model step took 7x longer with two threads than one on a busy 2-core machine
-DTYPE = autocast_dtype("auto", DEVICE)
+course = setup(MODE, DATA_PATH)  # the data, cache and device of this mode
+DATA = course.data
 SCRATCH = Path(tempfile.mkdtemp(prefix="sprc05-"))  # submission files; nothing lands in the repo
 if MODE == "tiny":
-    DATA = ensure_toy()
-    CACHE_DIR = DATA / "cache"
-    cirr_model, cirr_tokenizer = tiny_model("CIRR", DATA)  # trained on first use, then reused
-    fiq_model, fiq_tokenizer = tiny_model("FashionIQ", DATA)
+    cirr_ctx = course.context(*tiny_model("CIRR", DATA))  # trained on first use, then reused
+    fiq_ctx = course.context(*tiny_model("FashionIQ", DATA))
 else:
     if not (CIRR_MODEL and FIQ_MODEL):
         raise ValueError("full mode: set CIRR_MODEL and FIQ_MODEL to saved model folders (see notebook 06)")
-    DATA = Path(DATA_PATH) if DATA_PATH else data_root()
-    CACHE_DIR = data_root() / "cache"
-    cirr_model, cirr_tokenizer = load_model(CIRR_MODEL), load_tokenizer(CIRR_MODEL)
-    fiq_model, fiq_tokenizer = load_model(FIQ_MODEL), load_tokenizer(FIQ_MODEL)
-
-
-def prepare(model, galleries):
-    """On the device, the ViT in fp16 on a GPU (as in training), with its transform and a feature cache
-    holding the val galleries (one ViT pass for each image not cached yet)."""
-    model = model.to(DEVICE).eval()
-    if DEVICE.type == "cuda":
-        model.set_vit_dtype(torch.float16)
-    preprocess = build_transform("targetpad", model.config.vision_config.image_size)
-    cache = FeatureCache(CACHE_DIR, model, preprocess)
-    for gallery in galleries:
-        CachedImages(gallery, cache, DEVICE)
-    return model, preprocess, cache
-
-
-cirr_model, cirr_preprocess, cirr_cache = prepare(cirr_model, [CIRRDataset(DATA, "val", "classic")])
-fiq_model, fiq_preprocess, fiq_cache = prepare(
-    fiq_model, [FashionIQDataset(DATA, "val", [c], "classic") for c in FIQ_CATEGORIES])
+    cirr_ctx = course.context(load_model(CIRR_MODEL), load_tokenizer(CIRR_MODEL))
+    fiq_ctx = course.context(load_model(FIQ_MODEL), load_tokenizer(FIQ_MODEL))
+# Each context holds a model ready to score: on the device, the ViT in fp16 on a GPU (as in training), its
+# transform, the feature cache. Warming fills the cache with the val galleries (a ViT pass per new image).
+cirr_ctx.warm(validation_galleries("CIRR", DATA))
+fiq_ctx.warm(validation_galleries("FashionIQ", DATA))
 
 # %% [markdown]
 # ## 1. The metrics by hand, on five images
@@ -165,24 +159,23 @@ assert library["recall_subset_at2"] == subset_at[2]
 # it. The chance column is what a random ranking would score on a gallery this size.
 
 # %%
-cirr = validate("CIRR", cirr_model, cirr_tokenizer, DATA, cirr_preprocess, DEVICE, DTYPE, cirr_cache)
+cirr = validate(cirr_ctx, "CIRR", DATA)
 cirr_chance = chance("CIRR", DATA)
 print(metrics_table(cirr, cirr_chance))
 assert cirr["recall_at10"] > 5 * cirr_chance["recall_at10"] and cirr["recall_subset_at1"] > cirr_chance["recall_subset_at1"]
 
 # %% [markdown]
-# A `Retriever` (from `sprc_lib.explorer`) holds the same index and scores, and ranks each query
+# A `Retriever` (from `sprc_lib.course.explorer`) holds the same index and scores, and ranks each query
 # the way the metrics do (same tie rule, reference removed), so the ranks it reports are the ranks
 # the recall counts. Here is one query's `img_set` drawn: the reference (blue, removed), the target
 # (green), and each member's rank in the whole gallery and within the set.
 
 # %%
-retriever = Retriever.for_split("CIRR", cirr_model, cirr_tokenizer, DATA, cirr_preprocess,
-                                cache=cirr_cache, device=DEVICE, dtype=DTYPE)
+retriever = Retriever.for_split(cirr_ctx, "CIRR", DATA)
 ranks = [r.target_rank for r in retriever.retrievals(k=K)]
 for k in (1, 5, 10, 50):
     assert abs(100 * sum(rank <= k for rank in ranks) / len(ranks) - cirr[f"recall_at{k}"]) < 1e-9
-fig = img_set_figure(retriever, 1)
+display(img_set_figure(retriever, 1))
 
 # %% [markdown]
 # ## 3. FashionIQ val, per category
@@ -193,7 +186,7 @@ fig = img_set_figure(retriever, 1)
 # means (the figure the reference keeps its best model by).
 
 # %%
-fiq = validate("FashionIQ", fiq_model, fiq_tokenizer, DATA, fiq_preprocess, DEVICE, DTYPE, fiq_cache)
+fiq = validate(fiq_ctx, "FashionIQ", DATA)
 fiq_chance = chance("FashionIQ", DATA)
 rows = [[c, *(f"{fiq[f'{c}_recall_at{k}']:.1f} ({fiq_chance[f'{c}_recall_at{k}']:.1f})" for k in FASHIONIQ_RECALL_KS)]
         for c in ("dress", "shirt", "toptee", "average")]
@@ -211,8 +204,7 @@ assert fiq["average_recall_at10"] > 3 * fiq_chance["average_recall_at10"]
 # would check before it writes anything. On toy data the "test1" split has the real layout.
 
 # %%
-recall_file, subset_file = cirr_test_submission(cirr_model, cirr_tokenizer, DATA, cirr_preprocess, SCRATCH, "sprc",
-                                                DEVICE, DTYPE, cirr_cache)
+recall_file, subset_file = cirr_test_submission(cirr_ctx, DATA, SCRATCH, "sprc")
 recall, recall_subset = json.loads(recall_file.read_text()), json.loads(subset_file.read_text())
 first_id = next(k for k in recall if k not in ("version", "metric"))
 print(recall_file.name, f"{recall_file.stat().st_size:,} bytes;", subset_file.name, f"{subset_file.stat().st_size:,} bytes")
@@ -251,7 +243,7 @@ for what, (r, s) in {"reference in its own list": (with_reference, recall_subset
 # outlined green; when it is not, it is shown at the end of the row with its rank.
 
 # %%
-fig = retrieval_grid(retriever, retriever.retrievals(K, range(SHOWN_QUERIES)), title="CIRR val: first queries")
+display(retrieval_grid(retriever, retriever.retrievals(K, range(SHOWN_QUERIES)), title="CIRR val: first queries"))
 
 # %% [markdown]
 # ## 6. Failure cases: the targets ranked worst
@@ -260,7 +252,7 @@ fig = retrieval_grid(retriever, retriever.retrievals(K, range(SHOWN_QUERIES)), t
 
 # %%
 worst = retriever.worst(FAILURES, K)
-fig = retrieval_grid(retriever, worst, title="CIRR val: the targets ranked worst")
+display(retrieval_grid(retriever, worst, title="CIRR val: the targets ranked worst"))
 print([f"{r.query.label}: rank {r.target_rank}" for r in worst])
 worst_ranks = [r.target_rank for r in worst]
 assert worst_ranks == sorted(worst_ranks, reverse=True) and worst_ranks[0] == max(ranks)
@@ -286,7 +278,7 @@ assert worst_ranks == sorted(worst_ranks, reverse=True) and worst_ranks[0] == ma
 # `Explorer` holds the state the widget shows, and its methods are the widget's callbacks:
 # `choose_query(i)`, `type_text(text)`, `choose_reference(name)`, `set_k(k)`. Called directly they
 # return the new top-k, so you can script them; an unknown reference is a clear error. (For
-# FashionIQ, `Retriever.for_split("FashionIQ", ..., category="dress")` builds the same thing over
+# FashionIQ, `Retriever.for_split(fiq_ctx, "FashionIQ", DATA, category="dress")` builds the same thing over
 # one category's gallery, with the reference kept in the ranking.)
 
 # %%
@@ -313,7 +305,7 @@ ExplorerWidget(explorer)
 # ## Exercises
 #
 # **Exercise 1.** How much do the CIRR recalls drop if the reference is *not* removed from the
-# rankings? (`retriever.all_scores()` gives the score matrix; `sprc_lib.metrics.rank_gallery`
+# rankings? (`retriever.all_scores()` gives the score matrix; `sprc_lib.evaluation.metrics.rank_gallery`
 # ranks it, with or without an `exclude`.)
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
@@ -358,7 +350,7 @@ print(format_table(["edit kind", "queries", "R@10"], table))
 explorer.choose_query(0)
 other = retriever.queries[5].reference
 moved = explorer.choose_reference(other)
-fig = retrieval_grid(retriever, [retriever.retrievals(K, [0])[0], moved])
+display(retrieval_grid(retriever, [retriever.retrievals(K, [0])[0], moved]))
 # The top-k follows the image: the text edits the reference, it does not replace it. That is
 # composed retrieval: a model that followed only the text would return the same images for both.
 

@@ -1,4 +1,4 @@
-"""The machine we run on: device, numeric precision, course mode, and a report a student can read."""
+"""The machine we run on: device, numeric precision, and a report a student can read."""
 
 from __future__ import annotations
 
@@ -11,16 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-MODES = ("tiny", "full")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
-
-def course_mode() -> str:
-    """`tiny` (any CPU, minutes) unless `SPRC_MODE=full` asks for the paper-scale track."""
-    mode = os.environ.get("SPRC_MODE", "tiny").strip().lower()
-    if mode not in MODES:
-        raise ValueError(f"SPRC_MODE={mode!r}: choose one of {MODES}")
-    return mode
 
 
 def on_colab() -> bool:
@@ -67,7 +58,7 @@ def _version(package: str) -> str:
 
 
 def environment_report() -> dict[str, str]:
-    """Versions, device, GPU name and memory, Colab or not, and the course mode: what notebook 00 prints."""
+    """Versions, device, GPU name and memory, Colab or not: what notebook 00 prints."""
     report = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -76,7 +67,6 @@ def environment_report() -> dict[str, str]:
         "platform": platform.platform(terse=True),
         "cpu cores": str(os.cpu_count()),
         "colab": "yes" if on_colab() else "no",
-        "mode": course_mode(),
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

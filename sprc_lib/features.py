@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from sprc_lib.data.base import RetrievalDataset, load_rgb
+from sprc_lib.files import atomic_path, write_atomic
 from sprc_lib.model import SPRCModel
 
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32}
@@ -47,12 +47,6 @@ def backbone_fingerprint(model: SPRCModel) -> str:
 
 def _is_vit_key(name: str) -> bool:
     return name.startswith(("vision_model.embeddings.", "vision_model.encoder."))
-
-
-def _write_json_atomic(path: Path, obj: object) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def _file_stamp(path: Path) -> tuple[int, int]:
@@ -78,7 +72,7 @@ class FeatureCache:
         key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
         self.dir = Path(root) / key
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.dir / "meta.json", meta)
+        write_atomic(self.dir / "meta.json", json.dumps(meta))
         index_file = self.dir / "index.json"
         self.index: dict[str, list[int]] = json.loads(index_file.read_text()) if index_file.exists() else {}
         self._chunks: dict[int, np.ndarray] = {}
@@ -107,15 +101,21 @@ class FeatureCache:
             rows = [self._vit_tokens(part[i : i + batch_size], device) for i in range(0, len(part), batch_size)]
             array = np.concatenate([r.numpy() for r in rows]).astype(_NUMPY_DTYPES[self.dtype])
             chunk_file = self.dir / f"chunk_{next_chunk:05d}.npy"
-            tmp = chunk_file.with_suffix(".tmp.npy")
-            np.save(tmp, array)
-            os.replace(tmp, chunk_file)
+            with atomic_path(chunk_file) as tmp, tmp.open("wb") as f:
+                np.save(f, array)
             for row, p in enumerate(part):
                 self.index[str(p.resolve())] = [next_chunk, row, *_file_stamp(p)]
-            _write_json_atomic(self.dir / "index.json", self.index)
+            write_atomic(self.dir / "index.json", json.dumps(self.index))
             next_chunk += 1
             bar.update(len(part))
         bar.close()
+
+    def warm(self, dataset: RetrievalDataset, device: str | torch.device = "cpu") -> None:
+        """Cache every image `dataset` opens: its gallery and its triplets' images (those not cached yet)."""
+        names = dict.fromkeys(dataset.image_names)
+        for triplet in dataset.triplets:
+            names.update(dict.fromkeys(dataset.triplet_images(triplet)))
+        self.ensure([dataset.image_path(n) for n in names], device=device)
 
     @torch.no_grad()
     def _vit_tokens(self, paths: Sequence[Path], device: str | torch.device) -> Tensor:
@@ -147,10 +147,7 @@ class CachedImages(Dataset):
             raise ValueError(f"{dataset.name}: build it without `preprocess`; the cache provides the images")
         self.dataset, self.cache = dataset, cache
         self.name = f"{dataset.name} (cached)"
-        names = dict.fromkeys(dataset.image_names)
-        for triplet in dataset.triplets:
-            names.update(dict.fromkeys(dataset.triplet_images(triplet)))
-        cache.ensure([dataset.image_path(n) for n in names], device=device)
+        cache.warm(dataset, device)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -57,6 +57,6 @@ def toy_copy(toy_root: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_blip2(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BLIP-2 briefly pretrained on the toy corpus (a few steps: enough for the code paths, not to learn)."""
-    from sprc_lib.pretrain import pretrain_tiny_blip2
+    from sprc_lib.training.pretrain import pretrain_tiny_blip2
 
     return pretrain_tiny_blip2(toy_root, tmp_path_factory.mktemp("tiny-blip2"), steps=3, batch_size=16)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from sprc_lib import curves
-from sprc_lib.curves import LiveCurves, StepTimer, learning_rates, plot_history, smooth
+from sprc_lib.course import curves, style
+from sprc_lib.course.curves import LiveCurves, StepTimer, learning_rates, plot_history, plot_loss_terms, plot_schedules
+from sprc_lib.course.style import CourseFigure, smooth
 from sprc_lib.model import LOSS_NAMES
-from sprc_lib.recipes import PAPER
-from sprc_lib.train import TrainConfig, train, write_csv
+from sprc_lib.training.config import TrainConfig
+from sprc_lib.training.recipes import PAPER
+from sprc_lib.training.runs import write_csv
+from sprc_lib.training.trainer import train
 
 
 class FakeClock:
@@ -92,7 +95,7 @@ def test_redraws_are_throttled_but_epoch_events_always_redraw(shown):
 
 def test_slow_redraws_are_spaced_to_a_tenth_of_the_time(shown, monkeypatch):
     clock = FakeClock()
-    real_png = curves.figure_png
+    real_png = style.figure_png
 
     def slow_png(fig):  # drawing takes one second on this "busy machine"
         clock.now += 1.0
@@ -120,8 +123,8 @@ def test_headless_only_records(shown, monkeypatch):
 def test_follows_a_real_training_run(toy_root, tiny_blip2, tmp_path):
     live = LiveCurves(show=False)
     config = TrainConfig(dataset="CIRR", data_path=str(toy_root), model_path=str(tiny_blip2), num_workers=0,
-                         output_dir=str(tmp_path / "run"), batch_size=64, num_epochs=1, stop_after_steps=3)
-    result = train(config, callback=live)
+                         output_dir=str(tmp_path / "run"), batch_size=64, num_epochs=1)
+    result = train(config, callback=live, stop_after_steps=3)
     assert not result.finished
     assert [r.step for r in live.steps] == [1, 2, 3]
     assert set(live.steps[0].losses) == {"loss", *LOSS_NAMES}
@@ -141,19 +144,23 @@ def test_step_timer_takes_the_median_gap():
         StepTimer().seconds_per_step()
 
 
-def test_plot_history_reads_the_run_csvs(tmp_path):
+def write_run(run_dir) -> None:
+    """A run folder's CSVs: three epochs of mean losses and one validation."""
     rows = [{"epoch": e, "loss": 3.0 - e, "loss_itc": 2.0 - e / 2, "loss_rtc": 3.0, "loss_align": 0.2, "lr": 1e-3}
             for e in range(3)]
-    write_csv(rows, tmp_path / "train_metrics.csv")
+    write_csv(rows, run_dir / "train_metrics.csv")
     write_csv([{"epoch": 2, "average_recall_at10": 40.0, "average_recall_at50": 80.0, "average": 60.0}],
-              tmp_path / "validation_metrics.csv")
+              run_dir / "validation_metrics.csv")
+
+
+def test_plot_history_reads_the_run_csvs(tmp_path):
+    write_run(tmp_path)
     fig = plot_history(tmp_path, chance={"average_recall_at10": 5.0})
     loss_ax, recall_ax = fig.axes
     total = next(line for line in loss_ax.lines if line.get_label() == "loss")
     assert list(total.get_xdata()) == [1, 2, 3] and list(total.get_ydata()) == [3.0, 2.0, 1.0]
     labels = [line.get_label() for line in recall_ax.lines if not line.get_label().startswith("_")]
     assert labels == ["average_recall_at10", "average_recall_at50"]
-    plt.close(fig)
     with pytest.raises(FileNotFoundError, match="train_metrics.csv"):
         plot_history(tmp_path / "nothing")
 
@@ -173,3 +180,18 @@ def test_cirr_schedule_quirk_leaves_the_rate_high_at_the_end():
 
 def test_smooth_is_a_trailing_mean():
     assert smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+
+
+def test_every_curve_plot_is_a_course_figure_outside_pyplot_in_the_course_colours(tmp_path):
+    write_run(tmp_path)
+    live = LiveCurves(show=False)
+    for i in range(1, 4):
+        live(*step(i))
+    before = plt.get_fignums()
+    figs = [plot_history(tmp_path), plot_loss_terms(live), plot_schedules({"CIRR": (PAPER["CIRR"], False)}, 2),
+            live.figure()]
+    assert all(isinstance(fig, CourseFigure) for fig in figs)
+    assert plt.get_fignums() == before  # nothing registered with pyplot, so nothing shows up in a later cell
+    assert figs[0]._repr_png_().startswith(b"\x89PNG")
+    loss_terms = figs[1]
+    assert [ax.lines[0].get_color() for ax in loss_terms.axes] == [style.LOSS_COLORS[n] for n in LOSS_NAMES]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from sprc_lib import course
 from sprc_lib.cli import build_parser, main
 from sprc_lib.data.check import SplitReport, format_reports
 from sprc_lib.data.schema import (
@@ -22,7 +20,6 @@ from sprc_lib.data.schema import (
     fashioniq_split_path,
 )
 from sprc_lib.data.toy import MARKER as TOY_MARKER
-from sprc_lib.paths import repo_root, toy_root
 
 
 def break_copy(root: Path, image_split: str, record_split: str) -> tuple[Path, int]:
@@ -112,37 +109,8 @@ def test_real_counts_are_compared_only_for_real_looking_data(tmp_path):
     assert "real triplets" not in format_reports(reports(2_000), tmp_path)
 
 
-def test_course_tours_trains_evaluates_and_reports_each_notebook(capsys, monkeypatch):
-    """`make course` on the course's own toy root (its tiny models reused); notebook execution is nbval's test."""
-    ran = []
-
-    def notebooks(out_dir: Path) -> list[list[str]]:
-        ran.append(out_dir)
-        return [["00_setup_and_tour", "12", "ok"], ["01_data", "30", "FAILED: NameError: name 'x' is not defined"]]
-
-    monkeypatch.setattr(course, "execute_notebooks", notebooks)
-    code, out = run(["course"], capsys)
-    assert code == 1 and ran == [repo_root() / "build" / "notebooks"]  # a failed notebook fails the course
-    assert f"CIRR under {toy_root()}" in out and f"FashionIQ under {toy_root()}" in out
-    tour = out[: out.index("Running the notebooks")]
-    assert tour.count(" ok") == 3 + 9  # every split of both datasets checked
-    for metric in (*course.HEADLINE["CIRR"], *course.HEADLINE["FashionIQ"]):
-        assert re.search(rf"{metric}\s+[\d.]+\s+[\d.]+", out), metric
-    submission = repo_root() / "build" / "submission"
-    assert all(str(submission) in line for line in out.split("validated:\n")[1].splitlines()[:2])
-    assert "01_data" in out and "FAILED: NameError" in out
-
-
 def test_toy_data_flags_parse():
     args = build_parser().parse_args(["toy-data", "--out", "x", "--seed", "3", "--size", "medium"])
     assert (args.out, args.seed, args.size) == (Path("x"), 3, "medium")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["toy-data", "--size", "large"])
-
-
-def test_building_the_parser_imports_no_data_module():
-    """Sub-commands import their work lazily, so `--help` stays fast."""
-    code = "import sys; from sprc_lib.cli import build_parser; build_parser(); " \
-           "print(sorted(m for m in sys.modules if m.startswith('sprc_lib.data')))"  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"

@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sprc_lib.data import schema, toy_cirr, toy_fashioniq
+from sprc_lib.course import examples
+from sprc_lib.data import schema
 from sprc_lib.data.toy import SIZES, toy_specs
+from sprc_lib.data.toy import cirr as toy_cirr
+from sprc_lib.data.toy import fashioniq as toy_fashioniq
+from sprc_lib.data.toy import scenes as toy_scenes
 
 # ---------------------------------------------------------------- layout and schemas
 
@@ -47,7 +51,7 @@ def load(path: Path):
 
 @pytest.mark.parametrize("split", schema.CIRR_SPLITS)
 def test_cirr_records_have_the_real_schema(toy_root, split):
-    example = schema.CIRR_TEST_EXAMPLE_RECORD if split == "test1" else schema.CIRR_EXAMPLE_RECORD
+    example = examples.CIRR_TEST_EXAMPLE_RECORD if split == "test1" else examples.CIRR_EXAMPLE_RECORD
     records = load(schema.cirr_caption_path(toy_root, split))
     assert records
     for record in records:
@@ -87,14 +91,14 @@ def test_cirr_pair_ids_are_unique_across_splits(toy_root):
 @pytest.mark.parametrize("category", schema.FASHIONIQ_CATEGORIES)
 @pytest.mark.parametrize("split", schema.FASHIONIQ_SPLITS)
 def test_fashioniq_files_have_the_real_schema(toy_root, category, split):
-    example = schema.FASHIONIQ_TEST_EXAMPLE_RECORD if split == "test" else schema.FASHIONIQ_EXAMPLE_RECORD
+    example = examples.FASHIONIQ_TEST_EXAMPLE_RECORD if split == "test" else examples.FASHIONIQ_EXAMPLE_RECORD
     records = load(schema.fashioniq_caption_path(toy_root, category, split))
     assert records
     for record in records:
         assert list(record) == list(example) and shape_of(record) == shape_of(example)
         assert len(record["captions"]) == 2
     names = load(schema.fashioniq_split_path(toy_root, category, split))
-    assert shape_of(names) == shape_of(schema.FASHIONIQ_SPLIT_EXAMPLE)
+    assert shape_of(names) == shape_of(examples.FASHIONIQ_SPLIT_EXAMPLE)
     image_dir = schema.fashioniq_image_dir(toy_root)
     for name in names:
         assert re.fullmatch(r"B[0-9A-Z]{9}", name)
@@ -153,7 +157,7 @@ def test_written_files_are_a_function_of_the_specs(toy_root, toy_spec):
         assert load(schema.cirr_split_path(toy_root, split)) == {i.name: i.relpath for i in part.images}
         for image in part.images[:20]:
             on_disk = np.asarray(Image.open(toy_root / schema.CIRR_DIR / image.relpath))
-            assert np.array_equal(on_disk, np.asarray(toy_cirr.render(image.scene, image.look)))
+            assert np.array_equal(on_disk, np.asarray(toy_scenes.render(image.scene, image.look)))
     for (category, split), part in toy_spec.fashioniq.items():
         records = [toy_fashioniq.query_record(q, split != "test") for q in part.queries]
         assert load(schema.fashioniq_caption_path(toy_root, category, split)) == records
@@ -188,7 +192,7 @@ def clauses(caption: str) -> list[list[str]]:
     return [part.split() for part in parts]
 
 
-def decode_cirr(caption: str, scene: toy_cirr.Scene) -> toy_cirr.Scene:
+def decode_cirr(caption: str, scene: toy_scenes.Scene) -> toy_scenes.Scene:
     """Apply what the caption says to `scene`, clause by clause; fail on anything not true of it."""
     shapes = {s.kind: s for s in scene.shapes}
     last = None
@@ -207,7 +211,7 @@ def decode_cirr(caption: str, scene: toy_cirr.Scene) -> toy_cirr.Scene:
             col = 0 if "left" in words else 2 if "right" in words else 1
             (size,) = [SIZE[w] for w in words if w in SIZE]
             assert kind not in shapes and (row, col) not in {(s.row, s.col) for s in shapes.values()}, caption
-            shapes[kind] = toy_cirr.Shape(kind, color, size, row, col)
+            shapes[kind] = toy_scenes.Shape(kind, color, size, row, col)
             last = kind
             continue
         kind = last if "it" in words else kinds[0]
@@ -247,9 +251,9 @@ def test_every_cirr_caption_states_the_true_difference(toy_root, toy_spec, split
         assert scenes[record["reference"]] != scenes[target]
 
 
-def scene_features(scene: toy_cirr.Scene) -> np.ndarray:
+def scene_features(scene: toy_scenes.Scene) -> np.ndarray:
     """What an image-only model could see: per grid cell, one-hot colour, kind and size; the background."""
-    colors, kinds, backgrounds = list(COLOR_NAMES), list(KIND_NAMES), sorted(toy_cirr.BACKGROUNDS)
+    colors, kinds, backgrounds = list(COLOR_NAMES), list(KIND_NAMES), sorted(toy_scenes.BACKGROUNDS)
     v = np.zeros(9 * 13 + len(backgrounds))
     for s in scene.shapes:
         cell = (s.row * 3 + s.col) * 13
@@ -306,16 +310,16 @@ def blob(pixels: np.ndarray, color: tuple[int, int, int], cx: float, cy: float, 
 
 
 def test_cirr_images_draw_each_shape_where_and_as_the_scene_says(toy_spec):
-    assert toy_cirr.GRID[0] < 0.5 == toy_cirr.GRID[1] < toy_cirr.GRID[2]  # column 0 left, row 0 top
+    assert toy_scenes.GRID[0] < 0.5 == toy_scenes.GRID[1] < toy_scenes.GRID[2]  # column 0 left, row 0 top
     for image in toy_spec.cirr["val"].images[:120]:
-        pixels = np.asarray(toy_cirr.render(image.scene, image.look))
+        pixels = np.asarray(toy_scenes.render(image.scene, image.look))
         w, h = image.look.width, image.look.height
         short = min(w, h)
         jitter = {kind: (dx, dy) for kind, dx, dy in image.look.jitter}
         for s in image.scene.shapes:
-            cx = (toy_cirr.GRID[s.col] + jitter[s.kind][0]) * w
-            cy = (toy_cirr.GRID[s.row] + jitter[s.kind][1]) * h
-            points = blob(pixels, toy_cirr.COLORS[s.color], cx, cy, 0.135 * short)
+            cx = (toy_scenes.GRID[s.col] + jitter[s.kind][0]) * w
+            cy = (toy_scenes.GRID[s.row] + jitter[s.kind][1]) * h
+            points = blob(pixels, toy_scenes.COLORS[s.color], cx, cy, 0.135 * short)
             assert len(points), (image.name, s)
             x0, y0 = points.min(0)
             x1, y1 = points.max(0)

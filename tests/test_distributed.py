@@ -27,7 +27,10 @@ from sprc_lib.model import LOSS_NAMES, tiny_config
 from sprc_lib.model.loading import new_model
 from sprc_lib.model.synthetic import random_triplets
 from sprc_lib.paths import repo_root
-from sprc_lib.train import CHECKPOINT, EpochBatchSampler, TrainConfig, read_csv, train
+from sprc_lib.training.config import TrainConfig
+from sprc_lib.training.runs import CHECKPOINT, read_csv
+from sprc_lib.training.sampler import EpochBatchSampler
+from sprc_lib.training.trainer import resume_training, train
 
 VOCAB, B, L = 60, 4, 12  # B triplets per process
 WEIGHTS = {"loss_itc": 1.0, "loss_rtc": 0.4, "loss_align": 0.4}
@@ -163,7 +166,7 @@ def test_two_processes_train_as_one_does_on_their_global_batch(small_toy, tiny_b
     # One process with the same 64 triplets a step (stopped before its epoch-end validation) lands on the same
     # weights, up to a tenth of one step (lr 1e-3): AdamW divides by the gradients' RMS, so where a gradient is ~0
     # in theory (attention key biases) rounding noise grows into visible differences.
-    one = train(run_config(small_toy, tiny_blip2, tmp_path / "one", batch_size=64, stop_after_steps=3))
+    one = train(run_config(small_toy, tiny_blip2, tmp_path / "one", batch_size=64), stop_after_steps=3)
     ours = one.model.state_dict()
     for name, value in saved["model"].items():
         torch.testing.assert_close(value, ours[name], rtol=0, atol=1e-4, msg=name)
@@ -179,7 +182,7 @@ def test_two_processes_train_as_one_does_on_their_global_batch(small_toy, tiny_b
 
 def test_a_run_resumes_with_another_number_of_processes(small_toy, tiny_blip2, tmp_path):
     run = tmp_path / "run"
-    train(run_config(small_toy, tiny_blip2, run, stop_after_steps=3))  # one process: 3 x 32 = 96 triplets
+    train(run_config(small_toy, tiny_blip2, run), stop_after_steps=3)  # one process: 3 x 32 = 96 triplets
     saved = torch.load(run / CHECKPOINT, weights_only=True)
     assert saved["world"]["samples_in_epoch"] == 96 and saved["scheduler"]["total_steps"] == 6
 
@@ -200,7 +203,7 @@ def test_a_run_resumes_with_another_number_of_processes(small_toy, tiny_blip2, t
     assert (saved["scheduler"]["total_steps"], saved["scheduler"]["last_epoch"]) == (3, 2)
 
     # One process again: 160 = 5 x 32, one step left in the epoch, then validation and the final checkpoint.
-    done = train(TrainConfig(data_path=str(small_toy), num_workers=0), resume=run)
+    done = resume_training(run)
     assert done.finished and [r["epoch"] for r in done.train_history] == [0]
     assert math.isfinite(done.train_history[0]["loss"]) and len(done.val_history) == 1
     saved = torch.load(run / CHECKPOINT, weights_only=True)

@@ -10,17 +10,11 @@ import torch
 from matplotlib.colors import to_rgba
 from PIL import Image
 
-from sprc_lib.data import build_transform
-from sprc_lib.explorer import (
-    TARGET_COLOR,
-    Explorer,
-    ExplorerWidget,
-    Query,
-    Retriever,
-    img_set_figure,
-    retrieval_grid,
-)
-from sprc_lib.metrics import cirr_metrics
+from sprc_lib.course import figures
+from sprc_lib.course.explorer import Explorer, ExplorerWidget, Query, Retriever, img_set_figure, retrieval_grid
+from sprc_lib.course.style import REFERENCE_COLOR, TARGET_COLOR, CourseFigure
+from sprc_lib.evaluation import evaluation_context
+from sprc_lib.evaluation.metrics import cirr_metrics
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer
 
@@ -64,7 +58,6 @@ def test_choosing_a_query_ranks_its_text_and_outlines_its_target(retriever):
     tiles = fig.axes[1:4]
     assert tiles[2].spines["left"].get_edgecolor() == to_rgba(TARGET_COLOR)
     assert all(t.spines["left"].get_edgecolor() != to_rgba(TARGET_COLOR) for t in tiles[:2])
-    plt.close(fig)
 
     second = explorer.choose_query(1)
     assert second.names == ["red-0", "red-1", "red-2"] and second.target_position == 1
@@ -113,7 +106,20 @@ def test_worst_queries_and_failure_grid_show_the_target_with_its_rank(retriever)
     last_tile = fig.axes[3]  # reference, 2 results, then the target itself
     assert last_tile.get_title() == "target: rank 8"
     assert last_tile.spines["left"].get_edgecolor() == to_rgba(TARGET_COLOR)
-    plt.close(fig)
+
+
+def test_grids_share_the_course_style_and_stay_out_of_pyplot(retriever):
+    before = plt.get_fignums()
+    grid = Explorer(retriever, k=3, query=0).figure()
+    assert isinstance(grid, CourseFigure) and plt.get_fignums() == before
+    query = figures.show_query(solid("red-0"), "make it blue", solid("blue-2"))
+    pairs = [(REFERENCE_COLOR, grid.axes[0], query.axes[0]), (TARGET_COLOR, grid.axes[3], query.axes[2])]
+    for color, in_grid, in_figure in pairs:  # the grid's reference and top-3 target, the query's two images
+        for ax in (in_grid, in_figure):  # the same frame, drawn by the one tile helper
+            assert ax.spines["left"].get_edgecolor() == to_rgba(color)
+            assert ax.spines["left"].get_linewidth() == in_figure.spines["left"].get_linewidth()
+            assert ax.title.get_fontsize() == in_figure.title.get_fontsize()
+            assert ax.title.get_color() == color
 
 
 def test_widget_forwards_events_and_shows_errors(retriever):
@@ -133,10 +139,8 @@ def test_widget_forwards_events_and_shows_errors(retriever):
 
 
 def test_model_retriever_ranks_as_the_metrics_count(toy_root, tiny_blip2):
-    model = load_model(tiny_blip2).eval()
-    tokenizer = load_tokenizer(tiny_blip2)
-    preprocess = build_transform("targetpad", model.config.vision_config.image_size)
-    r = Retriever.for_split("CIRR", model, tokenizer, toy_root, preprocess)
+    ctx = evaluation_context(load_model(tiny_blip2), load_tokenizer(tiny_blip2), device="cpu")
+    r = Retriever.for_split(ctx, "CIRR", toy_root)
     metrics = cirr_metrics(r.all_scores(), r.gallery_names, [q.reference for q in r.queries],
                            [q.target for q in r.queries], [list(q.members) for q in r.queries])
     ranks = [x.target_rank for x in r.retrievals(k=1)]
@@ -148,6 +152,5 @@ def test_model_retriever_ranks_as_the_metrics_count(toy_root, tiny_blip2):
     assert typed.scores != r.retrievals(k=5, indices=[0])[0].scores
     fig = img_set_figure(r, 0)
     assert len(fig.axes) == len(r.queries[0].members)
-    plt.close(fig)
     with pytest.raises(ValueError, match="not an image of CIRR val"):
         r.search(Query("dev-0-0-imgX", "anything"))

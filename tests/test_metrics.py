@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sprc_lib.metrics import (
+from sprc_lib.evaluation.metrics import (
     KEEP_BEST_KEY,
     chance_levels,
     cirr_metrics,
@@ -67,7 +67,7 @@ def test_hand_worked_two_queries_all_metrics() -> None:
     assert m.keys() == expected.keys()
     for key, value in expected.items():
         assert m[key] == pytest.approx(value), key
-    assert m[KEEP_BEST_KEY["cirr"]] == pytest.approx(expected["arithmetic_mean"])
+    assert m[KEEP_BEST_KEY["CIRR"]] == pytest.approx(expected["arithmetic_mean"])
 
 
 def test_reference_ranked_first_is_removed_and_target_moves_up() -> None:
@@ -214,7 +214,7 @@ def test_fashioniq_summary_averages() -> None:
         "average_recall_at50": 60.0,
         "average": 45.0,
     }
-    assert s[KEEP_BEST_KEY["fashioniq"]] == 45.0
+    assert s[KEEP_BEST_KEY["FashionIQ"]] == 45.0
     with pytest.raises(ValueError, match="no recall_at50"):
         fashioniq_summary({"dress": {"recall_at10": 1.0}})
     with pytest.raises(ValueError, match="no FashionIQ categories"):
@@ -224,7 +224,7 @@ def test_fashioniq_summary_averages() -> None:
 def test_chance_levels_by_hand() -> None:
     # CIRR, 11 images: 10 candidates once the reference is gone. R@K = K/10 capped at 100%;
     # Rs@K = K/5. Arithmetic mean (10+50+100+100+20+40+60)/7; mean_r5_rs1 (50+20)/2.
-    c = chance_levels("cirr", 11)
+    c = chance_levels("CIRR", 11)
     assert c["recall_at1"] == pytest.approx(10.0)
     assert c["recall_at5"] == pytest.approx(50.0)
     assert c["recall_at10"] == pytest.approx(100.0)
@@ -233,8 +233,8 @@ def test_chance_levels_by_hand() -> None:
     assert c["mean_r5_rs1"] == pytest.approx(35.0)
     assert c["arithmetic_mean"] == pytest.approx(380.0 / 7)
     # FashionIQ, 200 images, reference kept: R@10 = 10/200, R@50 = 50/200.
-    assert chance_levels("fashioniq", 200) == pytest.approx({"recall_at10": 5.0, "recall_at50": 25.0})
-    with pytest.raises(ValueError, match="cirr"):
+    assert chance_levels("FashionIQ", 200) == pytest.approx({"recall_at10": 5.0, "recall_at50": 25.0})
+    with pytest.raises(ValueError, match="CIRR"):
         chance_levels("coco", 10)  # type: ignore[arg-type]
 
 
@@ -249,8 +249,8 @@ def test_chance_levels_match_random_rankings() -> None:
     targets = [names[1 + q % 5] for q in range(n_queries)]
     groups = [names[:6]] * n_queries
     m = cirr_metrics(scores, names, refs, targets, groups)
-    c = chance_levels("cirr", n)
+    c = chance_levels("CIRR", n)
     for key in ("recall_at1", "recall_at5", "recall_at10", "recall_subset_at1", "recall_subset_at2"):
         assert m[key] == pytest.approx(c[key], abs=0.6), key
     f = fashioniq_metrics(scores, names, targets)
-    assert f["recall_at10"] == pytest.approx(chance_levels("fashioniq", n)["recall_at10"], abs=0.8)
+    assert f["recall_at10"] == pytest.approx(chance_levels("FashionIQ", n)["recall_at10"], abs=0.8)

@@ -12,7 +12,7 @@ from transformers import Blip2ForImageTextRetrieval
 
 from sprc_lib.data.errors import DataError
 from sprc_lib.model.loading import load_model, new_model
-from sprc_lib.pretrain import itc_loss, pretrain_tiny_blip2, read_pairs
+from sprc_lib.training.pretrain import itc_loss, pretrain_tiny_blip2, read_pairs
 
 
 def test_saved_as_blip2_retrieval_and_loads_into_sprc(tiny_blip2):

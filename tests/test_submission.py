@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-import sprc_lib.submission as submission
-from sprc_lib.submission import cirr_submission, validate_cirr_submission, write_cirr_submission
+import sprc_lib.evaluation.submission as submission
+import sprc_lib.files as files
+from sprc_lib.evaluation.submission import cirr_submission, validate_cirr_submission, write_cirr_submission
 
 # A synthetic test1 gallery of 60 images and 3 queries, each with a 6-image group holding its reference.
 GALLERY = [f"test1-{n}-{n % 4}-img{n % 2}" for n in range(60)]
@@ -201,7 +202,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
     def disk_full(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(submission.os, "replace", disk_full)
+    monkeypatch.setattr(files.os, "replace", disk_full)
     with pytest.raises(OSError, match="disk full"):
         write_cirr_submission(tmp_path, "crash", recall, subset, **VALIDATION)
     assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary file

@@ -1,4 +1,4 @@
-"""The trainer: the reference recipe's numbers, exact resume, the cache path, and the sampler."""
+"""The trainer: the authors' recipe numbers, exact resume, the cache path, and the sampler."""
 
 from __future__ import annotations
 
@@ -12,17 +12,13 @@ from sprc_lib.features import CachedImages, FeatureCache
 from sprc_lib.model import LOSS_NAMES
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer, tokenize
-from sprc_lib.recipes import PAPER, TOY, recipe_for
-from sprc_lib.train import (
-    CHECKPOINT,
-    EpochBatchSampler,
-    TrainConfig,
-    Trainer,
-    make_optimizer,
-    make_scheduler,
-    read_csv,
-    train,
-)
+from sprc_lib.training.build import build_run
+from sprc_lib.training.config import TrainConfig
+from sprc_lib.training.recipes import PAPER, TOY, recipe_for
+from sprc_lib.training.runs import CHECKPOINT, read_csv
+from sprc_lib.training.sampler import EpochBatchSampler
+from sprc_lib.training.step import make_optimizer, make_scheduler
+from sprc_lib.training.trainer import resume_training, train
 
 
 def test_recipes_are_the_references():
@@ -101,7 +97,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(toy_root, tiny_b
     saved = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=True)
     assert saved["position"] == {"epoch": 1, "step_in_epoch": 6, "global_step": 23}
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "running", "config"} <= set(saved)
-    resumed = train(TrainConfig(data_path=str(toy_root), num_workers=0), resume=tmp_path / "split")
+    resumed = resume_training(tmp_path / "split")
 
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
@@ -117,10 +113,10 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(toy_root, tiny_b
 
 
 def test_stop_after_steps_then_resume_finishes(toy_root, tiny_blip2, tmp_path):
-    config = small_config(toy_root, tiny_blip2, tmp_path / "run", num_epochs=1, stop_after_steps=5)
-    first = train(config)
+    config = small_config(toy_root, tiny_blip2, tmp_path / "run", num_epochs=1)
+    first = train(config, stop_after_steps=5)
     assert not first.finished and first.train_history == []
-    done = train(TrainConfig(data_path=str(toy_root), num_workers=0), resume=tmp_path / "run")
+    done = resume_training(tmp_path / "run")
     assert done.finished and [r["epoch"] for r in done.train_history] == [0]
     assert math.isfinite(done.train_history[0]["loss"])
 
@@ -157,7 +153,8 @@ def test_cache_gives_the_same_losses_and_gradients(toy_root, tiny_blip2, tmp_pat
 
 
 def test_trainer_builds_the_reference_pieces(toy_root, tiny_blip2, tmp_path):
-    trainer = Trainer(small_config(toy_root, tiny_blip2, tmp_path / "run", learning_rate=3e-4, loss_rtc=0.1))
+    trainer = build_run(small_config(toy_root, tiny_blip2, tmp_path / "run", learning_rate=3e-4, loss_rtc=0.1),
+                        tmp_path / "run")
     assert trainer.recipe.learning_rate == 3e-4 and trainer.recipe.loss_rtc == 0.1
     assert trainer.recipe.loss_align == TOY["CIRR"].loss_align
     assert trainer.scheduler.total_steps == 2 * len(trainer.sampler) == 2 * (2228 // 128)
@@ -172,4 +169,4 @@ def test_missing_tiny_blip2_says_how_to_make_it(toy_root, tmp_path):
     data.mkdir()
     (data / "cirr_dataset").symlink_to(toy_root / "cirr_dataset")
     with pytest.raises(FileNotFoundError, match="pretrain-tiny"):
-        Trainer(TrainConfig(data_path=str(data), output_dir=str(tmp_path / "run"), num_workers=0))
+        build_run(TrainConfig(data_path=str(data), num_workers=0), tmp_path / "run")

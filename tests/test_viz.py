@@ -14,7 +14,8 @@ import torch  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sprc_lib import viz  # noqa: E402
+from sprc_lib.course import figures as viz  # noqa: E402
+from sprc_lib.course import style  # noqa: E402
 from sprc_lib.data import CIRRDataset, build_transform  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def test_show_query_has_reference_text_and_target(cirr_val):
     fig = viz.show_query(cirr_val.load_image(t.reference), t.caption, cirr_val.load_image(t.target), title="q")
     assert len(fig.axes) == 3
     assert titles(fig)[0] == "reference image" and titles(fig)[2] == "target image"
-    assert frame_color(fig.axes[0]) == viz.REFERENCE_COLOR and frame_color(fig.axes[2]) == viz.TARGET_COLOR
+    assert frame_color(fig.axes[0]) == style.REFERENCE_COLOR and frame_color(fig.axes[2]) == style.TARGET_COLOR
     assert t.caption.split()[0] in texts(fig)
     assert fig.get_suptitle() == "q"
 
@@ -59,7 +60,7 @@ def test_triplet_grid_fills_rows_and_blanks_the_rest(cirr_val):
 def test_image_row_frames_the_chosen_images(cirr_val):
     t = cirr_val.triplets[0]
     members = list(t.members)
-    colors = {members.index(t.reference): viz.REFERENCE_COLOR, members.index(t.target): viz.TARGET_COLOR}
+    colors = {members.index(t.reference): style.REFERENCE_COLOR, members.index(t.target): style.TARGET_COLOR}
     fig = viz.image_row([cirr_val.load_image(n) for n in members], members, colors, title=t.caption)
     assert len(fig.axes) == 6 and titles(fig) == members
     for i, ax in enumerate(fig.axes):
@@ -107,7 +108,7 @@ def test_token_layouts_draw_one_block_per_token_group():
     ax = fig.axes[0]
     assert len(ax.patches) == 5
     assert [p.get_width() for p in ax.patches] == [16, 32, 1, 16, 31]
-    assert to_hex(ax.patches[0].get_facecolor()) == viz.TOKEN_COLORS["queries"]
+    assert to_hex(ax.patches[0].get_facecolor()) == style.TOKEN_COLORS["queries"]
     assert "+ cross-attention" in texts(fig)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["fusion", "rtc"]
 
@@ -154,12 +155,34 @@ def test_folder_tree_shows_the_layout_with_counts_and_no_absolute_path(toy_root)
 
 def test_course_figures_render_themselves_as_png():
     fig = viz.image_row([Image.new("RGB", (10, 10))])
-    assert isinstance(fig, viz.CourseFigure)
+    assert isinstance(fig, style.CourseFigure)
     assert fig._repr_png_().startswith(b"\x89PNG")
 
 
 def test_as_array_accepts_pil_and_tensors_and_rejects_other_shapes():
-    assert viz.as_array(Image.new("RGB", (4, 2), "white")).shape == (2, 4, 3)
-    assert viz.as_array(torch.ones(3, 2, 4) * 2).max() == 1.0  # clamped to the displayable range
+    assert style.as_array(Image.new("RGB", (4, 2), "white")).shape == (2, 4, 3)
+    assert style.as_array(torch.ones(3, 2, 4) * 2).max() == 1.0  # clamped to the displayable range
     with pytest.raises(ValueError, match="3, H, W"):
-        viz.as_array(torch.ones(2, 4))
+        style.as_array(torch.ones(2, 4))
+
+
+def test_tile_draws_pil_tensor_and_array_alike_and_frames_only_when_coloured():
+    fig = style.CourseFigure()
+    axes = fig.subplots(1, 3)
+    white = np.ones((2, 4, 3), dtype=np.float32)
+    for ax, image in zip(axes, (Image.new("RGB", (4, 2), "white"), torch.ones(3, 2, 4), white), strict=True):
+        style.tile(ax, image)
+        assert np.allclose(ax.images[0].get_array(), white)
+        assert frame_color(ax) == style.OTHER_COLOR and ax.get_title() == ""
+    style.tile(axes[0], white, "target", style.TARGET_COLOR)
+    assert frame_color(axes[0]) == style.TARGET_COLOR and axes[0].title.get_fontweight() == "bold"
+    style.tile(axes[1], white, "target", style.TARGET_COLOR, bold=False)
+    assert axes[1].title.get_fontweight() == "normal"
+
+
+def test_loss_curves_use_the_course_loss_colours():
+    history = [{"loss": 1.0, "loss_itc": 1.0, "novel": 1.0} for _ in range(3)]
+    fig = viz.loss_curves(history, ["loss", "loss_itc", "novel"], window=2)
+    colors = [to_hex(ax.lines[0].get_color()) for ax in fig.axes]
+    assert colors[:2] == [to_hex(style.LOSS_COLORS["loss"]), to_hex(style.LOSS_COLORS["loss_itc"])]
+    assert colors[2] == to_hex("C2")  # a key with no course colour falls back to the cycle

@@ -21,6 +21,7 @@ from sprc_lib.data.schema import (
     CIRR_DIR,
     CIRR_REAL_COUNTS,
     CIRR_SPLITS,
+    DATASETS,
     FASHIONIQ_CATEGORIES,
     FASHIONIQ_IMAGE_SUFFIXES,
     FASHIONIQ_REAL_COUNTS,
@@ -32,7 +33,6 @@ from sprc_lib.data.schema import (
 from sprc_lib.data.toy import MARKER as TOY_MARKER
 from sprc_lib.tables import format_table
 
-DATASETS = ("CIRR", "FashionIQ")
 SHOWN = 5  # how many missing/unreadable files to list before giving the total
 
 

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import Blip2Config, Blip2ForImageTextRetrieval
+from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval
 from transformers.initialization import no_init_weights
 
 from sprc_lib.model.config import SPRCConfig, preset_config
-from sprc_lib.model.lavis import check_and_load, load_lavis_state, read_checkpoint
+from sprc_lib.model.lavis import check_and_load, load_lavis_checkpoint, load_lavis_state, read_checkpoint
 from sprc_lib.model.sprc import SPRCModel
+from sprc_lib.model.tokenizer import load_tokenizer
 
 BLIP2_RETRIEVAL = "Salesforce/blip2-itm-vit-g"
 
@@ -88,3 +89,27 @@ def new_model(preset: str, vocab_size: int, seed: int = 0) -> SPRCModel:
     """A preset built from scratch with random weights (the tiny track, benchmarks)."""
     torch.manual_seed(seed)
     return SPRCModel(preset_config(preset, vocab_size))
+
+
+def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | None = None,
+                             preset: str = "blip2-vitg") -> tuple[SPRCModel, BertTokenizer]:
+    """A model to evaluate and its tokenizer: the one beside it (a saved model, a run's `tokenizer/`), or
+    `tokenizer`, or BLIP-2's for a released file. `preset` gives the sizes a released `.pt` lacks."""
+    model_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+    beside = [d for d in (model_dir, model_dir / "tokenizer") if (d / "tokenizer_config.json").is_file()]
+    source = tokenizer or (beside[0] if beside else None)
+    if source is None and preset == "tiny":
+        raise FileNotFoundError(f"no tokenizer beside {model_path}: pass --tokenizer (the tiny model's folder)")
+    words = load_tokenizer(source or BLIP2_RETRIEVAL)
+    return load_model(model_path, preset_config(preset, len(words))), words
+
+
+def convert_lavis_checkpoint(lavis_checkpoint: str | Path, out: str | Path, preset: str = "blip2-vitg",
+                             tokenizer: str | Path | None = None) -> int:
+    """A released LAVIS file (`sprc_cirr.pt`, ...) saved in this project's format with its tokenizer;
+    returns the number of parameters converted."""
+    words = load_tokenizer(tokenizer or BLIP2_RETRIEVAL)
+    model = load_lavis_checkpoint(lavis_checkpoint, preset_config(preset, len(words)))
+    model.save_pretrained(out)
+    words.save_pretrained(out)
+    return sum(p.numel() for p in model.parameters())

@@ -23,6 +23,14 @@ from sprc_lib.model.config import SPRCConfig
 LOSS_NAMES = ("loss_itc", "loss_rtc", "loss_align")
 
 
+def weighted_loss(losses: dict[str, Tensor], loss_rtc: float, loss_align: float) -> Tensor:
+    """The objective the optimiser follows: ITC plus the weighted RTC and alignment terms.
+
+    The authors weight the auxiliary terms by 0.4 on CIRR and 1 on FashionIQ (the recipes hold both).
+    """
+    return losses["loss_itc"] + loss_rtc * losses["loss_rtc"] + loss_align * losses["loss_align"]
+
+
 class SPRCModel(PreTrainedModel):
     """The reference model with transformers' module names, so BLIP-2 retrieval weights load by name.
 

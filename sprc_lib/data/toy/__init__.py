@@ -17,7 +17,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from sprc_lib.data import toy_cirr, toy_fashioniq
 from sprc_lib.data.errors import DataError
 from sprc_lib.data.schema import (
     CIRR_DIR,
@@ -33,6 +32,9 @@ from sprc_lib.data.schema import (
     fashioniq_image_dir,
     fashioniq_split_path,
 )
+from sprc_lib.data.toy import cirr as toy_cirr
+from sprc_lib.data.toy import fashioniq as toy_fashioniq
+from sprc_lib.data.toy import scenes as toy_scenes
 
 MARKER = ".toy-data.json"  # written last; its presence means the folder is ours to overwrite
 PRETRAINING = "pretraining_captions.json"  # image-text pairs for the tiny BLIP-2's stage-1 pretraining
@@ -104,7 +106,7 @@ def pretraining_corpus(specs: ToySpecs) -> list[dict[str, str]]:
     """
     rng = random.Random(f"{specs.seed}:pretraining")
     corpus = [
-        {"image": f"{CIRR_DIR}/{image.relpath.removeprefix('./')}", "caption": toy_cirr.describe(image.scene, rng)}
+        {"image": f"{CIRR_DIR}/{image.relpath.removeprefix('./')}", "caption": toy_scenes.describe(image.scene, rng)}
         for image in specs.cirr["train"].images
     ]
     for category in FASHIONIQ_CATEGORIES:
@@ -149,7 +151,7 @@ def generate_toy_data(out: Path, seed: int = 0, size: str = "small") -> dict:
         for image in part.images:
             path = out / CIRR_DIR / image.relpath
             path.parent.mkdir(parents=True, exist_ok=True)
-            toy_cirr.render(image.scene, image.look).save(path, compress_level=1)
+            toy_scenes.render(image.scene, image.look).save(path, compress_level=1)
             bar.update()
         _write_json(cirr_split_path(out, split), {image.name: image.relpath for image in part.images})
         with_target = split in CIRR_SPLITS_WITH_TARGETS

@@ -4,39 +4,35 @@ Three layers, so the logic is testable without a browser:
 
 - `Retriever`: a gallery and a scoring function -> ranked gallery names for a (reference, text)
   query. `Retriever.for_split` builds one from a model and a validation split, scoring exactly as
-  `sprc_lib.evaluate` does and ranking with `sprc_lib.metrics.rank_gallery`, so its target ranks
+  `sprc_lib.evaluation.protocols` does and ranking with `sprc_lib.evaluation.metrics.rank_gallery`, so its target ranks
   are the ones the recall figures count.
 - `Explorer`: what the widget shows (current query, text, reference, top-k), changed by plain
   method calls: `choose_query`, `type_text`, `choose_reference`, `set_k`.
 - `ExplorerWidget`: ipywidgets wired to an `Explorer`; it only forwards events and draws.
+
+The grids are `CourseFigure`s in the course's style (`sprc_lib.course.style`): the reference framed
+blue and the target green, as in every other notebook figure.
 """
 
 from __future__ import annotations
 
 import difflib
 import html
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from sprc_lib.curves import figure_png
+from sprc_lib.course.style import REFERENCE_COLOR, TARGET_COLOR, CourseFigure, figure_png, tile, wrap
 from sprc_lib.data import CIRRDataset, FashionIQDataset
-from sprc_lib.evaluate import gallery_dataset, index_features, query_scores
-from sprc_lib.features import FeatureCache
-from sprc_lib.metrics import cirr_rankings, rank_gallery
-from sprc_lib.model import SPRCModel
-
-TARGET_COLOR = "#1a9850"  # green: the image the query should find
-REFERENCE_COLOR = "#2166ac"  # blue: the query's own image (removed from CIRR rankings)
-OTHER_COLOR = "#bbbbbb"
+from sprc_lib.data.schema import DATASETS
+from sprc_lib.evaluation.context import EvalContext
+from sprc_lib.evaluation.index import index_features, query_scores
+from sprc_lib.evaluation.metrics import cirr_rankings, rank_gallery
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], Tensor]
 """(reference names, texts) -> scores (len(texts), gallery size); higher is better."""
@@ -91,38 +87,25 @@ class Retriever:
         self._all_scores: Tensor | None = None
 
     @classmethod
-    def for_split(
-        cls,
-        dataset: str,
-        model: SPRCModel,
-        tokenizer,
-        root: str | Path,
-        preprocess,
-        split: str = "val",
-        category: str = "dress",
-        cache: FeatureCache | None = None,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Retriever:
-        """Index a CIRR split (or one FashionIQ category) with `model`, scoring as the validation does."""
-        device = device or torch.device("cpu")
-        pixels = preprocess if cache is None else None  # with a cache, items carry names and the cache the tokens
+    def for_split(cls, ctx: EvalContext, dataset: str, root: str | Path, split: str = "val",
+                  category: str = "dress") -> Retriever:
+        """Index a CIRR split (or one FashionIQ category) with the context's model, scoring as the validation does."""
         if dataset == "CIRR":
-            gallery = CIRRDataset(root, split, "classic", preprocess=pixels)
+            gallery = CIRRDataset(root, split, "classic")
             source = CIRRDataset(root, split, "relative")
             queries = [Query(t.reference, t.caption, t.target, tuple(t.members), f"pair {t.pair_id}")
                        for t in source.triplets]
         elif dataset == "FashionIQ":
-            gallery = FashionIQDataset(root, split, [category], "classic", preprocess=pixels)
+            gallery = FashionIQDataset(root, split, [category], "classic")
             source = FashionIQDataset(root, split, [category], "relative")
             queries = [Query(t.reference, source.caption(i), t.target, (), f"{category} {i}")
                        for i, t in enumerate(source.triplets)]
         else:
-            raise ValueError(f"dataset {dataset!r}: choose CIRR or FashionIQ")
-        index = index_features(model, gallery_dataset(gallery, cache, device), device, dtype)
+            raise ValueError(f"dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+        index = index_features(ctx, gallery)
 
         def score(references: Sequence[str], texts: Sequence[str]) -> Tensor:
-            return query_scores(model, tokenizer, index, references, texts, device, dtype)
+            return query_scores(ctx, index, references, texts)
 
         return cls(index.names, score, gallery.load_image, queries, remove_reference=dataset == "CIRR",
                    name=gallery.name)
@@ -192,21 +175,6 @@ class Retriever:
 
 
 # ---------------------------------------------------------------------- drawing
-def _tile(ax: Axes, image: Image.Image, title: str, color: str | None = None, bold: bool = False) -> None:
-    """One image with a title; `color` draws a thick outline (target, reference), else a faint frame."""
-    ax.imshow(image)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=8, fontweight="bold" if bold else "normal", color=color or "black")
-    for spine in ax.spines.values():
-        spine.set_edgecolor(color or OTHER_COLOR)
-        spine.set_linewidth(4 if color else 0.5)
-
-
-def _wrap(text: str, width: int = 22) -> str:
-    return "\n".join(textwrap.wrap(text, width)) or "(no text)"
-
-
 def retrieval_grid(retriever: Retriever, results: Sequence[Retrieval], title: str | None = None) -> Figure:
     """One row per query: the reference and its text, the top-k (target outlined green), and the target
     itself at the end of the row when it fell outside the top-k (with its rank)."""
@@ -215,20 +183,21 @@ def retrieval_grid(retriever: Retriever, results: Sequence[Retrieval], title: st
     k = max(len(r.names) for r in results)
     extra = any(r.query.target is not None and r.target_position is None for r in results)
     cols = 1 + k + int(extra)
-    fig, axes = plt.subplots(len(results), cols, figsize=(1.7 * cols, 2.25 * len(results)), squeeze=False,
-                             layout="constrained")
+    fig = CourseFigure(figsize=(1.7 * cols, 2.25 * len(results)), layout="constrained")
+    axes = fig.subplots(len(results), cols, squeeze=False)
     for row, result in zip(axes, results, strict=True):
         query = result.query
-        _tile(row[0], retriever.load_image(query.reference), query.label or "reference", REFERENCE_COLOR)
-        row[0].set_xlabel(_wrap(query.text), fontsize=8)
+        tile(row[0], retriever.load_image(query.reference), query.label or "reference", REFERENCE_COLOR, bold=False)
+        row[0].set_xlabel(wrap(query.text, 22) or "(no text)", fontsize=8)
         for j, (name, score) in enumerate(zip(result.names, result.scores, strict=True)):
             hit = j == result.target_position
-            _tile(row[1 + j], retriever.load_image(name), f"{j + 1}. {score:.2f}" + (" target" if hit else ""),
-                  TARGET_COLOR if hit else None, bold=hit)
+            tile(row[1 + j], retriever.load_image(name), f"{j + 1}. {score:.2f}" + (" target" if hit else ""),
+                 TARGET_COLOR if hit else None)
         for ax in row[1 + len(result.names) :]:
             ax.axis("off")
         if extra and query.target is not None and result.target_position is None:
-            _tile(row[-1], retriever.load_image(query.target), f"target: rank {result.target_rank}", TARGET_COLOR)
+            tile(row[-1], retriever.load_image(query.target), f"target: rank {result.target_rank}", TARGET_COLOR,
+                 bold=False)
     if title:
         fig.suptitle(title)
     return fig
@@ -239,15 +208,16 @@ def img_set_figure(retriever: Retriever, index: int) -> Figure:
     rank in the whole gallery and within the set (what Recall_subset@K counts)."""
     query = retriever.queries[index]
     ranks = retriever.group_ranks(index)
-    fig, axes = plt.subplots(1, len(query.members), figsize=(1.9 * len(query.members), 2.6), layout="constrained")
+    fig = CourseFigure(figsize=(1.9 * len(query.members), 2.6), layout="constrained")
+    axes = fig.subplots(1, len(query.members))
     for ax, name in zip(axes, query.members, strict=True):
         gallery_rank, subset_rank = ranks[name]
         if name == query.reference:
-            _tile(ax, retriever.load_image(name), "reference\n(removed)", REFERENCE_COLOR, bold=True)
+            tile(ax, retriever.load_image(name), "reference\n(removed)", REFERENCE_COLOR)
             continue
         is_target = name == query.target
         label = f"{'TARGET' if is_target else name}\nset rank {subset_rank}"
-        _tile(ax, retriever.load_image(name), label, TARGET_COLOR if is_target else None, bold=is_target)
+        tile(ax, retriever.load_image(name), label, TARGET_COLOR if is_target else None)
         ax.set_xlabel(f"gallery rank {gallery_rank}", fontsize=8)
     fig.suptitle(f"{query.label}: {query.text}", fontsize=9)
     return fig
@@ -365,9 +335,7 @@ class ExplorerWidget:
             self.k.value = e.k
         finally:
             self._syncing = False
-        fig = e.figure()
-        self.image.value = figure_png(fig)
-        plt.close(fig)
+        self.image.value = figure_png(e.figure())
         self.status.value = html.escape(e.summary())
 
     def _ipython_display_(self) -> None:

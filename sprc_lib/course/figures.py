@@ -1,16 +1,14 @@
 """Figures for notebooks 00-03: a CIR query, triplets, padding, attention over patches, SPRC's passes.
 
-Each function draws one matplotlib `Figure` outside pyplot, so it never leaks into another cell, and
-shows once when it is a cell's last expression (or passed to `display`), whether or not a notebook
-has set up matplotlib; `fig.savefig(...)` writes it to a file. Images
-may be PIL images or (3, H, W) tensors in [0, 1] (use `sprc_lib.data.unnormalize` on model inputs).
-Nothing here computes a result: callers pass in what to draw.
+Each function draws one `sprc_lib.course.style.CourseFigure` (outside pyplot, so it never leaks into
+another cell), which shows once when it is a cell's last expression (or passed to `display`);
+`fig.savefig(...)` writes it to a file. Images may be PIL images or (3, H, W) tensors in [0, 1]
+(use `sprc_lib.data.unnormalize` on model inputs). Nothing here computes a result: callers pass in
+what to draw.
 """
 
 from __future__ import annotations
 
-import io
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -21,18 +19,20 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from PIL import Image
 
+from sprc_lib.course.style import (
+    LOSS_COLORS,
+    REFERENCE_COLOR,
+    TARGET_COLOR,
+    TOKEN_COLORS,
+    CourseFigure,
+    ImageLike,
+    as_array,
+    frame,
+    smooth,
+    tile,
+    wrap,
+)
 from sprc_lib.data import unnormalize
-
-ImageLike = Image.Image | torch.Tensor | np.ndarray
-REFERENCE_COLOR = "#2166ac"  # blue, as in sprc_lib.explorer: the query's own image
-TARGET_COLOR = "#1a9850"  # green: the image the query should find
-TOKEN_COLORS = {  # one colour per kind of Q-Former input token, shared by every diagram
-    "queries": "#9ecae1",
-    "prompt P": "#fdae6b",
-    "prompt_tokens": "#fdd0a2",
-    "[CLS]": "#bcbddc",
-    "caption": "#c7e9c0",
-}
 
 
 def folder_tree(root: str | Path, shown: int = 4, depth: int = 4) -> str:
@@ -58,47 +58,12 @@ def folder_tree(root: str | Path, shown: int = 4, depth: int = 4) -> str:
     return "\n".join(lines)
 
 
-class CourseFigure(Figure):
-    """A plain `Figure` that Jupyter can show by itself: it renders its own PNG (`_repr_png_`)."""
-
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        return buffer.getvalue()
-
-
-def as_array(image: ImageLike) -> np.ndarray:
-    """(H, W, 3) floats in [0, 1] for imshow, from a PIL image, a (3, H, W) tensor in [0, 1] or such an array."""
-    if isinstance(image, np.ndarray):
-        return image
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) image tensor, got shape {tuple(image.shape)}")
-    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-
-
-def _wrap(text: str, width: int) -> str:
-    return "\n".join(textwrap.wrap(text, width))
-
-
-def _tile(ax: Axes, image: ImageLike, title: str = "", color: str | None = None) -> None:
-    """One image without ticks; `color` draws a thick frame (reference, target), else a faint one."""
-    ax.imshow(as_array(image))
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=9, color=color or "black", fontweight="bold" if color else "normal")
-    for spine in ax.spines.values():
-        spine.set_edgecolor(color or "#bbbbbb")
-        spine.set_linewidth(4 if color else 0.5)
-
-
 def _arrow_with_text(ax: Axes, text: str, width: int = 24) -> None:
     """An axis-free panel holding an arrow and the modification text above it: the 'query' in CIR."""
     ax.axis("off")
     ax.annotate("", xy=(0.95, 0.45), xytext=(0.05, 0.45), xycoords="axes fraction",
                 arrowprops={"arrowstyle": "-|>", "lw": 2.5, "color": "#444444"})
-    ax.text(0.5, 0.55, f"\u201c{_wrap(text, width)}\u201d", ha="center", va="bottom", fontsize=10,
+    ax.text(0.5, 0.55, f"\u201c{wrap(text, width)}\u201d", ha="center", va="bottom", fontsize=10,
             style="italic", transform=ax.transAxes)
 
 
@@ -106,9 +71,9 @@ def show_query(reference: ImageLike, caption: str, target: ImageLike, title: str
     """Composed image retrieval in one picture: a reference image plus a text, and the image they describe."""
     fig = CourseFigure(figsize=(8, 2.8), layout="constrained")
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.3, 1]})
-    _tile(axes[0], reference, "reference image", REFERENCE_COLOR)
+    tile(axes[0], reference, "reference image", REFERENCE_COLOR)
     _arrow_with_text(axes[1], caption)
-    _tile(axes[2], target, "target image", TARGET_COLOR)
+    tile(axes[2], target, "target image", TARGET_COLOR)
     if title:
         fig.suptitle(title)
     return fig
@@ -132,9 +97,9 @@ def triplet_grid(triplets: Sequence[tuple[ImageLike, str, ImageLike]], columns: 
                     ax.axis("off")
                 continue
             reference, caption, target = triplets[k]
-            _tile(ref_ax, reference, "reference" if i == 0 else "", REFERENCE_COLOR)
+            tile(ref_ax, reference, "reference" if i == 0 else "", REFERENCE_COLOR)
             _arrow_with_text(text_ax, caption, width=20)
-            _tile(tgt_ax, target, "target" if i == 0 else "", TARGET_COLOR)
+            tile(tgt_ax, target, "target" if i == 0 else "", TARGET_COLOR)
     if title:
         fig.suptitle(title)
     return fig
@@ -150,9 +115,9 @@ def image_row(images: Sequence[ImageLike], titles: Sequence[str] | None = None,
     fig = CourseFigure(figsize=(1.8 * len(images), 2.3), layout="constrained")
     axes = fig.subplots(1, len(images), squeeze=False)[0]
     for i, (ax, image, label) in enumerate(zip(axes, images, titles, strict=True)):
-        _tile(ax, image, label, colors.get(i))
+        tile(ax, image, label, colors.get(i))
     if title:
-        fig.suptitle(_wrap(title, 110), fontsize=10)
+        fig.suptitle(wrap(title, 110), fontsize=10)
     return fig
 
 
@@ -167,10 +132,10 @@ def transform_grid(images: Sequence[Image.Image], transforms: Mapping[str, Calla
     axes = fig.subplots(len(images), columns, squeeze=False)
     for i, (row, image) in enumerate(zip(axes, images, strict=True)):
         w, h = image.size
-        _tile(row[0], image, f"{titles[i] if titles else 'original'}\n{w}x{h}")
+        tile(row[0], image, f"{titles[i] if titles else 'original'}\n{w}x{h}")
         for ax, (name, transform) in zip(row[1:], transforms.items(), strict=True):
             pixels = transform(image)
-            _tile(ax, unnormalize(pixels), f"{name}\n{pixels.shape[-1]}x{pixels.shape[-2]}")
+            tile(ax, unnormalize(pixels), f"{name}\n{pixels.shape[-1]}x{pixels.shape[-2]}")
     return fig
 
 
@@ -187,21 +152,15 @@ def attention_maps(image: ImageLike, maps: torch.Tensor, titles: Sequence[str] |
     height, width = picture.shape[:2]
     fig = CourseFigure(figsize=(2.3 * (1 + len(maps)), 2.6), layout="constrained")
     axes = fig.subplots(1, 1 + len(maps), squeeze=False)[0]
-    _tile(axes[0], picture, "input")
+    tile(axes[0], picture, "input")
     for k, (ax, grid) in enumerate(zip(axes[1:], maps, strict=True)):
         ax.imshow(picture)
         ax.imshow(grid.detach().float().cpu().numpy(), cmap="inferno", alpha=0.6, interpolation="nearest",
                   extent=(0, width, height, 0))
-        _tile_frame(ax, titles[k] if titles else f"map {k}")
+        frame(ax, titles[k] if titles else f"map {k}")
     if title:
         fig.suptitle(title)
     return fig
-
-
-def _tile_frame(ax: Axes, title: str) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
 
 
 def similarity_heatmap(scores: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
@@ -211,7 +170,7 @@ def similarity_heatmap(scores: torch.Tensor, row_labels: Sequence[str], col_labe
     fig = CourseFigure(figsize=(4.5 + 0.4 * values.shape[1], 1.2 + 0.32 * values.shape[0]), layout="constrained")
     ax = fig.subplots()
     shown = ax.imshow(values, cmap="viridis")
-    ax.set_yticks(range(len(row_labels)), [_wrap(label, 48) for label in row_labels], fontsize=7)
+    ax.set_yticks(range(len(row_labels)), [wrap(label, 48) for label in row_labels], fontsize=7)
     ax.set_xticks(range(values.shape[1]), col_labels or [str(i) for i in range(values.shape[1])], fontsize=7)
     ax.set_xlabel(xlabel)
     fig.colorbar(shown, ax=ax, shrink=0.8, label="score")
@@ -315,10 +274,11 @@ def loss_curves(history: Sequence[Mapping[str, float]], keys: Sequence[str], win
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     steps = np.arange(1, len(history) + 1)
     for i, (ax, key) in enumerate(zip(axes, keys, strict=True)):
-        values = np.array([row[key] for row in history], dtype=float)
-        mean = np.convolve(values, np.ones(window) / window, mode="valid")
-        ax.plot(steps, values, color=f"C{i}", alpha=0.3, linewidth=1)
-        ax.plot(steps[window - 1 :], mean, color=f"C{i}", linewidth=2)
+        values = [row[key] for row in history]
+        color = LOSS_COLORS.get(key, f"C{i}")
+        mean = smooth(values, window)[window - 1 :]  # only the points a whole window covers
+        ax.plot(steps, values, color=color, alpha=0.3, linewidth=1)
+        ax.plot(steps[window - 1 :], mean, color=color, linewidth=2)
         ax.set(xlabel="step", title=key)
     if title:
         fig.suptitle(title)

@@ -33,7 +33,12 @@ CIRR_SUBSET_SIZE = 5
 
 # The key of each dataset's metrics dict that decides which checkpoint to keep (recipe table):
 # CIRR: arithmetic mean of R@1,5,10,50 and Rs@1,2,3; FashionIQ: (mean R@10 + mean R@50) / 2.
-KEEP_BEST_KEY = {"cirr": "arithmetic_mean", "fashioniq": "average"}
+KEEP_BEST_KEY = {"CIRR": "arithmetic_mean", "FashionIQ": "average"}
+# What a result is summarised by, per dataset: the course's tables and curves show these.
+HEADLINE_KEYS = {
+    "CIRR": ("recall_at1", "recall_at10", "recall_at50", "recall_subset_at1"),
+    "FashionIQ": ("average_recall_at10", "average_recall_at50"),
+}
 
 
 def _check_scores(scores: Tensor, gallery_names: list[str], n_queries: int) -> None:
@@ -225,7 +230,7 @@ def fashioniq_summary(per_category: dict[str, dict[str, float]]) -> dict[str, fl
     return out
 
 
-def chance_levels(dataset: Literal["cirr", "fashioniq"], gallery_size: int) -> dict[str, float]:
+def chance_levels(dataset: Literal["CIRR", "FashionIQ"], gallery_size: int) -> dict[str, float]:
     """Expected value of each metric (percent) when the ranking is a uniformly random permutation.
 
     CIRR: the reference is removed, so the target is uniform over N-1 places: R@K = K/(N-1);
@@ -234,7 +239,7 @@ def chance_levels(dataset: Literal["cirr", "fashioniq"], gallery_size: int) -> d
     are not and are left out. For FashionIQ's averages pass these per category to
     `fashioniq_summary` (averages of expectations are expectations of averages).
     """
-    if dataset == "cirr":
+    if dataset == "CIRR":
         candidates = gallery_size - 1
         if candidates < 1:
             raise ValueError(f"a CIRR gallery needs at least 2 images, got {gallery_size}")
@@ -245,8 +250,8 @@ def chance_levels(dataset: Literal["cirr", "fashioniq"], gallery_size: int) -> d
         seven += [out[f"recall_subset_at{k}"] for k in CIRR_SUBSET_KS]
         out["arithmetic_mean"] = mean(seven)
         return out
-    if dataset == "fashioniq":
+    if dataset == "FashionIQ":
         if gallery_size < 1:
             raise ValueError(f"a FashionIQ gallery needs at least 1 image, got {gallery_size}")
         return {f"recall_at{k}": min(k, gallery_size) * 100.0 / gallery_size for k in FASHIONIQ_RECALL_KS}
-    raise ValueError(f"dataset must be 'cirr' or 'fashioniq', got {dataset!r}")
+    raise ValueError(f"dataset must be 'CIRR' or 'FashionIQ', got {dataset!r}")

@@ -2,40 +2,34 @@
 
 `LiveCurves` is a `Trainer` callback (`train(config, callback=LiveCurves())`). It records every
 step's losses and every validation, and redraws one figure in place while the run goes on. It draws
-into a plain matplotlib `Figure` (not pyplot, so nothing leaks into other cells) and pushes it to
-the notebook as a PNG through one `IPython.display` handle that is updated in place. Redraws are
+a `CourseFigure` (not pyplot, so nothing leaks into other cells) and pushes it to the notebook as a
+PNG through one `IPython.display` handle that is updated in place. Redraws are
 throttled so that drawing takes at most a tenth of the run: a PNG costs 0.2-2 s on a CPU (more on a
 busy one), about as much as several toy training steps. Where no notebook front end is attached (a
 script, a terminal IPython, a test) it only records, and `figure()` draws the same plot at the end.
 
-The static plots (`plot_history`, `plot_loss_terms`, `plot_schedules`) use pyplot, so a notebook
-shows them at the end of the cell like any other figure.
+The static plots (`plot_history`, `plot_loss_terms`, `plot_schedules`) are `CourseFigure`s too: a
+notebook shows one when it is the cell's last expression or passed to `display`.
 """
 
 from __future__ import annotations
 
-import io
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from sprc_lib.course.style import LOSS_COLORS, CourseFigure, figure_png, smooth
+from sprc_lib.evaluation.metrics import HEADLINE_KEYS
 from sprc_lib.model import LOSS_NAMES
-from sprc_lib.recipes import Recipe
-from sprc_lib.train import make_scheduler, read_csv
-
-# What a validation row is summarised by, per dataset (the keys `sprc_lib.evaluate.validate` returns).
-RECALL_KEYS = {
-    "cirr": ("recall_at1", "recall_at10", "recall_at50", "recall_subset_at1"),
-    "fashioniq": ("average_recall_at10", "average_recall_at50"),
-}
-LOSS_COLORS = {"loss": "black", "loss_itc": "tab:blue", "loss_rtc": "tab:orange", "loss_align": "tab:green"}
+from sprc_lib.training.recipes import Recipe
+from sprc_lib.training.runs import read_csv
+from sprc_lib.training.step import make_scheduler
 
 
 def in_notebook() -> bool:
@@ -50,28 +44,10 @@ def in_notebook() -> bool:
 
 def recall_keys(metrics: dict[str, float]) -> tuple[str, ...]:
     """The recall keys worth plotting for a validation row, CIRR's or FashionIQ's."""
-    for keys in RECALL_KEYS.values():
+    for keys in HEADLINE_KEYS.values():
         if all(k in metrics for k in keys):
             return keys
     return tuple(k for k in metrics if "recall" in k)
-
-
-def smooth(values: Sequence[float], window: int) -> list[float]:
-    """Trailing moving average: step losses are noisy (one batch each), their trend is what matters."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
-    return out
-
-
-def figure_png(fig: Figure, dpi: int = 80) -> bytes:
-    """A figure as PNG bytes (what the live display and the explorer widget show)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)  # figures here use constrained layout: no tight bbox pass
-    return buffer.getvalue()
 
 
 @dataclass
@@ -93,7 +69,7 @@ class ValidationRecord:
 class LiveCurves:
     """A `Trainer` callback that keeps the run's curves and redraws them in a notebook while it trains.
 
-    `chance` (the `sprc_lib.evaluate.chance` dict) draws chance level beside each recall.
+    `chance` (the `sprc_lib.evaluation.protocols.chance` dict) draws chance level beside each recall.
     `every_s` is the least time between two redraws, stretched to nine times the last redraw's cost so
     drawing never takes more than a tenth of the run; epoch ends and validations always redraw.
     `show=None` shows only inside a notebook kernel.
@@ -153,7 +129,7 @@ class LiveCurves:
 
     def figure(self) -> Figure:
         """The current curves: losses per step (smoothed), learning rate, and validation recalls per epoch."""
-        fig = Figure(figsize=(13, 3.4), layout="constrained")
+        fig = CourseFigure(figsize=(13, 3.4), layout="constrained")
         loss_ax, lr_ax, recall_ax = fig.subplots(1, 3)
         for name in ("loss", *LOSS_NAMES):
             if self.steps and name in self.steps[0].losses:
@@ -213,7 +189,8 @@ def plot_history(run_dir: str | Path, chance: dict[str, float] | None = None) ->
     val_rows = read_csv(run_dir / "validation_metrics.csv")
     if not train_rows:
         raise FileNotFoundError(f"{run_dir}: no train_metrics.csv rows yet (a run writes one per finished epoch)")
-    fig, (loss_ax, recall_ax) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    fig = CourseFigure(figsize=(10, 3.4), layout="constrained")
+    loss_ax, recall_ax = fig.subplots(1, 2)
     epochs = [r["epoch"] + 1 for r in train_rows]
     for name in ("loss", *LOSS_NAMES):
         loss_ax.plot(epochs, [r[name] for r in train_rows], "o-", color=LOSS_COLORS[name], label=name)
@@ -227,7 +204,8 @@ def plot_history(run_dir: str | Path, chance: dict[str, float] | None = None) ->
 
 def plot_loss_terms(curves: LiveCurves) -> Figure:
     """Each loss term on its own axis (their scales differ tenfold), raw and smoothed, per step."""
-    fig, axes = plt.subplots(1, len(LOSS_NAMES), figsize=(12, 3), layout="constrained")
+    fig = CourseFigure(figsize=(12, 3), layout="constrained")
+    axes = fig.subplots(1, len(LOSS_NAMES))
     for ax, name in zip(axes, LOSS_NAMES, strict=True):
         x, y = curves.loss_series(name)
         ax.plot(x, y, color=LOSS_COLORS[name], alpha=0.25, linewidth=0.8)
@@ -250,7 +228,8 @@ def learning_rates(recipe: Recipe, steps_per_epoch: int, over_run: bool = False)
 
 def plot_schedules(schedules: dict[str, tuple[Recipe, bool]], steps_per_epoch: int = 100) -> Figure:
     """Learning rate against epoch for each `label: (recipe, over_run)`, relative to the recipe's peak."""
-    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    fig = CourseFigure(figsize=(7, 3.2), layout="constrained")
+    ax = fig.subplots()
     for label, (recipe, over_run) in schedules.items():
         rates = learning_rates(recipe, steps_per_epoch, over_run)
         epochs = [i / steps_per_epoch for i in range(len(rates))]

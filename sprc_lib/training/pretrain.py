@@ -27,6 +27,7 @@ from transformers import Blip2Config, Blip2ForImageTextRetrieval
 from sprc_lib.data import CIRRDataset, FashionIQDataset, build_transform
 from sprc_lib.data.base import load_rgb
 from sprc_lib.data.errors import DataError
+from sprc_lib.data.schema import FASHIONIQ_CATEGORIES
 from sprc_lib.data.toy import PRETRAINING
 from sprc_lib.env import pick_device
 from sprc_lib.model import SPRCModel
@@ -48,7 +49,7 @@ def vocabulary_captions(root: str | Path, pairs: list[tuple[Path, str]]) -> list
     """Every caption the tiny model will read in training: the corpus and both datasets' training triplets."""
     captions = [caption for _, caption in pairs]
     captions += [t.caption for t in CIRRDataset(root, "train", "relative").triplets]
-    fiq = FashionIQDataset(root, "train", ("dress", "shirt", "toptee"), "relative")
+    fiq = FashionIQDataset(root, "train", FASHIONIQ_CATEGORIES, "relative")
     captions += [c for t in fiq.triplets for c in t.captions]
     return captions
 

@@ -1,9 +1,7 @@
-"""CIRR-like toy scenes: 1-3 coloured shapes on a 3x3 grid, edits between scenes, captions stating them.
+"""CIRR-like toy triplets: edits between scenes, relative captions stating them, and the splits.
 
-A scene is what a caption can talk about; a `Look` is how one image of it is drawn (canvas size,
-jitter, background gradient), which no caption mentions. Kinds are unique within a scene, so "the
-circle" always names one shape, and a scene is unique within a split, so a reference plus the
-edits a caption states pick out exactly one gallery image.
+The scenes themselves (shapes, drawing, absolute descriptions) live in `scenes`. A scene is unique
+within a split, so a reference plus the edits a caption states pick out exactly one gallery image.
 """
 
 from __future__ import annotations
@@ -11,83 +9,27 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from PIL import Image, ImageDraw
-
 from sprc_lib.data.schema import CIRR_IMAGE_FOLDERS, CIRR_SET_SIZE, CIRR_TRAIN_SUBFOLDERS
+from sprc_lib.data.toy.scenes import (
+    COLOR_WORDS,
+    COLORS,
+    KIND_WORDS,
+    KINDS,
+    MAX_SHAPES,
+    SIZE_WORDS,
+    SIZES,
+    Look,
+    Scene,
+    Shape,
+    position_phrase,
+    random_look,
+    random_scene,
+)
 
-Color = tuple[int, int, int]
-
-COLORS: dict[str, Color] = {
-    "red": (220, 30, 40),
-    "orange": (245, 135, 0),
-    "yellow": (240, 210, 0),
-    "green": (25, 160, 60),
-    "blue": (30, 80, 225),
-    "purple": (135, 45, 185),
-    "pink": (245, 95, 185),
-}
-KINDS = ("circle", "square", "triangle", "diamond")
-SIZES = {"small": 0.17, "large": 0.25}  # side as a fraction of the canvas' short side
-BACKGROUNDS: dict[str, Color] = {
-    "white": (250, 250, 250),
-    "light gray": (222, 222, 222),
-    "cream": (245, 238, 215),
-    "pale blue": (215, 232, 248),
-    "pale green": (222, 240, 222),
-}
-GRID = (0.21, 0.5, 0.79)  # cell centres as fractions of width (columns) and height (rows)
-JITTER = 0.01  # max centre offset, fraction of width/height
-POINTED_SCALE = 1.05  # triangles and diamonds fill half their box; drawn a little larger to read as big
-# Worst case, neighbours' centres are (0.29 - 2 * JITTER) of a side apart and two large pointed shapes
-# reach 2 * 0.125 * POINTED_SCALE of the short side towards each other: shapes never touch.
-MAX_SHAPES = 3
 DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}  # (d_row, d_col)
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 OPS = ("recolor", "move", "resize", "swap", "add", "remove")
 _OP_WEIGHTS = (3, 3, 2, 2, 1.5, 1.5)
-
-
-@dataclass(frozen=True, order=True)
-class Shape:
-    kind: str
-    color: str
-    size: str
-    row: int
-    col: int
-
-
-@dataclass(frozen=True)
-class Scene:
-    """The captionable content of an image: background and shapes (sorted by kind)."""
-
-    background: str
-    shapes: tuple[Shape, ...]
-
-    def shape(self, kind: str) -> Shape:
-        for s in self.shapes:
-            if s.kind == kind:
-                return s
-        raise ValueError(f"no {kind} in {self}")
-
-    def kinds(self) -> set[str]:
-        return {s.kind for s in self.shapes}
-
-    def free_cells(self) -> list[tuple[int, int]]:
-        used = {(s.row, s.col) for s in self.shapes}
-        return [(r, c) for r in range(3) for c in range(3) if (r, c) not in used]
-
-    def with_shapes(self, shapes: list[Shape]) -> Scene:
-        return Scene(self.background, tuple(sorted(shapes)))
-
-
-@dataclass(frozen=True)
-class Look:
-    """How one image of a scene is drawn; nothing here is ever captioned."""
-
-    width: int
-    height: int
-    gradient: bool
-    jitter: tuple[tuple[str, float, float], ...]  # (kind, dx, dy) as fractions of width / height
 
 
 @dataclass(frozen=True)
@@ -182,16 +124,6 @@ def compatible(first: Edit, second: Edit) -> bool:
     return not same or first.op != second.op
 
 
-def random_scene(rng: random.Random) -> Scene:
-    n = rng.choices((1, 2, 3), weights=(2, 4, 3))[0]
-    cells = rng.sample([(r, c) for r in range(3) for c in range(3)], n)
-    shapes = [
-        Shape(kind, rng.choice(list(COLORS)), rng.choice(list(SIZES)), row, col)
-        for kind, (row, col) in zip(rng.sample(KINDS, n), cells, strict=True)
-    ]
-    return Scene(rng.choice(list(BACKGROUNDS)), tuple(sorted(shapes)))
-
-
 def random_edit(scene: Scene, rng: random.Random) -> Edit:
     """One edit that fits `scene`, ops weighted so colour and position changes are most common."""
     while True:
@@ -235,57 +167,8 @@ def random_edits(scene: Scene, rng: random.Random, two_edit_p: float = 0.45) -> 
     return (first,)
 
 
-def random_look(scene: Scene, rng: random.Random) -> Look:
-    """A canvas of 64-112 px sides, a third each roughly square, wide (1.3-1.75) and tall."""
-    shape = rng.choice(("square", "wide", "tall"))
-    if shape == "square":
-        w = rng.randint(64, 96)
-        h = max(64, w + rng.randint(-6, 6))
-    else:
-        short = rng.randint(64, 76)
-        w, h = short, min(112, round(short * rng.uniform(1.3, 1.75)))
-        if shape == "wide":
-            w, h = h, w
-    jitter = tuple((s.kind, rng.uniform(-JITTER, JITTER), rng.uniform(-JITTER, JITTER)) for s in scene.shapes)
-    return Look(w, h, rng.random() < 0.4, jitter)
-
-
-def render(scene: Scene, look: Look) -> Image.Image:
-    """Draw the scene: flat colours, no antialiasing, so every pixel is a palette colour or background."""
-    bg = BACKGROUNDS[scene.background]
-    image = Image.new("RGB", (look.width, look.height), bg)
-    draw = ImageDraw.Draw(image)
-    if look.gradient:
-        for y in range(look.height):
-            fade = 1 - 0.08 * y / look.height
-            draw.line([(0, y), (look.width, y)], fill=tuple(round(v * fade) for v in bg))
-    jitter = {kind: (dx, dy) for kind, dx, dy in look.jitter}
-    short = min(look.width, look.height)
-    for s in scene.shapes:
-        dx, dy = jitter[s.kind]
-        cx, cy = (GRID[s.col] + dx) * look.width, (GRID[s.row] + dy) * look.height
-        half = SIZES[s.size] * short / 2
-        fill = COLORS[s.color]
-        if s.kind == "circle":
-            draw.ellipse((cx - half, cy - half, cx + half, cy + half), fill=fill)
-        elif s.kind == "square":
-            draw.rectangle((cx - half, cy - half, cx + half, cy + half), fill=fill)
-        else:
-            r = half * POINTED_SCALE
-            if s.kind == "triangle":
-                points = [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
-            else:
-                points = [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]
-            draw.polygon(points, fill=fill)
-    return image
-
-
 # ---- captions: several templates and synonyms per edit, so the task needs language, not lookup ----
 
-KIND_WORDS = {"circle": ("circle", "disc"), "square": ("square", "box"), "triangle": ("triangle",),
-              "diamond": ("diamond", "rhombus")}  # fmt: skip
-COLOR_WORDS = {c: (c,) for c in COLORS} | {"purple": ("purple", "violet")}
-SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
 DIRECTION_WORDS = {
     "left": ("left", "to the left", "leftwards"),
     "right": ("right", "to the right", "rightwards"),
@@ -309,21 +192,6 @@ TEMPLATES = {
                "erase {obj}"),
 }  # fmt: skip
 JOINERS = (" and ", " and then ", ", then ", "; also ", " and also ")
-_ROW_WORDS = ("top", "middle", "bottom")
-_COL_WORDS = ("left", "center", "right")
-
-
-def position_phrase(row: int, col: int, rng: random.Random) -> str:
-    """Where an added shape goes, in words: "in the top left corner", "on the right", ..."""
-    if (row, col) == (1, 1):
-        return rng.choice(("in the center", "in the middle"))
-    if row == 1:
-        return rng.choice((f"on the {_COL_WORDS[col]}", f"on the {_COL_WORDS[col]} side"))
-    if col == 1:
-        return rng.choice((f"at the {_ROW_WORDS[row]}", f"at the {_ROW_WORDS[row]} center"))
-    return rng.choice(
-        (f"in the {_ROW_WORDS[row]} {_COL_WORDS[col]} corner", f"at the {_ROW_WORDS[row]} {_COL_WORDS[col]}")
-    )
 
 
 def _clause(scene: Scene, edit: Edit, pronoun: bool, rng: random.Random) -> str:
@@ -369,16 +237,6 @@ def caption(scene: Scene, edits: tuple[Edit, ...], rng: random.Random) -> str:
     if rng.random() < 0.25:
         text = text[0].upper() + text[1:] + "."
     return text
-
-
-def describe(scene: Scene, rng: random.Random) -> str:
-    """An absolute caption of a whole scene ("a big red disc in the top left corner, ..."): the toy
-    image-text corpus the tiny BLIP-2 is pretrained on, with the relative captions' synonyms."""
-    parts = []
-    for s in rng.sample(scene.shapes, len(scene.shapes)):
-        words = (rng.choice(SIZE_WORDS[s.size]), rng.choice(COLOR_WORDS[s.color]), rng.choice(KIND_WORDS[s.kind]))
-        parts.append(f"a {' '.join(words)} {position_phrase(s.row, s.col, rng)}")
-    return rng.choice((", ", " and ")).join(parts)
 
 
 # ---- one split: families of near-duplicate scenes, grouped into 6-image sets like NLVR2's ----

@@ -1,4 +1,4 @@
-"""The training recipes: the reference's per dataset (quirks included), and the toy track's.
+"""The training recipes: the authors' per dataset (quirks included), and the toy track's.
 
 The reference's two scripts differ in more than numbers. CIRR lays its OneCycle schedule over 80
 epochs while training 50 (so the rate never decays to its floor), weights the auxiliary losses by
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-DATASETS = ("CIRR", "FashionIQ")
+from sprc_lib.data.schema import DATASETS
 
 
 @dataclass(frozen=True)

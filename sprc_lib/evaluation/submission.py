@@ -13,14 +13,13 @@ server would refuse is caught here, before anything is written.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from sprc_lib.metrics import cirr_rankings, index_names
+from sprc_lib.evaluation.metrics import cirr_rankings, index_names
+from sprc_lib.files import write_atomic
 
 VERSION = "rc2"
 RECALL_TOP = 50
@@ -38,7 +37,7 @@ def cirr_submission(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The two submission dicts `(recall, recall_subset)` for test queries scored against the test gallery.
 
-    Rankings come from `sprc_lib.metrics.cirr_rankings` (reference removed, stable tie rule), so the
+    Rankings come from `sprc_lib.evaluation.metrics.cirr_rankings` (reference removed, stable tie rule), so the
     files rank exactly as the validation metrics do.
     """
     if len(pair_ids) != len(reference_names):
@@ -134,23 +133,6 @@ def validate_cirr_submission(
         _check_names("recall_subset", key, recall_subset[key], SUBSET_TOP, group, "in its group", reference)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a submission file is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_cirr_submission(
     out_dir: Path,
     name: str,
@@ -187,6 +169,6 @@ def write_cirr_submission(
             )
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     for path, data in payloads.items():
-        _atomic_write(path, data)
+        write_atomic(path, data)
     recall_path, subset_path = payloads
     return recall_path, subset_path

@@ -1,0 +1,79 @@
+"""`make course`: the toy track end to end, the notebooks run headless, and one summary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sprc_lib.course.toy_track import ensure_toy, evaluate_tiny, tiny_model, tiny_run_dir
+from sprc_lib.data.check import data_tour
+from sprc_lib.data.schema import DATASETS
+from sprc_lib.evaluation import cirr_test_submission, evaluation_context
+from sprc_lib.evaluation.metrics import HEADLINE_KEYS
+from sprc_lib.paths import repo_root
+from sprc_lib.tables import format_table
+
+
+def execute_notebooks(out_dir: Path, timeout: int = 900) -> list[list[str]]:
+    """Run every course notebook headless (tiny mode); write the executed copy and an HTML page of each.
+
+    Returns one table row per notebook: name, seconds, status. A failing notebook is reported, and
+    the others still run.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in sorted((repo_root() / "notebooks").glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        status = "ok"
+        try:
+            ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(
+                notebook, {"metadata": {"path": str(path.parent)}}
+            )
+        except CellExecutionError as err:
+            status = f"FAILED: {str(err).strip().splitlines()[-1][:80]}"
+        seconds = time.perf_counter() - start
+        nbformat.write(notebook, out_dir / path.name)
+        html, _ = HTMLExporter().from_notebook_node(notebook)
+        (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
+        rows.append([path.stem, f"{seconds:.0f}", status])
+        print(f"  {path.stem}: {status} ({seconds:.0f} s)", flush=True)
+    return rows
+
+
+def run_course(data_path: str | Path | None = None, retrain: bool = False, models_only: bool = False) -> int:
+    """Train and evaluate the toy track end to end, write a CIRR-style submission, print a summary.
+
+    `models_only`: only make sure the toy data and both tiny models exist (`make models`).
+    """
+    root = ensure_toy(data_path)
+    if models_only:
+        for dataset in DATASETS:
+            tiny_model(dataset, root, retrain=retrain)
+        return 0
+    data_tour(root)
+    rows = []
+    for dataset in DATASETS:
+        fresh = retrain or not (tiny_run_dir(dataset, root) / "best" / "config.json").is_file()
+        start = time.perf_counter()
+        tiny_model(dataset, root, retrain=retrain)
+        took = f"trained in {time.perf_counter() - start:.0f} s" if fresh else "reused the model trained earlier"
+        metrics, chance_levels = evaluate_tiny(dataset, root)
+        print(f"{dataset}: {took} ({tiny_run_dir(dataset, root)})")
+        rows += [[dataset, key, f"{metrics[key]:.1f}", f"{chance_levels[key]:.1f}"] for key in HEADLINE_KEYS[dataset]]
+    ctx = evaluation_context(*tiny_model("CIRR", root), device="cpu", feature_cache=root / "cache")
+    files = cirr_test_submission(ctx, root, repo_root() / "build" / "submission", "toy_tiny")
+    out = repo_root() / "build" / "notebooks"
+    print(f"\nRunning the notebooks headless (tiny mode) into {out} ...")
+    notebooks = execute_notebooks(out)
+    print("\nToy track results (toy val, percent) beside chance:")
+    print(format_table(["dataset", "metric", "tiny SPRC", "chance"], rows))
+    print("\nCIRR-style test submission (toy test1), validated:\n" + "\n".join(f"  {p}" for p in files))
+    if notebooks:
+        print(f"\nNotebooks (executed copies and HTML in {out}):")
+        print(format_table(["notebook", "seconds", "status"], notebooks))
+    return 0 if all(row[2] == "ok" for row in notebooks) else 1

@@ -1,0 +1,78 @@
+"""One evaluation context: everything scoring a model needs besides the data, built in one place.
+
+The trainer, the command line, `make course`, the explorer and the notebooks all evaluate through an
+`EvalContext`, so a model is always prepared the same way: on its device, the frozen ViT in fp16 on
+a GPU (as the authors' code keeps it), the transform it was trained with, and the feature cache if any.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from sprc_lib.data.base import RetrievalDataset
+from sprc_lib.data.transforms import build_transform
+from sprc_lib.env import autocast_dtype, pick_device
+from sprc_lib.features import CachedImages, FeatureCache
+from sprc_lib.model import SPRCModel
+
+
+@dataclass
+class EvalContext:
+    """A model ready to score: tokenizer, preprocessing, device, autocast dtype, cache and batching."""
+
+    model: SPRCModel
+    tokenizer: Any
+    preprocess: Callable
+    device: torch.device
+    dtype: torch.dtype | None = None
+    cache: FeatureCache | None = None
+    batch_size: int = 32
+    num_workers: int = 0
+
+    def images(self, dataset: RetrievalDataset) -> Dataset:
+        """Items of `dataset` (built without `preprocess`) with their images: pixels, or tokens from the cache."""
+        if dataset.preprocess is not None:
+            raise ValueError(f"{dataset.name}: build it without `preprocess`; the evaluation context adds the images")
+        if self.cache is not None:
+            return CachedImages(dataset, self.cache, self.device)
+        with_pixels = copy.copy(dataset)
+        with_pixels.preprocess = self.preprocess
+        return with_pixels
+
+    def warm(self, datasets: Iterable[RetrievalDataset]) -> None:
+        """Fill the cache with every image of these datasets (a ViT pass for each one not cached yet)."""
+        if self.cache is not None:
+            for dataset in datasets:
+                self.cache.warm(dataset, self.device)
+
+
+def evaluation_context(
+    model: SPRCModel,
+    tokenizer: Any,
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    transform: str = "targetpad",
+    target_ratio: float | None = None,
+    feature_cache: str | Path | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+) -> EvalContext:
+    """Prepare `model` for evaluation: move it, set the ViT's dtype, build its transform and cache."""
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    model.to(device).eval()
+    if device.type == "cuda":
+        model.set_vit_dtype(torch.float16)
+    size = model.config.vision_config.image_size
+    preprocess = build_transform(transform, size) if target_ratio is None else build_transform(
+        transform, size, target_ratio)
+    cache = FeatureCache(feature_cache, model, preprocess) if feature_cache is not None else None
+    return EvalContext(model, tokenizer, preprocess, device, autocast_dtype(precision, device), cache,
+                       batch_size, num_workers)

@@ -1,0 +1,100 @@
+"""Where a run stands, and the checkpoint that saves and restores it exactly, with any number of processes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sprc_lib import distributed
+from sprc_lib.model import LOSS_NAMES
+from sprc_lib.training import runs
+from sprc_lib.training.build import RunParts
+from sprc_lib.training.step import make_scheduler
+
+
+def zero_running() -> dict[str, float]:
+    """The epoch's running sums: triplets, seconds, and each loss weighted by its batch's size."""
+    return {"triplets": 0.0, "seconds": 0.0, "loss": 0.0, **{k: 0.0 for k in LOSS_NAMES}}
+
+
+@dataclass
+class Progress:
+    """The position of a run (epoch, step), its running sums, its best validation and its histories."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    offset: int = 0  # samples of this epoch before its first batch (see `restore`)
+    running: dict[str, float] = field(default_factory=zero_running)
+    best: dict | None = None
+    train_history: list[dict] = field(default_factory=list)
+    val_history: list[dict] = field(default_factory=list)
+
+    def samples_in_epoch(self, global_batch: int) -> int:
+        """Training triplets of the current epoch consumed so far, by all processes together."""
+        return self.offset + self.step_in_epoch * global_batch
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.step_in_epoch = self.offset = 0
+        self.running = zero_running()
+
+
+def save(run: RunParts, progress: Progress) -> Path:
+    """Write the run's state (rank 0 writes; every process calls it, each giving its RNG state)."""
+    rng = distributed.all_gather_objects(runs.rng_state(run.device))
+    path = run.run_dir / runs.CHECKPOINT
+    if not run.main:
+        return path
+    state = {
+        "config": asdict(run.config),
+        "model_config": run.model.config.to_dict(),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "rng": rng,  # one state per rank
+        "position": {"epoch": progress.epoch, "step_in_epoch": progress.step_in_epoch,
+                     "global_step": progress.global_step},
+        "world": {"world_size": run.world_size, "global_batch_size": run.global_batch,
+                  "samples_in_epoch": progress.samples_in_epoch(run.global_batch)},
+        "running": dict(progress.running),
+        "best": progress.best,
+    }
+    runs.save_checkpoint_file(state, path)
+    return path
+
+
+def restore(run: RunParts, checkpoint: dict) -> Progress:
+    """Continue where the checkpoint stopped, with this run's number of processes.
+
+    The same number as the checkpoint's: everything is restored exactly (the epoch's next batch,
+    the schedule, every rank's RNG). Another number (so another global batch): the epoch goes on
+    from the first triplet not consumed yet. When the new global batch does not divide the count
+    consumed, the new batches start `offset` triplets past a batch boundary, so nothing is seen
+    twice or skipped; the epoch's incomplete tail is dropped, as always, and may then be one batch
+    longer. OneCycle is rebuilt for the new steps per epoch and fast-forwarded to the same point
+    (epoch x steps per epoch + whole new batches consumed), so the rate continues from the same
+    fraction of the schedule. Ranks the checkpoint has no RNG state for are seeded afresh.
+    """
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    position, world = checkpoint["position"], checkpoint["world"]
+    step_in_epoch, offset = divmod(world["samples_in_epoch"], run.global_batch)
+    progress = Progress(
+        epoch=position["epoch"], step_in_epoch=step_in_epoch, global_step=position["global_step"], offset=offset,
+        running=checkpoint["running"], best=checkpoint["best"],
+        train_history=runs.read_csv(run.run_dir / runs.TRAIN_CSV),
+        val_history=runs.read_csv(run.run_dir / runs.VALIDATION_CSV),
+    )
+    if world["world_size"] == run.world_size:
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+    else:
+        start = progress.epoch * len(run.sampler) + progress.step_in_epoch
+        run.scheduler = make_scheduler(run.optimizer, run.recipe, len(run.sampler), run.config.schedule_over_run,
+                                       start_step=start)
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    if run.rank < len(checkpoint["rng"]):
+        runs.set_rng_state(checkpoint["rng"][run.rank], run.device)
+    else:
+        runs.seed_everything(run.config.seed + run.rank)
+    return progress

@@ -1,0 +1,123 @@
+"""A run folder on disk: what a training run writes, and the random state it saves to resume exactly.
+
+    training_hyperparameters.json   the config, the resolved recipe, and settings changed on resume
+    train_metrics.csv               one row per epoch: mean losses, learning rate, throughput
+    validation_metrics.csv          one row per validation
+    tokenizer/                      the tokenizer the run uses
+    checkpoint.pt                   model, optimiser, scheduler, scaler, RNG states and position
+    best/  final/                   saved models (`save_pretrained` + tokenizer), with --save-training
+
+Every file is written beside its place and renamed over it, so an interruption never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sprc_lib.files import atomic_path, write_atomic
+from sprc_lib.paths import repo_root
+
+CHECKPOINT = "checkpoint.pt"
+HYPERPARAMETERS = "training_hyperparameters.json"
+TRAIN_CSV = "train_metrics.csv"
+VALIDATION_CSV = "validation_metrics.csv"
+TOKENIZER = "tokenizer"
+
+
+def new_run_dir(dataset: str, preset: str, output_dir: str | None) -> Path:
+    """`output_dir`, or a fresh `runs/<dataset>_<preset>_<time>` under the repository."""
+    if output_dir:
+        return Path(output_dir)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return repo_root() / "runs" / f"{dataset}_{preset}_{stamp}"
+
+
+def find_checkpoint(resume: str | Path) -> Path:
+    """The checkpoint of a run folder (or the file itself)."""
+    path = Path(resume)
+    path = path / CHECKPOINT if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{resume}: no {CHECKPOINT} to resume from (pass the run folder or the file)")
+    return path
+
+
+def write_hyperparameters(run_dir: Path, info: dict[str, Any]) -> None:
+    write_atomic(run_dir / HYPERPARAMETERS, json.dumps(info, indent=2, sort_keys=True))
+
+
+def record_changes(run_dir: Path, changes: list[dict[str, Any]]) -> None:
+    """Append settings a resumed run changed (each with the epoch and step it changed at) to the hyperparameters."""
+    path = run_dir / HYPERPARAMETERS
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info.setdefault("changes_on_resume", []).extend(changes)
+    write_hyperparameters(run_dir, info)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def save_checkpoint_file(state: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def save_model_dir(model, tokenizer, path: Path, info: dict) -> None:
+    """`save_pretrained` model + tokenizer into `path`, replacing an older copy only once the new one is whole."""
+    with atomic_path(path) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "training_info.json").write_text(json.dumps(info, indent=2))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device) -> dict:
+    """Every RNG the loop draws from, as tensors and plain data (so checkpoints load with weights_only).
+
+    On a GPU, only the training device's generator: asking for all of them would open a context on
+    every GPU from every process of a multi-GPU run.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -1,0 +1,214 @@
+"""Training SPRC with the authors' recipe, in a loop you can read top to bottom, resumable to the step.
+
+`train(config)` starts a run, `resume_training(run_dir)` continues one. The set-up is
+`sprc_lib.training.build`, the checkpoint `sprc_lib.training.checkpoint`, the run folder's files
+`sprc_lib.training.runs`; what is left here is the loop.
+
+Resuming restores the checkpoint exactly, so an interrupted run ends with the weights an
+uninterrupted one would have: the batch order comes from (seed, epoch), not from a global RNG.
+
+Several processes (`torchrun --nproc_per_node N -m sprc_lib train ...`) train one model with
+DistributedDataParallel: each step takes one global batch of `batch_size x N` triplets, each process
+its slice; rank 0 alone writes files, logs and shows progress. The checkpoint counts the *samples*
+consumed in the epoch, so a run can resume with another number of processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from sprc_lib import distributed
+from sprc_lib.data.base import collate
+from sprc_lib.data.fashioniq import FashionIQDataset
+from sprc_lib.evaluation.metrics import KEEP_BEST_KEY
+from sprc_lib.evaluation.protocols import validate
+from sprc_lib.model import LOSS_NAMES, SPRCModel
+from sprc_lib.model.lavis import read_checkpoint
+from sprc_lib.model.tokenizer import tokenize
+from sprc_lib.training import checkpoint, runs
+from sprc_lib.training.build import RunParts, build_run
+from sprc_lib.training.config import Change, TrainConfig, resolve
+from sprc_lib.training.step import optimizer_step
+
+Callback = Callable[[str, dict], None]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: SPRCModel
+    tokenizer: Any
+    train_history: list[dict] = field(default_factory=list)
+    val_history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    finished: bool = True
+
+
+class Trainer:
+    """One run in one process: its parts, where it stands, and the loop. Several processes move in lock-step."""
+
+    def __init__(self, run: RunParts, progress: checkpoint.Progress | None = None, callback: Callback | None = None):
+        self.run, self.callback = run, callback
+        self.progress = progress or checkpoint.Progress()
+
+    def fit(self, stop_after_steps: int | None = None) -> TrainResult:
+        """Train to the recipe's last epoch (or for `stop_after_steps` steps), checkpointing along the way."""
+        run, p, steps = self.run, self.progress, 0
+        self._announce()
+        try:
+            while p.epoch < run.recipe.num_epochs:
+                bar = tqdm(self._batches(), total=run.sampler.stop, initial=p.step_in_epoch, leave=False,
+                           desc=f"epoch {p.epoch + 1}/{run.recipe.num_epochs}", disable=not run.main)
+                for batch in bar:
+                    values = self.train_step(batch)
+                    steps += 1
+                    bar.set_postfix({k: f"{p.running[k] / p.running['triplets']:.3f}" for k in values})
+                    if run.config.checkpoint_every and p.global_step % run.config.checkpoint_every == 0:
+                        checkpoint.save(run, p)
+                    if stop_after_steps and steps >= stop_after_steps:
+                        bar.close()
+                        checkpoint.save(run, p)
+                        distributed.barrier()
+                        return self._result(finished=False)
+                bar.close()
+                self._end_epoch()
+                checkpoint.save(run, p)
+        except KeyboardInterrupt:
+            if run.world_size == 1:  # several processes cannot meet to save now: their last checkpoint stands
+                print(f"\nInterrupted: saved {checkpoint.save(run, p)}; continue with --resume {run.run_dir}")
+            elif run.main:
+                print(f"\nInterrupted: continue from the last checkpoint with --resume {run.run_dir}")
+            raise
+        if run.config.save_training and run.main:
+            runs.save_model_dir(run.model, run.evaluation.tokenizer, run.run_dir / "final", {"epoch": p.epoch - 1})
+        distributed.barrier()  # when any process returns, the run's files are complete
+        return self._result(finished=True)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One optimiser step on one batch; adds it to the epoch's sums. Values are the means over processes."""
+        run, p, start = self.run, self.progress, time.perf_counter()
+        device = run.device
+        ids, mask = tokenize(run.evaluation.tokenizer, batch["caption"], run.model.config.max_txt_len)
+        tensors = {"reference": batch["reference"].to(device, non_blocking=True),
+                   "target": batch["target"].to(device, non_blocking=True),
+                   "input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        losses = optimizer_step(run.net, tensors, run.optimizer, run.scaler, run.recipe, run.evaluation.dtype,
+                                run.scheduler, run.config.global_negatives)
+        logged = distributed.mean_over_ranks(torch.stack([v.float() for v in losses.values()]))
+        values = dict(zip(losses, logged.tolist(), strict=True))
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(f"loss is {values['loss']} at epoch {p.epoch} step {p.step_in_epoch}")
+        size = len(batch["caption"]) * run.world_size
+        p.running["triplets"] += size
+        p.running["seconds"] += time.perf_counter() - start
+        for k, v in values.items():
+            p.running[k] += v * size
+        p.step_in_epoch += 1
+        p.global_step += 1
+        self._emit("step", losses=values, lr=run.scheduler.get_last_lr()[0])
+        return values
+
+    def _batches(self) -> DataLoader:
+        run, p = self.run, self.progress
+        for dataset in (run.train_set, run.items):
+            if isinstance(dataset, FashionIQDataset):
+                dataset.set_epoch(p.epoch)
+        run.sampler.set_epoch(p.epoch, p.step_in_epoch, p.offset)
+        return DataLoader(
+            run.items, batch_sampler=run.sampler, num_workers=run.config.num_workers, collate_fn=collate,
+            pin_memory=run.device.type == "cuda",
+            generator=torch.Generator().manual_seed(run.config.seed + p.epoch),  # not the global RNG
+        )
+
+    def _end_epoch(self) -> None:
+        run, p = self.run, self.progress
+        n = max(p.running["triplets"], 1.0)
+        row = {"epoch": p.epoch, **{k: p.running[k] / n for k in ("loss", *LOSS_NAMES)},
+               "lr": run.scheduler.get_last_lr()[0], "seconds": p.running["seconds"],
+               "triplets_per_s": p.running["triplets"] / max(p.running["seconds"], 1e-9)}
+        p.train_history.append(row)
+        if run.main:
+            runs.write_csv(p.train_history, run.run_dir / runs.TRAIN_CSV)
+        self._emit("epoch", metrics=row)
+        if p.epoch % run.recipe.validation_frequency == 0:
+            metrics = validate(run.evaluation, run.config.dataset, run.config.data_path)
+            p.val_history.append({"epoch": p.epoch, **metrics})
+            if run.main:
+                runs.write_csv(p.val_history, run.run_dir / runs.VALIDATION_CSV)
+            self._emit("validation", metrics=metrics)
+            self._keep_best(metrics)
+        p.next_epoch()
+
+    def _keep_best(self, metrics: dict[str, float]) -> None:
+        run, p = self.run, self.progress
+        key = KEEP_BEST_KEY[run.config.dataset]
+        if p.epoch < run.recipe.best_from_epoch or (p.best and metrics[key] <= p.best["score"]):
+            return
+        p.best = {"epoch": p.epoch, "key": key, "score": metrics[key], "metrics": metrics}
+        if run.config.save_training and run.config.save_best and run.main:
+            runs.save_model_dir(run.model, run.evaluation.tokenizer, run.run_dir / "best", p.best)
+
+    def _emit(self, kind: str, **info) -> None:
+        if self.callback is not None:
+            self.callback(kind, {"epoch": self.progress.epoch, "step": self.progress.global_step, **info})
+
+    def _announce(self) -> None:
+        """What one step is: the global batch, the rate, and how many targets each query is contrasted with."""
+        run = self.run
+        if not run.main:
+            return
+        r, w, steps = run.recipe, run.world_size, len(run.sampler)
+        if w == 1:
+            print(f"batch {r.batch_size}, learning rate {r.learning_rate:g} (OneCycle peak): each query against "
+                  f"{r.batch_size} targets; {steps} steps per epoch")
+            return
+        negatives, kind = (run.global_batch, "global") if run.config.global_negatives else (r.batch_size, "local")
+        print(f"{w} processes x batch {r.batch_size} = global batch {run.global_batch}; learning rate "
+              f"{r.learning_rate:g} (OneCycle peak, as set: not scaled with the processes); {kind} negatives: "
+              f"each query against {negatives} targets; {steps} steps per epoch")
+
+    def _result(self, finished: bool) -> TrainResult:
+        p = self.progress
+        return TrainResult(self.run.run_dir, self.run.model, self.run.evaluation.tokenizer, p.train_history,
+                           p.val_history, p.best, finished)
+
+
+def train(config: TrainConfig, callback: Callback | None = None, stop_after_steps: int | None = None) -> TrainResult:
+    """Start a run (see `TrainConfig` and `sprc_lib.training.recipes`); `stop_after_steps` stops it early.
+
+    Under torchrun every process calls this: it joins the process group for the run and leaves it after.
+    """
+    with distributed.session(distributed.process_device(config.device)):
+        run_dir = Path(distributed.broadcast_object(str(runs.new_run_dir(config.dataset, config.preset,
+                                                                           config.output_dir))))  # rank 0's clock
+        return Trainer(build_run(config, run_dir), callback=callback).fit(stop_after_steps)
+
+
+def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_after_steps: int | None = None,
+                    **settings: Any) -> TrainResult:
+    """Continue a stopped run in its folder; `settings` may change the APPLIED settings (see `training.config`)."""
+    path = runs.find_checkpoint(run_dir)
+    saved = read_checkpoint(path)
+    config, changes = resolve(settings, saved["config"], run_dir=str(path.parent))
+    with distributed.session(distributed.process_device(config.device)):
+        run = build_run(config, path.parent, saved)
+        progress = checkpoint.restore(run, saved)
+        if changes and run.main:
+            _record(run, progress, changes)
+        return Trainer(run, progress, callback).fit(stop_after_steps)
+
+
+def _record(run: RunParts, progress: checkpoint.Progress, changes: list[Change]) -> None:
+    print(f"resuming at epoch {progress.epoch + 1}, step {progress.global_step}; applied from here on: "
+          + "; ".join(str(c) for c in changes))
+    runs.record_changes(run.run_dir, [{"setting": c.setting, "from": c.old, "to": c.new, "epoch": progress.epoch,
+                                       "global_step": progress.global_step} for c in changes])

@@ -1,0 +1,22 @@
+"""The benchmark measures the trainer's own step: change a loss weight of the recipe and its loss changes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from sprc_lib.course.bench import run_bench
+from sprc_lib.training.recipes import TOY
+
+
+def test_the_bench_step_is_the_trainers_with_the_recipes_weights():
+    recipe = TOY["CIRR"]
+    base = run_bench(preset="tiny", batch_size=4, repeats=1, device="cpu", recipe=recipe)
+    heavier = run_bench(preset="tiny", batch_size=4, repeats=1, device="cpu",
+                        recipe=replace(recipe, loss_rtc=recipe.loss_rtc + 1.0))
+    # Same seed, so the first step sees the same model and batch: only the weight differs, by 1 x loss_rtc
+    # (about ln 4 for a fresh model on 4 triplets).
+    assert len(base.losses) == len(heavier.losses) == 4  # warm-up and one timed call of each training path
+    assert heavier.losses[0] - base.losses[0] == pytest.approx(1.386, abs=0.4)
+    assert "train step, cached ViT tokens" in base.rows[2][0]

@@ -1,0 +1,90 @@
+"""The library's shape: the core never imports the courseware, nothing imports upward, modules stay small."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from sprc_lib.paths import repo_root
+
+PACKAGE = repo_root() / "sprc_lib"
+# Each layer may import its own and the layers before it, never one after it.
+LAYERS = [
+    ("sprc_lib", "sprc_lib.paths", "sprc_lib.env", "sprc_lib.files", "sprc_lib.tables", "sprc_lib.distributed"),
+    ("sprc_lib.data",),
+    ("sprc_lib.model",),
+    ("sprc_lib.features",),
+    ("sprc_lib.evaluation",),
+    ("sprc_lib.training",),
+    ("sprc_lib.course", "sprc_lib.cli", "sprc_lib.__main__"),
+]
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(name: str) -> int:
+    """The layer of a module: the longest prefix any layer names (`sprc_lib.data.toy` is data's)."""
+    best = max((p for group in LAYERS for p in group if name == p or name.startswith(p + ".")), key=len)
+    return next(i for i, group in enumerate(LAYERS) if best in group)
+
+
+def sprc_imports(path: Path) -> set[str]:
+    """Every `sprc_lib` module `path` imports, at any depth of the file (lazy imports inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("sprc_lib")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sprc_lib"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if (PACKAGE.parent / node.module.replace(
+                ".", "/") / f"{a.name}.py").is_file()}  # `from sprc_lib.course import figures`
+    return found
+
+
+def lazy_homes(path: Path) -> set[str]:
+    """Modules a package's lazy `__getattr__` table names (string constants that are module paths)."""
+    return {n.value for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith("sprc_lib.")}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_no_module_imports_a_later_layer(path):
+    # The package itself is the core's public surface: importing it loads nothing (its names load lazily),
+    # and its table may name every core module, never the course.
+    here = layer("sprc_lib.training") if module_name(path) == "sprc_lib" else layer(module_name(path))
+    upward = sorted(m for m in sprc_imports(path) | lazy_homes(path) if layer(m) > here)
+    assert not upward, f"{module_name(path)} (layer {here}) imports {upward}"
+
+
+def test_only_the_courseware_and_the_command_line_import_the_course():
+    offenders = [module_name(p) for p in MODULES
+                 if not module_name(p).startswith(("sprc_lib.course", "sprc_lib.cli"))
+                 and any(m.startswith("sprc_lib.course") for m in sprc_imports(p) | lazy_homes(p))]
+    assert offenders == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    """The import walk must be able to fail: a core module importing the course is caught."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from sprc_lib.course.figures import CourseFigure\n")
+    assert "sprc_lib.course.figures" in sprc_imports(bad) and layer("sprc_lib.course.figures") > layer("sprc_lib.data")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_no_module_is_over_400_lines(path):
+    assert len(path.read_text().splitlines()) <= 400
+
+
+def test_the_training_loop_reads_on_one_screen():
+    """The epoch loop and the step of `Trainer` together stay under 120 lines."""
+    tree = ast.parse((PACKAGE / "training" / "trainer.py").read_text())
+    trainer = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+    methods = {n.name: n.end_lineno - n.lineno + 1 for n in trainer.body if isinstance(n, ast.FunctionDef)}
+    loop = methods["fit"] + methods["train_step"] + methods["_batches"] + methods["_end_epoch"]
+    assert loop < 120, methods

@@ -1,0 +1,112 @@
+"""The one declaration of the training settings: the flags come from it, and `--resume` treats every
+setting as declared (a fixed one changed stops with its name; an applied one is used and recorded)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+from sprc_lib.cli import build_parser, main
+from sprc_lib.paths import repo_root
+from sprc_lib.training import config as settings
+from sprc_lib.training.config import APPLIED, FIXED, SettingError, TrainConfig, resolve
+from sprc_lib.training.runs import CHECKPOINT, HYPERPARAMETERS
+from sprc_lib.training.trainer import resume_training, train
+
+# A valid value other than the saved run's, for every setting (a new setting must be added here).
+OTHER = {
+    "dataset": "FashionIQ", "data_path": None, "preset": "blip2-vitg", "model_path": "another/model",
+    "tokenizer": "another/tokenizer", "output_dir": "another-run", "num_epochs": 3, "learning_rate": 1e-4,
+    "batch_size": 16, "loss_rtc": 0.5, "loss_align": 0.5, "validation_frequency": 3, "transform": "squarepad",
+    "target_ratio": 1.5, "schedule_over_run": True, "seed": 1, "precision": "fp32", "global_negatives": True,
+    "num_workers": 1, "device": "cpu", "feature_cache": None, "save_training": True, "save_best": True,
+    "checkpoint_every": 7,
+}  # fmt: skip
+NAMES = [f.name for f in fields(TrainConfig)]
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def test_every_setting_has_one_flag_a_kind_and_a_test_value():
+    assert set(OTHER) == set(NAMES)
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    options = {o for action in train_parser._actions for o in action.option_strings}
+    for name in NAMES:
+        assert flag(name) in options, name
+        assert settings.kind(name) in (FIXED, APPLIED), name
+    args = parser.parse_args(["train", "--dataset", "cirr", "--no-save-training", "--num-epochs", "3"])
+    assert settings.given_settings(args) == {"dataset": "CIRR", "save_training": False, "num_epochs": 3}
+
+
+def test_resolve_keeps_the_run_and_takes_what_is_given():
+    saved = TrainConfig(dataset="FashionIQ", data_path="/data", num_epochs=4, device="cuda")
+    config, changes = resolve({}, vars(saved), run_dir="/runs/copy")
+    assert config.data_path == "/data" and config.num_epochs == 4 and config.output_dir == "/runs/copy"
+    assert changes == []
+    config, changes = resolve({"device": "cpu", "dataset": "FashionIQ", "num_epochs": 4}, vars(saved))
+    assert config.device == "cpu" and [(c.setting, c.old, c.new) for c in changes] == [("device", "cuda", "cpu")]
+    recipe_default = TrainConfig(dataset="FashionIQ").recipe().learning_rate  # None saved: the recipe's value
+    assert resolve({"learning_rate": recipe_default}, vars(TrainConfig(dataset="FashionIQ")))[1] == []
+    with pytest.raises(SettingError, match=r"--seed 3 \(the run has 0\).*--precision 'fp16'.*new run"):
+        resolve({"seed": 3, "precision": "fp16"}, vars(TrainConfig()))
+    with pytest.raises(SettingError, match="unknown"):
+        resolve({"colour": "red"})
+    with pytest.raises(SettingError, match="--save-best needs --save-training"):
+        resolve({"save_best": True})
+
+
+@pytest.fixture(scope="module")
+def saved_run(toy_root: Path, tiny_blip2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy CIRR run stopped after one step, with every setting at its default but the paths."""
+    run = tmp_path_factory.mktemp("runs") / "run"
+    train(TrainConfig(data_path=str(toy_root), model_path=str(tiny_blip2), output_dir=str(run), num_epochs=1,
+                      batch_size=32, num_workers=0), stop_after_steps=1)
+    return run
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if settings.kind(n) == FIXED])
+def test_a_fixed_setting_changed_on_resume_stops_and_names_it(saved_run, name, capsys):
+    before = (saved_run / CHECKPOINT).stat().st_mtime_ns
+    value = OTHER[name]
+    argv = [flag(name)] if isinstance(value, bool) else [flag(name), str(value)]
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--resume", str(saved_run), *argv])
+    message = str(stop.value)
+    assert flag(name) in message and "start a new run" in message, message
+    assert (saved_run / CHECKPOINT).stat().st_mtime_ns == before  # nothing ran
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if settings.kind(n) == APPLIED])
+def test_an_applied_setting_is_used_from_the_resume_on_and_recorded(saved_run, toy_root, name, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(saved_run, run)  # resumed into the folder given, not the one it was copied from
+    value = {"data_path": str(tmp_path / "same-data"), "feature_cache": str(tmp_path / "cache")}.get(name, OTHER[name])
+    if name == "data_path":
+        (tmp_path / "same-data").symlink_to(toy_root)
+    given = {name: value, **({"save_training": True} if name == "save_best" else {})}
+    result = resume_training(run, stop_after_steps=1, **given)
+    assert result.run_dir == run and not result.finished
+    saved = torch.load(run / CHECKPOINT, weights_only=True)
+    assert saved["config"][name] == value and saved["position"]["global_step"] == 2
+    changes = json.loads((run / HYPERPARAMETERS).read_text())["changes_on_resume"]
+    old = str(toy_root) if name == "data_path" else TrainConfig().value(name)
+    assert {"setting": name, "from": old, "to": value, "epoch": 0, "global_step": 1} in changes
+    assert json.loads((saved_run / HYPERPARAMETERS).read_text()).get("changes_on_resume") is None
+
+
+def test_resume_with_another_precision_from_the_shell_names_it(saved_run):
+    done = subprocess.run([sys.executable, "-m", "sprc_lib", "train", "--resume", str(saved_run), "--precision",
+                           "fp32"], cwd=repo_root(), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "--precision 'fp32' (the run has 'auto')" in done.stderr and "start a new run" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -146,6 +146,9 @@ display(plot_schedules({
 # (fp16, memory-mapped), *before* the trainable `ln_vision`, so training from the cache computes
 # exactly what training from pixels computes (the library's tests check losses and gradients).
 #
+# Several processes may fill and read one cache folder at once (two trainings, this notebook and a
+# command): each writes its own chunk files, and every chunk is checked before it is read.
+#
 # A cache is keyed by the backbone's weights, the transform and the dtype: a different backbone
 # gets a different folder, so a stale cache is never read. Here we build (or top up) the one the
 # training run below uses:
@@ -165,8 +168,8 @@ token = cache.token(paths[0])
 meta = json.loads((cache.dir / "meta.json").read_text())
 chunks = sorted(cache.dir.glob("chunk_*.npy"))
 print(f"one image -> {tuple(token.shape)} ViT tokens in {token.dtype} (CLS + patches, before ln_vision)")
-print(f"cache folder <cache>/{cache.dir.name}: meta.json, index.json, {len(chunks)} chunk files, "
-      f"{sum(c.stat().st_size for c in chunks) / 2**20:.1f} MiB")
+print(f"cache folder <cache>/{cache.dir.name}: meta.json and {len(chunks)} chunks (each a .npy of tokens and a "
+      f".json listing its images), {sum(c.stat().st_size for c in chunks) / 2**20:.1f} MiB")
 print(f"keyed by: backbone sha256 {meta['backbone'][:12]}..., dtype {meta['dtype']}, transform:")
 print(meta["transform"])
 vision = start_model.model.config.vision_config
@@ -180,7 +183,9 @@ del start_model
 # their weighted sum, the learning rate), every epoch (`"epoch"`) and every validation
 # (`"validation"`: the recalls). `LiveCurves` is such a callback: it redraws one figure in place
 # while the run goes on (the dotted lines are chance level). We stop the run on purpose at step
-# `STOP_AT_STEP`, as a crash or a Colab timeout would, and resume it in part 5.
+# `STOP_AT_STEP`, as a crash or a Colab timeout would, and resume it in part 5. (Interrupting the
+# kernel while a run trains does the same: the run finishes the step in flight, saves a checkpoint,
+# and `train` returns with `stopped="SIGINT"`, ready to resume.)
 
 # %%
 RUN = SCRATCH / "cirr_run"

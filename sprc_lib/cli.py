@@ -7,12 +7,18 @@ once, with `sprc_lib.training.config.TrainConfig`; the evaluation commands reuse
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sprc_lib.errors import UserError
 from sprc_lib.training import config as settings
 
 SEED_MODEL_NAME = "blip2_cir_align_prompt"
+
+
+# Exit codes: a user's mistake, and a run stopped by Ctrl-C or by the termination signal (128 + signal).
+USER_ERROR, INTERRUPTED, TERMINATED = 2, 130, 143
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,12 +29,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
+    """A sub-command, with the flags every one takes."""
+    p = sub.add_parser(name, help=text)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (for a bug report)")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a user's mistake is one line on stderr and exit code 2, a bug keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except settings.SettingError as err:
-        raise SystemExit(str(err)) from err
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 # Each entry adds one sub-command; the module that does the work is imported only when it runs.
@@ -36,7 +58,7 @@ _REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _register_toy_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("toy-data", help="generate the toy CIRR and FashionIQ datasets (real layouts)")
+    p = _command(sub, "toy-data", "generate the toy CIRR and FashionIQ datasets (real layouts)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: data/toy, $SPRC_DATA/toy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", choices=("small", "medium"), default="small")
@@ -55,11 +77,11 @@ def _run_toy_data(args: argparse.Namespace) -> int:
 
 
 def _register_check_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check-data", help="validate a dataset folder: layout, schemas, counts, images")
-    settings.add_flags(p, ["dataset", "data_path"])
+    p = _command(sub, "check-data", "validate a dataset folder: layout, schemas, counts, images")
+    settings.add_flags(p, ["dataset", "data_path", "skip_missing"], help={
+        "data_path": "the folder that contains cirr_dataset/ or fashionIQ_dataset/ (default: data/ or $SPRC_DATA)",
+        "skip_missing": "accept missing images, as --skip-missing does for train and validate"})
     p.add_argument("--verify-images", action="store_true", help="decode every image (slow on real data)")
-    p.add_argument("--skip-missing", action="store_true",
-                   help="accept missing images, as training with skip_missing=True does")
     p.set_defaults(run=_run_check_data)
 
 
@@ -68,12 +90,12 @@ def _run_check_data(args: argparse.Namespace) -> int:
     from sprc_lib.paths import data_root
 
     if args.dataset is None:
-        raise SystemExit("--dataset is required (CIRR or FashionIQ)")
-    return run_check(args.dataset, args.data_path or data_root(), args.verify_images, args.skip_missing)
+        raise UserError("--dataset is required (CIRR or FashionIQ)")
+    return run_check(args.dataset, args.data_path or data_root(), args.verify_images, bool(args.skip_missing))
 
 
 def _register_course(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("course", help="the toy track end to end: data, pretraining, training, evaluation, summary")
+    p = _command(sub, "course", "the toy track end to end: data, pretraining, training, evaluation, summary")
     p.add_argument("--data-path", type=Path, default=None, help="toy data root (default: data/toy)")
     p.add_argument("--retrain", action="store_true", help="train the tiny models again even if they exist")
     p.add_argument("--models-only", action="store_true", help="only make sure the tiny models exist (make models)")
@@ -98,8 +120,8 @@ def _blip_model_name(p: argparse.ArgumentParser) -> None:
 
 def _check_model_name(args: argparse.Namespace) -> None:
     if args.blip_model_name != SEED_MODEL_NAME:
-        raise SystemExit(f"--blip-model-name {args.blip_model_name}: this library implements only "
-                         f"{SEED_MODEL_NAME} (SPRC); drop the flag or pass that name")
+        raise UserError(f"--blip-model-name {args.blip_model_name}: this library implements only "
+                        f"{SEED_MODEL_NAME} (SPRC); drop the flag or pass that name")
 
 
 def _data_and_preset(data_path: str | Path | None, preset: str | None) -> tuple[str, str]:
@@ -115,12 +137,13 @@ def _data_and_preset(data_path: str | Path | None, preset: str | None) -> tuple[
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train SPRC with the authors' recipe (resumable)")
+    p = _command(sub, "train", "train SPRC with the authors' recipe (resumable)")
     settings.add_flags(p)
     _blip_model_name(p)
     p.add_argument("--resume", default=None, help="continue a stopped run in its folder (or its checkpoint.pt); "
                    "settings not given come from the run")
     p.add_argument("--stop-after-steps", type=int, default=None, help="stop (with a checkpoint) after N steps")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --output-dir already holds")
     p.set_defaults(run=_run_train)
 
 
@@ -130,21 +153,23 @@ def _run_train(args: argparse.Namespace) -> int:
     _check_model_name(args)
     given = settings.given_settings(args)
     if args.resume:
+        if args.overwrite:
+            raise UserError("--overwrite replaces a run, --resume continues one: pass one of them")
         result = resume_training(args.resume, stop_after_steps=args.stop_after_steps, **given)
     else:
         if args.dataset is None:
-            raise SystemExit("--dataset is required (CIRR or FashionIQ)")
+            raise UserError("--dataset is required (CIRR or FashionIQ)")
         given["data_path"], given["preset"] = _data_and_preset(args.data_path, args.preset)
         config, _ = settings.resolve(given)
-        result = train(config, stop_after_steps=args.stop_after_steps)
+        result = train(config, stop_after_steps=args.stop_after_steps, overwrite=args.overwrite)
     print(f"run folder: {result.run_dir}")
     if result.best:
         print(f"best epoch {result.best['epoch']}: {result.best['key']} = {result.best['score']:.2f}")
-    return 0
+    return {"SIGINT": INTERRUPTED, "SIGTERM": TERMINATED}.get(result.stopped or "", 0)
 
 
 _EVAL_FLAGS = ["data_path", "preset", "model_path", "tokenizer", "num_workers", "batch_size", "transform",
-               "target_ratio", "feature_cache", "precision", "device"]
+               "target_ratio", "feature_cache", "precision", "device", "skip_missing"]
 
 
 def _add_eval_flags(p: argparse.ArgumentParser, model_help: str) -> None:
@@ -161,10 +186,14 @@ def _context(args: argparse.Namespace):
 
     _check_model_name(args)
     if args.transform == "squarepad" and args.target_ratio is not None:
-        raise SystemExit("--target-ratio only applies to --transform targetpad")
+        raise UserError("--target-ratio only applies to --transform targetpad")
+    for name in ("batch_size", "num_workers"):
+        if getattr(args, name) is not None and getattr(args, name) < (1 if name == "batch_size" else 0):
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least "
+                            f"{1 if name == 'batch_size' else 0}")
     args.data_path, args.preset = _data_and_preset(args.data_path, args.preset)
     if args.model_path is None:
-        raise SystemExit("--model-path is required: a saved model folder, a run's checkpoint.pt, or sprc_cirr.pt")
+        raise UserError("--model-path is required: a saved model folder, a run's checkpoint.pt, or sprc_cirr.pt")
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.tokenizer, args.preset)
 
     def given(name: str):
@@ -174,12 +203,12 @@ def _context(args: argparse.Namespace):
     return evaluation_context(
         model, tokenizer, device=given("device"), precision=given("precision"), transform=args.transform or
         "targetpad", target_ratio=args.target_ratio, feature_cache=args.feature_cache,
-        batch_size=args.batch_size or 32, num_workers=given("num_workers"),
+        batch_size=args.batch_size or 32, num_workers=given("num_workers"), skip_missing=bool(args.skip_missing),
     )
 
 
 def _register_validate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="evaluate a model on CIRR or FashionIQ val, beside chance level")
+    p = _command(sub, "validate", "evaluate a model on CIRR or FashionIQ val, beside chance level")
     settings.add_flags(p, ["dataset"])
     _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_*.pt")
     p.add_argument("--output", type=Path, default=None, help="also write the metrics as JSON here")
@@ -193,18 +222,20 @@ def _run_validate(args: argparse.Namespace) -> int:
     from sprc_lib.tables import metrics_table
 
     if args.dataset is None:
-        raise SystemExit("--dataset is required (CIRR or FashionIQ)")
+        raise UserError("--dataset is required (CIRR or FashionIQ)")
     ctx = _context(args)
     metrics = validate(ctx, args.dataset, args.data_path)
     print(f"{args.dataset} val, {args.model_path}")
-    print(metrics_table(metrics, chance(args.dataset, args.data_path)))
+    print(metrics_table(metrics, chance(args.dataset, args.data_path, ctx.skip_missing)))
+    for line in ctx.skipped_lines():
+        print(line)
     if args.output:
         args.output.write_text(json.dumps(metrics, indent=2))
     return 0
 
 
 def _register_cirr_submission(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cirr-submission", help="write the CIRR test1 files for the evaluation server")
+    p = _command(sub, "cirr-submission", "write the CIRR test1 files for the evaluation server")
     _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_cirr.pt")
     p.add_argument("--submission-name", default=None, help="files are recall_submission_<name>.json ...")
     p.add_argument("--output-dir", type=Path, default=Path("submission"))
@@ -213,18 +244,22 @@ def _register_cirr_submission(sub: argparse._SubParsersAction) -> None:
 
 def _run_cirr_submission(args: argparse.Namespace) -> int:
     from sprc_lib.evaluation import cirr_test_submission
+    from sprc_lib.evaluation.submission import check_output_dir
 
+    check_output_dir(args.output_dir)  # before the model loads and the test split is scored
     ctx = _context(args)
     path = Path(args.model_path)
     name = args.submission_name or (f"{path.resolve().parent.name}_{path.name}" if path.is_dir() else path.stem)
     paths = cirr_test_submission(ctx, args.data_path, args.output_dir, name)
+    for line in ctx.skipped_lines():
+        print(line)
     print("wrote (validated):\n" + "\n".join(f"  {p}" for p in paths))
     print("upload both to the CIRR evaluation server (see Test-split_server.md in the CIRR repository)")
     return 0
 
 
 def _register_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert a released LAVIS checkpoint (sprc_*.pt) to this project's format")
+    p = _command(sub, "convert", "convert a released LAVIS checkpoint (sprc_*.pt) to this project's format")
     p.add_argument("--lavis-checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder (safetensors + config.json + tokenizer)")
     p.add_argument("--preset", choices=("tiny", "blip2-vitg"), default="blip2-vitg")
@@ -241,7 +276,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _register_pretrain_tiny(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain-tiny", help="pretrain the tiny BLIP-2 on the toy image-text pairs (stage 1)")
+    p = _command(sub, "pretrain-tiny", "pretrain the tiny BLIP-2 on the toy image-text pairs (stage 1)")
     p.add_argument("--data-path", type=Path, default=None, help="toy data root (default: data/toy)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <data-path>/tiny-blip2)")
     p.add_argument("--steps", type=int, default=400)
@@ -268,7 +303,7 @@ _REGISTRY += [_register_train, _register_validate, _register_cirr_submission, _r
 
 
 def _register_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="training/indexing throughput with and without the feature cache, side by side")
+    p = _command(sub, "bench", "training/indexing throughput with and without the feature cache, side by side")
     p.add_argument("--preset", choices=("tiny", "proportional", "blip2-vitg"), default="tiny",
                    help="proportional: CPU-sized, with the paper's ViT-to-Q-Former cost ratio")
     p.add_argument("--batch-size", type=int, default=32)

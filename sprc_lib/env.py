@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import torch
 
+from sprc_lib.errors import UserError
+
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -18,11 +20,23 @@ def on_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto` takes the GPU when there is one."""
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """`auto` takes the GPU when there is one; a device that does not exist here is a UserError naming it."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UserError(f"--device {name}: not a device name; use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: the course runs on cpu or cuda (or mps); use one of them")
+    return device
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

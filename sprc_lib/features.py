@@ -1,24 +1,32 @@
 """Frozen-ViT feature cache: run the ViT once per image, then train and index from disk.
 
-The ViT is frozen and the reference's image transform is deterministic, so the ViT's output for an
+The ViT is frozen and the authors' image transform is deterministic, so the ViT's output for an
 image never changes during training. At paper scale that forward (ViT-g on two images per triplet)
 is most of the cost of a step. The cache stores the tokens *before* the trainable `ln_vision`.
 
 Layout of one cache (one folder per backbone + transform + dtype, so a stale cache is never read):
 
-    <root>/<key>/meta.json          what the key was computed from, for a person to read
-    <root>/<key>/index.json         image path -> [chunk, row, file size, file mtime_ns]
-    <root>/<key>/chunk_00000.npy    (rows, T, Dv) arrays, memory-mapped when read
+    <root>/<key>/meta.json              what the key was computed from, for a person to read
+    <root>/<key>/chunk_<id>.npy         (rows, T, Dv) tokens, memory-mapped when read
+    <root>/<key>/chunk_<id>.json        its own index: [image path, file size, file mtime_ns] per row
 
-Chunks are written whole (temporary file, then rename) and the index after each chunk, so an
-interrupted build resumes where it stopped. An image whose file changed (size or mtime) is computed
-again into a new chunk.
+Any number of processes may fill and read one cache at once (two trainings, torchrun's ranks, a
+notebook beside a command): nothing is shared that two of them write. Each writer gives its chunks
+names no other writer uses, writes a chunk whole (temporary file, then rename) and only then its
+index, and every reader merges the indexes of all chunks, the newest entry of an image winning. An
+interrupted build resumes where it stopped. Every chunk is checked before it is read (its file
+loads, holds one row per index entry of the right shape and dtype): a missing or damaged one is
+dropped and its images computed again. An image whose file changed (size or mtime) is computed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
+import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -30,6 +38,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from sprc_lib.data.base import RetrievalDataset, load_rgb
+from sprc_lib.errors import UserError
 from sprc_lib.files import atomic_path, write_atomic
 from sprc_lib.model import SPRCModel
 
@@ -68,45 +77,68 @@ class FeatureCache:
         if dtype not in _NUMPY_DTYPES:
             raise ValueError(f"cache dtype must be one of {list(_NUMPY_DTYPES)}, got {dtype}")
         self.model, self.transform, self.dtype, self.chunk_size = model, transform, dtype, chunk_size
+        embeddings = model.vision_model.embeddings
+        self.token_shape = (embeddings.num_positions, model.config.vision_config.hidden_size)
         meta = {"backbone": backbone_fingerprint(model), "transform": repr(transform), "dtype": str(dtype)}
         key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
         self.dir = Path(root) / key
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.dir / "meta.json", json.dumps(meta))
-        index_file = self.dir / "index.json"
-        self.index: dict[str, list[int]] = json.loads(index_file.read_text()) if index_file.exists() else {}
-        self._chunks: dict[int, np.ndarray] = {}
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.dir / "meta.json", json.dumps(meta))
+        except OSError as err:
+            raise UserError(f"--feature-cache {root}: cannot write there ({err.strerror}); pass a folder you can "
+                            "write, on local disk") from err
+        self.index: dict[str, tuple[str, int, int, int]] = {}  # path -> (chunk, row, file size, mtime_ns)
+        self._rows: dict[str, int] = {}  # chunk -> rows its index lists
+        self._chunks: dict[str, np.ndarray | None] = {}  # chunk -> its memory map once checked, None if damaged
+        self.refresh()
 
     def __len__(self) -> int:
         return len(self.index)
 
+    def refresh(self) -> None:
+        """Merge the indexes of every chunk in the folder (other processes may have added some)."""
+        index, rows = {}, {}
+        for names_file in sorted(self.dir.glob("chunk_*.json")):  # ids sort by creation time
+            chunk = names_file.stem
+            try:
+                entries = json.loads(names_file.read_text())
+            except (OSError, ValueError):
+                self._drop(chunk, "its index is unreadable")
+                continue
+            rows[chunk] = len(entries)
+            for row, (path, size, mtime) in enumerate(entries):
+                index[path] = (chunk, row, size, mtime)
+        self.index, self._rows = index, rows
+
     def missing(self, paths: Sequence[str | Path]) -> list[Path]:
-        """Images not cached yet, or whose file changed since they were cached."""
+        """Images not cached yet, cached in a chunk that is missing or damaged, or whose file changed since."""
         out = []
         for p in map(Path, paths):
             entry = self.index.get(str(p.resolve()))
-            if entry is None or tuple(entry[2:]) != _file_stamp(p):
+            if entry is None or tuple(entry[2:]) != _file_stamp(p) or self._chunk(entry[0]) is None:
                 out.append(p)
         return out
 
     def ensure(self, paths: Sequence[str | Path], device: str | torch.device = "cpu", batch_size: int = 32) -> None:
         """Compute and store the tokens of every image in `paths` that is missing or stale."""
+        self.refresh()
         todo = list(dict.fromkeys(self.missing(paths)))
         if not todo:
             return
-        next_chunk = 1 + max((e[0] for e in self.index.values()), default=-1)
         bar = tqdm(total=len(todo), desc="ViT feature cache", unit="img")
         for start in range(0, len(todo), self.chunk_size):
             part = todo[start : start + self.chunk_size]
             rows = [self._vit_tokens(part[i : i + batch_size], device) for i in range(0, len(part), batch_size)]
             array = np.concatenate([r.numpy() for r in rows]).astype(_NUMPY_DTYPES[self.dtype])
-            chunk_file = self.dir / f"chunk_{next_chunk:05d}.npy"
-            with atomic_path(chunk_file) as tmp, tmp.open("wb") as f:
+            entries = [[str(p.resolve()), *_file_stamp(p)] for p in part]
+            chunk = f"chunk_{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            with atomic_path(self.dir / f"{chunk}.npy") as tmp, tmp.open("wb") as f:
                 np.save(f, array)
-            for row, p in enumerate(part):
-                self.index[str(p.resolve())] = [next_chunk, row, *_file_stamp(p)]
-            write_atomic(self.dir / "index.json", json.dumps(self.index))
-            next_chunk += 1
+            write_atomic(self.dir / f"{chunk}.json", json.dumps(entries))  # last: a listed chunk is whole
+            self._rows[chunk] = len(entries)
+            for row, (path, size, mtime) in enumerate(entries):
+                self.index[path] = (chunk, row, size, mtime)
             bar.update(len(part))
         bar.close()
 
@@ -122,15 +154,38 @@ class FeatureCache:
         pixels = torch.stack([self.transform(load_rgb(p)) for p in paths]).to(device)
         return self.model.vit(pixels).to("cpu", self.dtype)
 
+    def _chunk(self, chunk: str) -> np.ndarray | None:
+        """A chunk's memory map, checked once against its index and the tokens' shape; None if damaged."""
+        if chunk not in self._chunks:
+            try:
+                array = np.load(self.dir / f"{chunk}.npy", mmap_mode="r")
+            except (OSError, ValueError):
+                array = None
+            expected = (self._rows.get(chunk, -1), *self.token_shape)
+            if array is not None and (array.shape != expected or array.dtype != _NUMPY_DTYPES[self.dtype]):
+                array = None
+            self._chunks[chunk] = array
+            if array is None:
+                self._drop(chunk, "it is missing or damaged")
+        return self._chunks[chunk]
+
+    def _drop(self, chunk: str, why: str) -> None:
+        """Forget a chunk that cannot be used and remove its files, so its images are computed again."""
+        warnings.warn(f"feature cache {self.dir}: {chunk} {why}; its images are computed again", stacklevel=3)
+        self._chunks[chunk] = None
+        for suffix in (".npy", ".json"):
+            (self.dir / f"{chunk}{suffix}").unlink(missing_ok=True)
+
     def token(self, path: str | Path) -> Tensor:
         """(T, Dv) tokens of one image, in the cache's dtype; the image must be cached."""
         entry = self.index.get(str(Path(path).resolve()))
         if entry is None:
             raise KeyError(f"{path}: not in the feature cache {self.dir}; call ensure() with it first")
-        chunk = self._chunks.get(entry[0])
-        if chunk is None:
-            chunk = self._chunks[entry[0]] = np.load(self.dir / f"chunk_{entry[0]:05d}.npy", mmap_mode="r")
-        return torch.from_numpy(np.array(chunk[entry[1]]))
+        array = self._chunk(entry[0])
+        if array is None:
+            raise UserError(f"feature cache {self.dir}: {entry[0]}.npy, which holds {path}, went missing or was "
+                            "damaged while in use; run again (the cache computes what is missing)")
+        return torch.from_numpy(np.array(array[entry[1]]))
 
 
 class CachedImages(Dataset):

@@ -11,9 +11,13 @@ from sprc_lib.cli import main
 
 
 def fails(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as err:
-        main(argv)
-    return str(err.value) + capsys.readouterr().err
+    """The message of a command that must fail with exit code 2 (a user's mistake, or argparse's usage error)."""
+    try:
+        code = main(argv)
+    except SystemExit as err:  # argparse: usage errors
+        code = err.code
+    assert code == 2
+    return capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

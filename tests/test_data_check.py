@@ -95,7 +95,7 @@ def test_check_data_skip_missing_accepts_missing_fashioniq_images(toy_copy, caps
     code, out = run(args, capsys)
     assert code == 1 and "MISSING IMAGES" in out and "(and 2 more)" in out
     code, out = run([*args, "--skip-missing"], capsys)
-    assert code == 0 and "ok with skip_missing" in out and "skip_missing=True would drop" in out
+    assert code == 0 and "ok with --skip-missing" in out and "--skip-missing would drop" in out
 
 
 def test_real_counts_are_compared_only_for_real_looking_data(tmp_path):

@@ -114,3 +114,45 @@ def test_unnormalize_inverts_the_normalisation():
     assert torch.allclose(out, torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, atol=1e-5)
     batch = torch.stack([targetpad_transform(1.25, 32)(Image.fromarray(pixels))] * 2)
     assert unnormalize(batch).shape == (2, 3, 32, 32)
+
+
+GRAY = np.linspace(0, 1, 16 * 16).reshape(16, 16)  # a ramp from black to white
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "suffix"),
+    [
+        ("L", (GRAY * 255).round().astype(np.uint8), ".png"),
+        ("I;16", (GRAY * 65535).round().astype(np.uint16), ".png"),  # a 16-bit grayscale PNG
+        ("I;16", (GRAY * 65535).round().astype(np.uint16), ".tif"),
+        ("I", (GRAY * 65535).round().astype(np.int32), ".tif"),  # 32-bit ints holding 16-bit values
+        ("F", GRAY.astype(np.float32), ".tif"),  # floats in 0..1
+        ("1", GRAY > 0.5, ".png"),
+    ],
+)
+def test_every_image_mode_loads_as_8_bit_rgb_with_its_brightness(tmp_path, mode, values, suffix):
+    from sprc_lib.data.base import load_rgb
+
+    path = tmp_path / f"image{suffix}"
+    image = Image.fromarray(values)
+    if image.mode != mode:
+        image = image.convert(mode)
+    image.save(path)
+    with Image.open(path) as opened:
+        stored = opened.mode
+    loaded = np.asarray(load_rgb(path), dtype=np.float64)
+    assert loaded.shape == (16, 16, 3) and load_rgb(path).mode == "RGB"
+    expected = (GRAY > 0.5) * 255.0 if mode == "1" else GRAY * 255
+    assert np.abs(loaded[..., 0] - expected).max() <= 1.0, (stored, loaded.mean(), expected.mean())
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "CMYK", "YCbCr"])
+def test_8_bit_modes_convert_as_the_authors_code_does(tmp_path, mode):
+    from sprc_lib.data.base import load_rgb
+
+    rgb = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8))
+    image = rgb.convert(mode)
+    path = tmp_path / ("image.jpg" if mode in ("CMYK", "YCbCr") else "image.png")
+    image.save(path)
+    with Image.open(path) as opened:
+        assert np.array_equal(np.asarray(load_rgb(path)), np.asarray(opened.convert("RGB")))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sprc_lib.data import CIRRDataset, build_transform
+from sprc_lib.errors import UserError
 from sprc_lib.features import CachedImages, FeatureCache
 from sprc_lib.model.loading import new_model
 
@@ -143,3 +144,80 @@ def test_cached_dataset_items_keep_their_keys(model, toy_root, tmp_path):
     item = items[0]
     assert item["reference"].shape == item["target"].shape == (65, 64)
     assert {"reference_name", "target_name", "caption"} <= set(item)
+
+
+def test_a_damaged_or_missing_chunk_is_computed_again_never_read(model, gallery, tmp_path):
+    transform = build_transform("targetpad", SIZE)
+    cache = FeatureCache(tmp_path, model, transform, dtype=torch.float32, chunk_size=4)
+    cache.ensure(paths(gallery, 8))
+    expected = {p: cache.token(p) for p in paths(gallery, 8)}
+    first, second = sorted(cache.dir.glob("chunk_*.npy"))
+    first.write_bytes(first.read_bytes()[:100])  # a truncated chunk
+    second.unlink()  # a chunk gone, its index left behind
+    again = FeatureCache(tmp_path, model, transform, dtype=torch.float32, chunk_size=4)
+    with pytest.warns(UserWarning, match="missing or damaged"):
+        assert len(again.missing(paths(gallery, 8))) == 8
+    again.ensure(paths(gallery, 8))
+    assert all(torch.equal(again.token(p), t) for p, t in expected.items())
+    assert len(list(again.dir.glob("chunk_*.npy"))) == len(list(again.dir.glob("chunk_*.json"))) == 2
+
+
+def test_an_unreadable_chunk_index_drops_only_that_chunk(model, gallery, tmp_path):
+    transform = build_transform("targetpad", SIZE)
+    cache = FeatureCache(tmp_path, model, transform, chunk_size=4)
+    cache.ensure(paths(gallery, 8))
+    sorted(cache.dir.glob("chunk_*.json"))[0].write_text("[[")
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = FeatureCache(tmp_path, model, transform, chunk_size=4)
+    assert len(again) == 4 and len(again.missing(paths(gallery, 8))) == 4
+
+
+def test_a_chunk_deleted_while_in_use_is_named(model, gallery, tmp_path):
+    cache = FeatureCache(tmp_path, model, build_transform("targetpad", SIZE))
+    cache.ensure(paths(gallery, 2))
+    for chunk in cache.dir.glob("chunk_*.npy"):
+        chunk.unlink()
+    with pytest.warns(UserWarning), pytest.raises(UserError, match="went missing or was damaged"):
+        cache.token(paths(gallery, 1)[0])
+
+
+FILL = """
+import sys, torch
+torch.set_num_threads(1)
+from sprc_lib import CIRRDataset, FashionIQDataset, build_transform, load_model
+from sprc_lib.features import FeatureCache
+model = load_model(sys.argv[1]).eval()
+root, cache_dir, which = sys.argv[2:5]
+if which == "cirr":
+    dataset = CIRRDataset(root, "val", "classic")
+else:
+    dataset = FashionIQDataset(root, "val", ["dress"], "classic")
+FeatureCache(cache_dir, model, build_transform("targetpad", 64), chunk_size=40).warm(dataset)
+"""
+
+
+@pytest.mark.parametrize("pair", [("cirr", "fiq"), ("cirr", "cirr")], ids=["two datasets", "one dataset twice"])
+def test_two_processes_fill_one_cache_at_once_as_one_would(pair, tiny_blip2, toy_root, tmp_path):
+    """Two writers at once, on different datasets or the same one: every entry equals a one-process cache's."""
+    from sprc_lib import FashionIQDataset, load_model
+
+    shared = tmp_path / "shared"
+    workers = [subprocess.Popen([sys.executable, "-c", FILL, str(tiny_blip2), str(toy_root), str(shared), which])
+               for which in pair]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    model = load_model(tiny_blip2).eval()
+    datasets = {"cirr": CIRRDataset(toy_root, "val", "classic"), "fiq": FashionIQDataset(toy_root, "val", ["dress"],
+                                                                                         "classic")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: the same kernels, so the same bits
+    try:
+        alone = FeatureCache(tmp_path / "alone", model, build_transform("targetpad", SIZE), chunk_size=40)
+        for which in dict.fromkeys(pair):
+            alone.warm(datasets[which])
+    finally:
+        torch.set_num_threads(threads)
+    together = FeatureCache(shared, model, build_transform("targetpad", SIZE))
+    images = {p for which in pair for p in map(datasets[which].image_path, datasets[which].image_names)}
+    assert together.missing(sorted(images)) == [] and len(together) == len(alone) == len(images)
+    for path in images:
+        assert torch.equal(together.token(path), alone.token(path)), path

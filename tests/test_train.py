@@ -12,7 +12,7 @@ from sprc_lib.features import CachedImages, FeatureCache
 from sprc_lib.model import LOSS_NAMES
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer, tokenize
-from sprc_lib.training.build import build_run
+from sprc_lib.training.build import build_run, open_run_dir
 from sprc_lib.training.config import TrainConfig
 from sprc_lib.training.recipes import PAPER, TOY, recipe_for
 from sprc_lib.training.runs import CHECKPOINT, read_csv
@@ -160,8 +160,10 @@ def test_trainer_builds_the_reference_pieces(toy_root, tiny_blip2, tmp_path):
     assert trainer.scheduler.total_steps == 2 * len(trainer.sampler) == 2 * (2228 // 128)
     assert not trainer.scaler.is_enabled()  # CPU: fp32, no grad scaler
     assert all(not p.requires_grad for p in trainer.model.vit_parameters())
-    assert (tmp_path / "run" / "training_hyperparameters.json").is_file()
-    assert (tmp_path / "run" / "tokenizer" / "tokenizer_config.json").is_file()
+    assert not (tmp_path / "run").exists()  # building writes nothing: a run that cannot start leaves no folder
+    with open_run_dir(trainer, fresh=True):
+        assert (tmp_path / "run" / "training_hyperparameters.json").is_file()
+        assert (tmp_path / "run" / "tokenizer" / "tokenizer_config.json").is_file()
 
 
 def test_missing_tiny_blip2_says_how_to_make_it(toy_root, tmp_path):

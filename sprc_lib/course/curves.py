@@ -25,6 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from sprc_lib.course.style import LOSS_COLORS, CourseFigure, figure_png, smooth
+from sprc_lib.errors import MissingFileError
 from sprc_lib.evaluation.metrics import HEADLINE_KEYS
 from sprc_lib.model import LOSS_NAMES
 from sprc_lib.training.recipes import Recipe
@@ -188,7 +189,7 @@ def plot_history(run_dir: str | Path, chance: dict[str, float] | None = None) ->
     train_rows = read_csv(run_dir / "train_metrics.csv")
     val_rows = read_csv(run_dir / "validation_metrics.csv")
     if not train_rows:
-        raise FileNotFoundError(f"{run_dir}: no train_metrics.csv rows yet (a run writes one per finished epoch)")
+        raise MissingFileError(f"{run_dir}: no train_metrics.csv rows yet (a run writes one per finished epoch)")
     fig = CourseFigure(figsize=(10, 3.4), layout="constrained")
     loss_ax, recall_ax = fig.subplots(1, 2)
     epochs = [r["epoch"] + 1 for r in train_rows]

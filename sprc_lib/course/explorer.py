@@ -91,13 +91,13 @@ class Retriever:
                   category: str = "dress") -> Retriever:
         """Index a CIRR split (or one FashionIQ category) with the context's model, scoring as the validation does."""
         if dataset == "CIRR":
-            gallery = CIRRDataset(root, split, "classic")
-            source = CIRRDataset(root, split, "relative")
+            gallery = ctx.load(CIRRDataset, root, split, "classic")
+            source = ctx.load(CIRRDataset, root, split, "relative")
             queries = [Query(t.reference, t.caption, t.target, tuple(t.members), f"pair {t.pair_id}")
                        for t in source.triplets]
         elif dataset == "FashionIQ":
-            gallery = FashionIQDataset(root, split, [category], "classic")
-            source = FashionIQDataset(root, split, [category], "relative")
+            gallery = ctx.load(FashionIQDataset, root, split, [category], "classic")
+            source = ctx.load(FashionIQDataset, root, split, [category], "relative")
             queries = [Query(t.reference, source.caption(i), t.target, (), f"{category} {i}")
                        for i, t in enumerate(source.triplets)]
         else:

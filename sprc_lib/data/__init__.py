@@ -13,6 +13,7 @@ from typing import Any
 _HOMES = {
     "collate": "base",
     "load_rgb": "base",
+    "to_rgb": "base",
     "clean_caption": "captions",
     "fashioniq_eval_caption": "captions",
     "fashioniq_train_caption": "captions",

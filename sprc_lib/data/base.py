@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
@@ -34,14 +35,32 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return {**rest, **kept}
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of an image in any mode PIL opens.
+
+    8-bit modes (L, P, RGBA, CMYK, YCbCr, ...) convert as the authors' code converts them
+    (`convert("RGB")`; alpha is dropped). Modes of more than 8 bits are scaled first, because PIL's
+    `convert` clips them: a 16-bit grayscale PNG (I;16, or I) would load as a white image.
+    """
+    if image.mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N (0..65535), I (32-bit, 16-bit PNGs open so too)
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else values.max()
+        image = Image.fromarray(np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":  # floats: 0..1 if they fit, else 0..255
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
+        image = Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
 def load_rgb(path: Path) -> Image.Image:
-    """Open and decode one image as RGB; an unreadable file becomes a DataError naming it."""
+    """Open and decode one image as 8-bit RGB (`to_rgb`); an unreadable file becomes a DataError naming it."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise DataError(
-            f"cannot read image {path} ({err}). Replace or delete the file (with skip_missing=True a "
+            f"cannot read image {path} ({err}). Replace or delete the file (with --skip-missing a "
             f"deleted image is dropped); `python -m sprc_lib check-data --verify-images` finds them all."
         ) from err
 
@@ -98,8 +117,8 @@ class RetrievalDataset(Dataset):
         )
         if not self.skip_missing:
             raise DataError(
-                f"{summary}. Restore the files, or pass skip_missing=True to drop those images and "
-                f"triplets (`python -m sprc_lib check-data` lists every missing file)."
+                f"{summary}. Restore the files, or drop those images and triplets with --skip-missing "
+                f"(skip_missing=True in Python); `python -m sprc_lib check-data` lists every missing file."
             )
         self.missing_images = missing
         self.dropped_triplets = affected

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from sprc_lib.errors import UserError
 
-class DataError(Exception):
+
+class DataError(UserError):
     """A dataset file, record or image is missing or malformed.
 
     The message always names the file (and the record index / pair id / field where one applies)

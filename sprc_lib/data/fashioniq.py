@@ -76,10 +76,10 @@ class FashionIQDataset(RetrievalDataset):
         self.epoch = 0
         self.triplets: list[FashionIQTriplet] = []
         for category in self.dress_types:
-            self.image_names += load_fashioniq_split(fashioniq_split_path(self.root, category, split))
-            self.triplets += load_fashioniq_triplets(
-                fashioniq_caption_path(self.root, category, split), split, category
-            )
+            names = load_fashioniq_split(fashioniq_split_path(self.root, category, split))
+            self.image_names += names
+            self.triplets += load_fashioniq_triplets(fashioniq_caption_path(self.root, category, split), split,
+                                                     category, gallery=None if split == "train" else set(names))
         self._image_dir = fashioniq_image_dir(self.root)
         self._files = index_images(self._image_dir)
         self._apply_missing_policy()

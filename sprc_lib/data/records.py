@@ -112,12 +112,17 @@ def load_cirr_triplets(path: Path, split: str, gallery: dict[str, str]) -> list[
         raise DataError(f"{path}: must be a list of records, got a {type(raw).__name__}.")
     has_targets = split in CIRR_SPLITS_WITH_TARGETS
     triplets = []
+    first_record: dict[int, int] = {}  # pair id -> the record that has it (the test server keys on pair ids)
     for index, item in enumerate(raw):
         rec = _Record(path, index, item, "pairid")
+        pair_id = rec.get("pairid", int)
+        if pair_id in first_record:
+            rec.fail("pairid", f"repeats the pair id of record {first_record[pair_id]}")
+        first_record[pair_id] = index
         img_set = rec.get("img_set", dict)
         members = rec.names("img_set.members", rec.get("members", list, img_set), CIRR_SET_SIZE)
         fields: dict[str, Any] = dict(
-            pair_id=rec.get("pairid", int),
+            pair_id=pair_id,
             reference=rec.get("reference", str),
             caption=rec.get("caption", str),
             set_id=rec.get("id", int, img_set),
@@ -155,8 +160,13 @@ def load_fashioniq_split(path: Path) -> list[str]:
     return raw
 
 
-def load_fashioniq_triplets(path: Path, split: str, category: str) -> list[FashionIQTriplet]:
-    """`cap.<category>.<split>.json`, validated: a candidate, exactly 2 captions, a target unless test."""
+def load_fashioniq_triplets(path: Path, split: str, category: str,
+                            gallery: set[str] | None = None) -> list[FashionIQTriplet]:
+    """`cap.<category>.<split>.json`, validated: a candidate, exactly 2 captions, a target unless test.
+
+    With `gallery` (the category's split file, for val and test), the candidate and the target must be
+    in it: the protocol ranks that gallery and looks the candidate up in it.
+    """
     raw = read_json(path, "FashionIQ caption file")
     if not isinstance(raw, list):
         raise DataError(f"{path}: must be a list of records, got a {type(raw).__name__}.")
@@ -167,12 +177,15 @@ def load_fashioniq_triplets(path: Path, split: str, category: str) -> list[Fashi
         captions = rec.get("captions", list)
         if len(captions) != 2 or not all(isinstance(c, str) for c in captions):
             rec.fail("captions", f"must be a list of exactly 2 strings, got {captions!r}")
-        triplets.append(
-            FashionIQTriplet(
-                reference=rec.get("candidate", str),
-                captions=(captions[0], captions[1]),
-                dress_type=category,
-                target=rec.get("target", str) if has_targets else None,
-            )
+        triplet = FashionIQTriplet(
+            reference=rec.get("candidate", str),
+            captions=(captions[0], captions[1]),
+            dress_type=category,
+            target=rec.get("target", str) if has_targets else None,
         )
+        for field, name in (("candidate", triplet.reference), ("target", triplet.target)):
+            if gallery is not None and name is not None and name not in gallery:
+                rec.fail(field, f"names {name!r}, which is not in split.{category}.{split}.json: the {split} "
+                                "protocol ranks that gallery, so this query cannot be scored")
+        triplets.append(triplet)
     return triplets

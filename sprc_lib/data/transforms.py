@@ -9,6 +9,8 @@ import torchvision.transforms.functional as F
 from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
+from sprc_lib.data.base import to_rgb
+
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
@@ -59,10 +61,10 @@ class SquarePad:
 
 
 class ToRGB:
-    """`image.convert("RGB")` with a stable repr: the feature cache keys on `repr(transform)`, so no addresses."""
+    """`to_rgb` with a stable repr: the feature cache keys on `repr(transform)`, so no addresses."""
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return image.convert("RGB")
+        return to_rgb(image)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import Dataset
@@ -21,6 +21,8 @@ from sprc_lib.data.transforms import build_transform
 from sprc_lib.env import autocast_dtype, pick_device
 from sprc_lib.features import CachedImages, FeatureCache
 from sprc_lib.model import SPRCModel
+
+D = TypeVar("D", bound=RetrievalDataset)
 
 
 @dataclass
@@ -35,6 +37,30 @@ class EvalContext:
     cache: FeatureCache | None = None
     batch_size: int = 32
     num_workers: int = 0
+    skip_missing: bool = False  # drop missing images and the queries that use them, and say so
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # what was dropped, by split
+
+    def load(self, dataset: type[D], root: str | Path, split: str, *args: Any) -> D:
+        """A dataset built with the context's missing-image policy; what it dropped is noted in `skipped`."""
+        return self.note(dataset(root, split, *args, skip_missing=self.skip_missing))
+
+    def note(self, dataset: D) -> D:
+        """Note what the missing-image policy dropped from `dataset` (a gallery's images, a split's queries)."""
+        if dataset.missing_images:
+            entry = self.skipped.setdefault(dataset.name, {})
+            if dataset.mode == "relative":
+                entry.update(queries=dataset.dropped_triplets, **{"listed queries": dataset.listed_triplets})
+            else:
+                entry.update(images=len(dataset.missing_images), **{"listed images": dataset.listed_images})
+        return dataset
+
+    def skipped_lines(self) -> list[str]:
+        """What the metrics were computed without, one line per split, for a person to read beside them."""
+        lines = []
+        for name, note in self.skipped.items():
+            parts = [f"{note[k]:,} of {note[f'listed {k}']:,} {k}" for k in ("images", "queries") if k in note]
+            lines.append(f"{name}: computed without {' and '.join(parts)} (missing images, --skip-missing)")
+        return lines
 
     def images(self, dataset: RetrievalDataset) -> Dataset:
         """Items of `dataset` (built without `preprocess`) with their images: pixels, or tokens from the cache."""
@@ -64,6 +90,7 @@ def evaluation_context(
     feature_cache: str | Path | None = None,
     batch_size: int = 32,
     num_workers: int = 0,
+    skip_missing: bool = False,
 ) -> EvalContext:
     """Prepare `model` for evaluation: move it, set the ViT's dtype, build its transform and cache."""
     device = device if isinstance(device, torch.device) else pick_device(device)
@@ -75,4 +102,4 @@ def evaluation_context(
         transform, size, target_ratio)
     cache = FeatureCache(feature_cache, model, preprocess) if feature_cache is not None else None
     return EvalContext(model, tokenizer, preprocess, device, autocast_dtype(precision, device), cache,
-                       batch_size, num_workers)
+                       batch_size, num_workers, skip_missing)

@@ -13,11 +13,13 @@ server would refuse is caught here, before anything is written.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from sprc_lib.errors import UserError
 from sprc_lib.evaluation.metrics import cirr_rankings, index_names
 from sprc_lib.files import write_atomic
 
@@ -131,6 +133,16 @@ def validate_cirr_submission(
         _check_names("recall", key, recall[key], RECALL_TOP, gallery, "in the test gallery", reference)
         group = set(members)
         _check_names("recall_subset", key, recall_subset[key], SUBSET_TOP, group, "in its group", reference)
+
+
+def check_output_dir(out_dir: str | Path) -> None:
+    """The submission's folder is a folder that can be written (or made), checked before any scoring."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--output-dir {out_dir}: that is a file, not a folder; choose a folder for the submission")
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"--output-dir {out_dir}: {existing} cannot be written; choose another folder")
 
 
 def write_cirr_submission(

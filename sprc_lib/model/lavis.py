@@ -7,6 +7,7 @@ by an explicit rule; anything no rule covers is reported, never dropped silently
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 from transformers.initialization import no_init_weights
 
+from sprc_lib.errors import CheckpointError, MissingFileError
 from sprc_lib.model.config import SPRCConfig
 from sprc_lib.model.sprc import SPRCModel
 
@@ -66,10 +68,6 @@ def _translate(key: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None
     return None
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model: the message lists every offending key."""
-
-
 def lavis_to_project(state_dict: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Rename LAVIS keys -> (project state dict, keys no rule knows).
 
@@ -115,11 +113,32 @@ def project_to_lavis(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def read_checkpoint(path: str | Path) -> object:
-    """A `.pt` file's contents, memory-mapped (a 4 GB file costs no RAM until read), tensors and plain data only."""
+    """A `.pt` file's contents, memory-mapped (a 4 GB file costs no RAM until read), tensors and plain data only.
+
+    A file that is not a PyTorch checkpoint, is cut short, or holds Python objects besides tensors and
+    plain data (loading those could run code) is refused with a CheckpointError naming it.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file; pass the .pt file itself")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file (download sprc_cirr.pt / sprc_fiq.pt first)")
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        raise MissingFileError(f"{path}: no such checkpoint file (download sprc_cirr.pt / sprc_fiq.pt first, or "
+                               "pass a run's checkpoint.pt)")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # an old (non-zip) file cannot be memory-mapped: read it whole
+            if "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # no class or function to run: not a pickle (random bytes, another format)
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint; download it again") from err
+        raise CheckpointError(f"{path}: holds Python objects besides tensors and plain data; refused, since "
+                              "loading them could run code. Use a file saved by this library or the authors'") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first}); download it again") from err
 
 
 def lavis_state_dict(obj: object, source: str) -> dict[str, Tensor]:

@@ -9,8 +9,14 @@ import torch
 from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval
 from transformers.initialization import no_init_weights
 
+from sprc_lib.errors import CheckpointError, MissingFileError
 from sprc_lib.model.config import SPRCConfig, preset_config
-from sprc_lib.model.lavis import check_and_load, load_lavis_checkpoint, load_lavis_state, read_checkpoint
+from sprc_lib.model.lavis import (
+    check_and_load,
+    load_lavis_checkpoint,
+    load_lavis_state,
+    read_checkpoint,
+)
 from sprc_lib.model.sprc import SPRCModel
 from sprc_lib.model.tokenizer import load_tokenizer
 
@@ -36,7 +42,8 @@ def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL) -> SPRCMode
     Only SPRC's additions start fresh: `prompt_tokens` (normal, std 0.02) and `temp` (0.07). The hub
     checkpoint has no `temp`; LAVIS' own pretrain file does and the reference starts from its value.
     """
-    blip = Blip2ForImageTextRetrieval.from_pretrained(str(name_or_path), dtype=torch.float32)
+    blip = _from_folder(lambda name: Blip2ForImageTextRetrieval.from_pretrained(name, dtype=torch.float32),
+                        name_or_path)
     model = SPRCModel(sprc_config_from_blip2(blip.config))
     state = blip.state_dict()
     fresh = model.state_dict()
@@ -45,9 +52,30 @@ def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL) -> SPRCMode
     return model
 
 
-def _is_pretrained_dir(path: Path, model_type: str) -> bool:
+def _is_hub_id(source: str | Path) -> bool:
+    """`owner/name`, as the hub names models (not a path a user typed)."""
+    return not str(source).startswith(("/", ".", "~")) and str(source).count("/") == 1
+
+
+def _model_type(path: Path) -> str | None:
+    """The `model_type` of a `save_pretrained` folder's config.json, None if it has none."""
     config = path / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == model_type
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except (ValueError, AttributeError) as err:
+        raise CheckpointError(f"{config}: not a valid model config ({err}); save or download the model again") from err
+
+
+def _from_folder(load, source: str | Path):
+    """A transformers `from_pretrained` whose failures name the folder (or hub id) and say what to do."""
+    try:
+        return load(str(source))
+    except (OSError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{source}: cannot load this model ({first}). A hub id needs the network once (or a "
+                              "local copy); a folder must hold what save_pretrained wrote") from err
 
 
 def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCModel:
@@ -59,11 +87,14 @@ def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCMode
     - a `.pt`/`.pth` file released by the authors (LAVIS names), which needs `config`
       (e.g. `preset_config("blip2-vitg", 30523)`) since the file carries no sizes;
     - a BLIP-2 retrieval checkpoint (a directory, or a hub id such as `Salesforce/blip2-itm-vit-g`).
+
+    Anything else, or a file that is damaged, raises a CheckpointError that names it.
     """
     path = Path(source)
-    if path.is_dir() and _is_pretrained_dir(path, SPRCConfig.model_type):
-        return SPRCModel.from_pretrained(str(path))
-    if path.suffix in {".pt", ".pth"}:
+    kind = _model_type(path) if path.is_dir() else None
+    if kind == SPRCConfig.model_type:
+        return _from_folder(SPRCModel.from_pretrained, path)
+    if path.suffix in {".pt", ".pth"} or path.is_file():
         saved = read_checkpoint(path)
         if isinstance(saved, dict) and "model_config" in saved:  # a training run's checkpoint.pt
             with no_init_weights():
@@ -71,15 +102,16 @@ def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCMode
             check_and_load(model, saved["model"], str(path), unknown=[])
             return model
         if config is None:
-            raise ValueError(f"{path}: a LAVIS-format checkpoint carries no sizes; pass a preset or a config")
+            raise CheckpointError(f"{path}: a LAVIS-format checkpoint carries no sizes; pass a preset or a config")
         return load_lavis_state(saved, config, str(path))
-    if path.is_dir() and _is_pretrained_dir(path, Blip2Config.model_type):
+    if kind == Blip2Config.model_type:
         return load_blip2_retrieval(path)
-    if not path.exists() and not str(source).startswith(("/", ".", "~")) and str(source).count("/") == 1:
+    if not path.exists() and _is_hub_id(source):
         return load_blip2_retrieval(str(source))  # a hub id such as Salesforce/blip2-itm-vit-g
     if not path.exists():
-        raise FileNotFoundError(f"{source}: no such file or directory")
-    raise ValueError(
+        raise CheckpointError(f"{source}: no such file or folder; pass a saved model folder, a run's "
+                              "checkpoint.pt, a released sprc_*.pt, or a BLIP-2 folder or hub id")
+    raise CheckpointError(
         f"{source}: not a saved SPRC model (config.json with model_type 'sprc'), a training checkpoint, "
         "a released .pt file, or a BLIP-2 retrieval checkpoint"
     )
@@ -95,11 +127,18 @@ def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | Non
                              preset: str = "blip2-vitg") -> tuple[SPRCModel, BertTokenizer]:
     """A model to evaluate and its tokenizer: the one beside it (a saved model, a run's `tokenizer/`), or
     `tokenizer`, or BLIP-2's for a released file. `preset` gives the sizes a released `.pt` lacks."""
+    if not Path(model_path).exists() and not _is_hub_id(model_path):
+        raise MissingFileError(f"--model-path {model_path}: no such file or folder; pass a saved model folder, a "
+                               "run's checkpoint.pt, or a released sprc_*.pt")
+    known = (SPRCConfig.model_type, Blip2Config.model_type)
+    if Path(model_path).is_dir() and _model_type(Path(model_path)) not in known:
+        raise CheckpointError(f"--model-path {model_path}: not a saved model (no config.json of an SPRC or BLIP-2 "
+                              "model); pass a run's best/ or final/, a converted model, or a checkpoint file")
     model_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
     beside = [d for d in (model_dir, model_dir / "tokenizer") if (d / "tokenizer_config.json").is_file()]
     source = tokenizer or (beside[0] if beside else None)
     if source is None and preset == "tiny":
-        raise FileNotFoundError(f"no tokenizer beside {model_path}: pass --tokenizer (the tiny model's folder)")
+        raise CheckpointError(f"{model_path}: no tokenizer beside it; pass --tokenizer (the tiny model's folder)")
     words = load_tokenizer(source or BLIP2_RETRIEVAL)
     return load_model(model_path, preset_config(preset, len(words))), words
 

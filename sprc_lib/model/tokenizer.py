@@ -14,6 +14,7 @@ import torch
 from transformers import BertTokenizer
 
 from sprc_lib.data.captions import clean_caption
+from sprc_lib.errors import CheckpointError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BOS_TOKEN = "[DEC]"  # BLIP-2 adds it as the bos token; SPRC never uses it, but it fixes the vocabulary size
@@ -47,8 +48,17 @@ def make_word_tokenizer(captions: Iterable[str], out_dir: Path) -> BertTokenizer
 
 
 def load_tokenizer(name_or_path: str | Path) -> BertTokenizer:
-    """A saved tokenizer (this project's, or BLIP-2's such as `Salesforce/blip2-itm-vit-g`), with `[DEC]` added."""
-    return _with_bos(BertTokenizer.from_pretrained(str(name_or_path), truncation_side="right"))
+    """A saved tokenizer (this project's, or BLIP-2's such as `Salesforce/blip2-itm-vit-g`), with `[DEC]` added.
+
+    A folder without one, or a hub id that cannot be fetched, is a CheckpointError naming it.
+    """
+    try:
+        return _with_bos(BertTokenizer.from_pretrained(str(name_or_path), truncation_side="right"))
+    except (OSError, ValueError) as err:
+        where = "no such file or folder" if "/" in str(name_or_path) and not Path(name_or_path).exists() else (
+            "no tokenizer there (vocab.txt, tokenizer_config.json)")
+        raise CheckpointError(f"{name_or_path}: {where}; pass a model folder saved with its tokenizer, --tokenizer, "
+                              "or a hub id (fetched once, with the network)") from err
 
 
 def tokenize(tokenizer: BertTokenizer, captions: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,8 @@ run folder that rank 0 alone writes.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,14 @@ from sprc_lib import distributed
 from sprc_lib.data.cirr import CIRRDataset
 from sprc_lib.data.fashioniq import FashionIQDataset
 from sprc_lib.data.schema import FASHIONIQ_CATEGORIES
+from sprc_lib.errors import MissingFileError
 from sprc_lib.evaluation.context import EvalContext, evaluation_context
 from sprc_lib.evaluation.protocols import validation_galleries
 from sprc_lib.model import SPRCConfig, SPRCModel, preset_config
 from sprc_lib.model.loading import BLIP2_RETRIEVAL, load_model
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.training import runs
-from sprc_lib.training.config import TrainConfig
+from sprc_lib.training.config import SettingError, TrainConfig
 from sprc_lib.training.pretrain import TINY_BLIP2
 from sprc_lib.training.recipes import Recipe
 from sprc_lib.training.sampler import EpochBatchSampler
@@ -75,7 +78,7 @@ def base_weights(config: TrainConfig) -> str:
         return BLIP2_RETRIEVAL
     tiny = Path(config.data_path) / TINY_BLIP2
     if not (tiny / "config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{tiny}: no pretrained tiny BLIP-2. The tiny track starts from one, as the paper starts from "
             f"BLIP-2: run `python -m sprc_lib pretrain-tiny --data-path {config.data_path}` (about a minute)."
         )
@@ -85,18 +88,15 @@ def base_weights(config: TrainConfig) -> str:
 def train_dataset(config: TrainConfig) -> CIRRDataset | FashionIQDataset:
     """The training triplets, names only (the loader's items add the images)."""
     if config.dataset == "CIRR":
-        return CIRRDataset(config.data_path, "train", "relative")
-    return FashionIQDataset(config.data_path, "train", FASHIONIQ_CATEGORIES, "relative", seed=config.seed)
+        return CIRRDataset(config.data_path, "train", "relative", skip_missing=config.skip_missing)
+    return FashionIQDataset(config.data_path, "train", FASHIONIQ_CATEGORIES, "relative",
+                            skip_missing=config.skip_missing, seed=config.seed)
 
 
 def _tokenizer(config: TrainConfig, run_dir: Path, fresh: bool):
-    """The run's tokenizer, saved in its folder by rank 0 when the run starts, read back by every process."""
-    saved = run_dir / runs.TOKENIZER
-    if fresh:
-        if distributed.is_main():
-            load_tokenizer(config.tokenizer or base_weights(config)).save_pretrained(saved)
-        distributed.barrier()  # the others read what rank 0 wrote
-    return load_tokenizer(saved)
+    """A new run's tokenizer comes from its source (saved into the folder when the run starts); a resumed one's
+    from the run folder."""
+    return load_tokenizer(config.tokenizer or base_weights(config) if fresh else run_dir / runs.TOKENIZER)
 
 
 def _model(config: TrainConfig, tokenizer, checkpoint: dict | None) -> SPRCModel:
@@ -121,16 +121,16 @@ def _wrap(model: SPRCModel, device: torch.device) -> SPRCModel | DistributedData
 
 
 def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None) -> RunParts:
-    """The parts of a run; a fresh one (no `checkpoint`) is seeded and writes its hyperparameters file.
+    """The parts of a run; a fresh one (no `checkpoint`) is seeded. Nothing is written into `run_dir` here
+    (`open_run_dir` does that once every part is built), so a run that cannot start leaves no folder.
 
     With a feature cache, rank 0 fills it (training and validation images) before the others open it,
-    so no process writes the cache while another reads it.
+    so the ranks never compute the same images twice.
     """
     rank, world_size = distributed.rank(), distributed.world_size()
     if rank != 0:  # one log for the run: rank 0's
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
-    run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
         runs.seed_everything(config.seed + rank)  # dropout masks differ between processes; weights come from rank 0
     recipe = config.recipe()
@@ -142,19 +142,46 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
         evaluation = evaluation_context(
             model, tokenizer, device=device, precision=config.precision, transform=recipe.transform,
             target_ratio=recipe.target_ratio, feature_cache=config.feature_cache, num_workers=config.num_workers,
+            skip_missing=config.skip_missing,
         )
-        evaluation.warm(validation_galleries(config.dataset, config.data_path))
+        evaluation.note(train_set)
+        galleries = [evaluation.note(g) for g in validation_galleries(config.dataset, config.data_path,
+                                                                       config.skip_missing)]
+        evaluation.warm(galleries)
         items = evaluation.images(train_set)
+    if len(train_set) < recipe.batch_size * world_size:
+        raise SettingError(f"--batch-size {recipe.batch_size}: {train_set.name} has {len(train_set)} training "
+                           f"triplets, too few for one batch of {recipe.batch_size} x {world_size} process(es); "
+                           "lower --batch-size")
     sampler = EpochBatchSampler(len(train_set), recipe.batch_size, config.seed, rank, world_size)
     optimizer = make_optimizer(model, recipe)
-    parts = RunParts(
+    return RunParts(
         config, recipe, run_dir, rank, world_size, model, _wrap(model, device), evaluation, train_set, items,
         sampler, optimizer, make_scheduler(optimizer, recipe, len(sampler), config.schedule_over_run),
         torch.amp.GradScaler(device.type, enabled=evaluation.dtype == torch.float16),
     )
-    if checkpoint is None and parts.main:
-        runs.write_hyperparameters(run_dir, hyperparameters(parts))
-    return parts
+
+
+@contextlib.contextmanager
+def open_run_dir(run: RunParts, fresh: bool, overwrite: bool = False) -> Iterator[None]:
+    """The run folder, locked by rank 0 for as long as the run writes it.
+
+    A fresh run creates it, checks again under the lock that it holds no other run (or clears that run,
+    with `overwrite`), and writes its tokenizer and hyperparameters before the first step.
+    """
+    if not run.main:
+        distributed.barrier()  # rank 0 has the folder ready
+        yield
+        return
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    with runs.locked(run.run_dir):
+        if fresh:
+            runs.check_new_run_dir(run.run_dir, overwrite)
+            runs.clear_run(run.run_dir)
+            run.evaluation.tokenizer.save_pretrained(run.run_dir / runs.TOKENIZER)
+            runs.write_hyperparameters(run.run_dir, hyperparameters(run))
+        distributed.barrier()
+        yield
 
 
 def hyperparameters(run: RunParts) -> dict[str, Any]:
@@ -172,4 +199,5 @@ def hyperparameters(run: RunParts) -> dict[str, Any]:
         "autocast": str(run.evaluation.dtype),
         "trainable_parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
         "torch": torch.__version__,
+        "skipped_missing_images": run.evaluation.skipped,  # what --skip-missing dropped, by split
     }

@@ -15,18 +15,20 @@ back into settings (`given_settings`); `resolve` combines them with a saved run.
 from __future__ import annotations
 
 import argparse
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from sprc_lib.data.schema import DATASETS
+from sprc_lib.errors import UserError
 from sprc_lib.training.recipes import Recipe, recipe_for
 
 FIXED, APPLIED = "fixed", "applied"
 RECIPE = "recipe"  # the default of a recipe field: the dataset's recipe decides
 
 
-class SettingError(ValueError):
+class SettingError(UserError, ValueError):
     """A setting that cannot be used as given (e.g. a fixed one changed on resume); the message says what to do."""
 
 
@@ -67,6 +69,8 @@ class TrainConfig:
     target_ratio: float | None = _setting(RECIPE, "TargetPad ratio (1.25; targetpad only)")
     schedule_over_run: bool = _setting(False, "lay CIRR's OneCycle schedule over the epochs run instead of the "
                                        "reference's 80")
+    skip_missing: bool = _setting(False, "drop missing images and every triplet that uses one (real FashionIQ "
+                                  "copies miss some); what is dropped is reported and recorded in the run folder")
     seed: int = _setting(0, "seed of the weights' random parts, the batch order and dropout")
     precision: str = _setting("auto", "autocast: auto (bf16/fp16 on a GPU, fp32 on a CPU), fp32, fp16, bf16",
                               choices=("auto", "fp32", "fp16", "bf16"))
@@ -161,7 +165,7 @@ def resolve(given: dict[str, Any], saved: dict[str, Any] | None = None,
         raise SettingError(f"unknown training setting(s): {', '.join(unknown)}")
     if saved is None:
         config = TrainConfig(**given)
-        _check(config)
+        check(config)
         return config, []
     known = {f.name for f in fields(TrainConfig)}
     base = TrainConfig(**{k: v for k, v in saved.items() if k in known})
@@ -181,15 +185,36 @@ def resolve(given: dict[str, Any], saved: dict[str, Any] | None = None,
             "or start a new run (another --output-dir) to train with the new value."
         )
     config = TrainConfig(**{**asdict(base), **{c.setting: c.new for c in changes}})
-    _check(config)
+    check(config)
     return config, changes
 
 
-def _check(config: TrainConfig) -> None:
+# The least value of each numeric setting (None: any), checked before any work starts.
+_LEAST = {"num_epochs": 1, "batch_size": 1, "validation_frequency": 1, "num_workers": 0, "checkpoint_every": 0,
+          "loss_rtc": 0.0, "loss_align": 0.0, "target_ratio": 1.0}
+
+
+def check(config: TrainConfig) -> None:
+    """Every setting usable as given, before any work starts; a SettingError names the flag otherwise."""
+    if config.dataset not in DATASETS:
+        raise SettingError(f"--dataset {config.dataset!r}: choose {' or '.join(DATASETS)}")
+    for name, least in _LEAST.items():
+        value = config.value(name)
+        if value is not None and value < least:
+            raise SettingError(f"{_flag(name)} {value}: must be at least {least}")
+    if not config.value("learning_rate") > 0:
+        raise SettingError(f"--learning-rate {config.value('learning_rate')}: must be above 0")
     if config.save_best and not config.save_training:
         raise SettingError("--save-best needs --save-training (as in the seed's commands): nothing is saved otherwise")
     if config.transform == "squarepad" and config.target_ratio is not None:
         raise SettingError("--target-ratio only applies to --transform targetpad")
+    recipe = config.recipe()
+    epochs, pct_start = recipe.schedule(recipe.num_epochs, config.schedule_over_run)
+    if pct_start > 1:
+        raise SettingError(
+            f"--num-epochs {recipe.num_epochs}: the {config.dataset} recipe warms up for {recipe.warmup_epochs} "
+            f"epochs, longer than the {epochs}-epoch schedule; train at least {math.ceil(recipe.warmup_epochs)} epochs"
+        )
 
 
 def field_names() -> list[str]:

@@ -12,17 +12,22 @@ Every file is written beside its place and renamed over it, so an interruption n
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import random
+import shutil
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
+from sprc_lib.errors import RunFolderError
 from sprc_lib.files import atomic_path, write_atomic
 from sprc_lib.paths import repo_root
 
@@ -46,8 +51,55 @@ def find_checkpoint(resume: str | Path) -> Path:
     path = Path(resume)
     path = path / CHECKPOINT if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"{resume}: no {CHECKPOINT} to resume from (pass the run folder or the file)")
+        raise RunFolderError(f"--resume {resume}: no {CHECKPOINT} there to resume from; pass the run folder "
+                             "(or its checkpoint.pt) of a run that has saved one")
     return path
+
+
+# What a run writes into its folder; a folder holding any of the first two holds a run.
+RUN_FILES = (CHECKPOINT, HYPERPARAMETERS, TRAIN_CSV, VALIDATION_CSV, TOKENIZER, "best", "final")
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in RUN_FILES[:2])
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """A new run may only write into a folder that holds no run, unless told to replace it."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"--output-dir {run_dir}: that is a file, not a folder; choose a folder")
+    if holds_run(run_dir) and not overwrite:
+        raise RunFolderError(
+            f"--output-dir {run_dir} already holds a run ({CHECKPOINT} or {HYPERPARAMETERS}): continue it with "
+            f"--resume {run_dir}, replace it with --overwrite, or choose another --output-dir"
+        )
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove an old run's files (--overwrite), leaving anything else in the folder alone."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock while a run writes it: a second run into the same folder stops at once."""
+    lock = FileLock(run_dir / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout as err:
+        raise RunFolderError(
+            f"{run_dir}: another training run is writing this folder (its lock {run_dir / '.lock'} is held); "
+            "wait for it to finish, or choose another --output-dir"
+        ) from err
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def write_hyperparameters(run_dir: Path, info: dict[str, Any]) -> None:

@@ -28,16 +28,19 @@ from tqdm.auto import tqdm
 
 from sprc_lib import distributed
 from sprc_lib.data.base import collate
+from sprc_lib.data.errors import DataError
 from sprc_lib.data.fashioniq import FashionIQDataset
+from sprc_lib.errors import RunFolderError, TrainingDiverged
 from sprc_lib.evaluation.metrics import KEEP_BEST_KEY
 from sprc_lib.evaluation.protocols import validate
 from sprc_lib.model import LOSS_NAMES, SPRCModel
 from sprc_lib.model.lavis import read_checkpoint
 from sprc_lib.model.tokenizer import tokenize
 from sprc_lib.training import checkpoint, runs
-from sprc_lib.training.build import RunParts, build_run
-from sprc_lib.training.config import Change, TrainConfig, resolve
+from sprc_lib.training.build import RunParts, build_run, open_run_dir
+from sprc_lib.training.config import Change, SettingError, TrainConfig, check, resolve
 from sprc_lib.training.step import optimizer_step
+from sprc_lib.training.stops import StopRequests
 
 Callback = Callable[[str, dict], None]
 
@@ -51,6 +54,7 @@ class TrainResult:
     val_history: list[dict] = field(default_factory=list)
     best: dict | None = None
     finished: bool = True
+    stopped: str | None = None  # why an unfinished run stopped: "stop_after_steps", "SIGINT", "SIGTERM"
 
 
 class Trainer:
@@ -59,35 +63,73 @@ class Trainer:
     def __init__(self, run: RunParts, progress: checkpoint.Progress | None = None, callback: Callback | None = None):
         self.run, self.callback = run, callback
         self.progress = progress or checkpoint.Progress()
+        self._stops = StopRequests()
+        self._in_step = False
+
+    def _stop(self, why: str) -> TrainResult:
+        """Save where the run stands and say how to go on."""
+        run, p = self.run, self.progress
+        path = checkpoint.save(run, p)
+        distributed.barrier()
+        if run.main and why != "stop_after_steps":
+            print(f"\nStopped ({why}) after epoch {p.epoch + 1} step {p.step_in_epoch}: saved {path}; continue with "
+                  f"`python -m sprc_lib train --resume {run.run_dir}`")
+        return self._result(finished=False, stopped=why)
+
+    def _interrupted(self) -> None:
+        """An immediate stop (a second Ctrl-C, or one raised by a callback): save only a consistent state."""
+        run, p = self.run, self.progress
+        if run.world_size > 1 or self._in_step:  # processes cannot meet now, or the optimiser is half-stepped
+            where = "in the middle of a step" if self._in_step else "with several processes"
+            if run.main:
+                print(f"\nInterrupted {where}: the last checkpoint stands; continue with --resume {run.run_dir}")
+            return
+        print(f"\nInterrupted: saved {checkpoint.save(run, p)}; continue with --resume {run.run_dir}")
+
+    def _saved_after(self, err: DataError) -> str:
+        """The message of a data error met while loading a batch, after saving the progress made so far."""
+        run, p = self.run, self.progress
+        message = str(err).rsplit("DataError: ", 1)[-1].strip()  # a loader worker's message carries its traceback
+        if run.world_size > 1:
+            return f"{message}\nThe last checkpoint stands; continue with --resume {run.run_dir} once it is fixed"
+        path = checkpoint.save(run, p)
+        return (f"{message}\nProgress is saved in {path} (epoch {p.epoch + 1}, step {p.step_in_epoch}); fix the "
+                f"file, then continue with --resume {run.run_dir}")
 
     def fit(self, stop_after_steps: int | None = None) -> TrainResult:
-        """Train to the recipe's last epoch (or for `stop_after_steps` steps), checkpointing along the way."""
+        """Train to the recipe's last epoch, checkpointing along the way.
+
+        It stops early, with a checkpoint, after `stop_after_steps` steps, or at the end of the step in
+        flight when Ctrl-C or the termination signal (a scheduler's, Colab's) arrives; a second Ctrl-C
+        stops at once, and the last checkpoint stands.
+        """
         run, p, steps = self.run, self.progress, 0
         self._announce()
-        try:
-            while p.epoch < run.recipe.num_epochs:
-                bar = tqdm(self._batches(), total=run.sampler.stop, initial=p.step_in_epoch, leave=False,
-                           desc=f"epoch {p.epoch + 1}/{run.recipe.num_epochs}", disable=not run.main)
-                for batch in bar:
-                    values = self.train_step(batch)
-                    steps += 1
-                    bar.set_postfix({k: f"{p.running[k] / p.running['triplets']:.3f}" for k in values})
-                    if run.config.checkpoint_every and p.global_step % run.config.checkpoint_every == 0:
-                        checkpoint.save(run, p)
-                    if stop_after_steps and steps >= stop_after_steps:
-                        bar.close()
-                        checkpoint.save(run, p)
-                        distributed.barrier()
-                        return self._result(finished=False)
-                bar.close()
-                self._end_epoch()
-                checkpoint.save(run, p)
-        except KeyboardInterrupt:
-            if run.world_size == 1:  # several processes cannot meet to save now: their last checkpoint stands
-                print(f"\nInterrupted: saved {checkpoint.save(run, p)}; continue with --resume {run.run_dir}")
-            elif run.main:
-                print(f"\nInterrupted: continue from the last checkpoint with --resume {run.run_dir}")
-            raise
+        with self._stops.deferred():
+            try:
+                while p.epoch < run.recipe.num_epochs:
+                    bar = tqdm(self._batches(), total=run.sampler.stop, initial=p.step_in_epoch, leave=False,
+                               desc=f"epoch {p.epoch + 1}/{run.recipe.num_epochs}", disable=not run.main)
+                    for batch in bar:
+                        values = self.train_step(batch)
+                        steps += 1
+                        bar.set_postfix({k: f"{p.running[k] / p.running['triplets']:.3f}" for k in values})
+                        if run.config.checkpoint_every and p.global_step % run.config.checkpoint_every == 0:
+                            checkpoint.save(run, p)
+                        stop = "stop_after_steps" if stop_after_steps and steps >= stop_after_steps else None
+                        if stop or self._stops.requested(run.world_size):
+                            bar.close()
+                            return self._stop(stop or self._stops.name)
+                    bar.close()
+                    self._end_epoch()
+                    checkpoint.save(run, p)
+                    if self._stops.requested(run.world_size) and p.epoch < run.recipe.num_epochs:
+                        return self._stop(self._stops.name)
+            except KeyboardInterrupt:
+                self._interrupted()
+                raise
+            except DataError as err:
+                raise DataError(self._saved_after(err)) from None
         if run.config.save_training and run.main:
             runs.save_model_dir(run.model, run.evaluation.tokenizer, run.run_dir / "final", {"epoch": p.epoch - 1})
         distributed.barrier()  # when any process returns, the run's files are complete
@@ -96,6 +138,7 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, float]:
         """One optimiser step on one batch; adds it to the epoch's sums. Values are the means over processes."""
         run, p, start = self.run, self.progress, time.perf_counter()
+        self._in_step = True
         device = run.device
         ids, mask = tokenize(run.evaluation.tokenizer, batch["caption"], run.model.config.max_txt_len)
         tensors = {"reference": batch["reference"].to(device, non_blocking=True),
@@ -106,7 +149,11 @@ class Trainer:
         logged = distributed.mean_over_ranks(torch.stack([v.float() for v in losses.values()]))
         values = dict(zip(losses, logged.tolist(), strict=True))
         if not math.isfinite(values["loss"]):
-            raise FloatingPointError(f"loss is {values['loss']} at epoch {p.epoch} step {p.step_in_epoch}")
+            raise TrainingDiverged(
+                f"the loss is {values['loss']} at epoch {p.epoch + 1}, step {p.step_in_epoch + 1}: the run diverged "
+                f"(nothing was saved from this step). Resume from its last checkpoint (--resume {run.run_dir}), "
+                "or start a new run with a lower --learning-rate or --precision fp32"
+            )
         size = len(batch["caption"]) * run.world_size
         p.running["triplets"] += size
         p.running["seconds"] += time.perf_counter() - start
@@ -114,6 +161,7 @@ class Trainer:
             p.running[k] += v * size
         p.step_in_epoch += 1
         p.global_step += 1
+        self._in_step = False  # from here on a checkpoint is consistent with the optimiser again
         self._emit("step", losses=values, lr=run.scheduler.get_last_lr()[0])
         return values
 
@@ -167,6 +215,8 @@ class Trainer:
         if not run.main:
             return
         r, w, steps = run.recipe, run.world_size, len(run.sampler)
+        for line in run.evaluation.skipped_lines():
+            print(line)
         if w == 1:
             print(f"batch {r.batch_size}, learning rate {r.learning_rate:g} (OneCycle peak): each query against "
                   f"{r.batch_size} targets; {steps} steps per epoch")
@@ -176,21 +226,30 @@ class Trainer:
               f"{r.learning_rate:g} (OneCycle peak, as set: not scaled with the processes); {kind} negatives: "
               f"each query against {negatives} targets; {steps} steps per epoch")
 
-    def _result(self, finished: bool) -> TrainResult:
+    def _result(self, finished: bool, stopped: str | None = None) -> TrainResult:
         p = self.progress
         return TrainResult(self.run.run_dir, self.run.model, self.run.evaluation.tokenizer, p.train_history,
-                           p.val_history, p.best, finished)
+                           p.val_history, p.best, finished, stopped)
 
 
-def train(config: TrainConfig, callback: Callback | None = None, stop_after_steps: int | None = None) -> TrainResult:
+def train(config: TrainConfig, callback: Callback | None = None, stop_after_steps: int | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Start a run (see `TrainConfig` and `sprc_lib.training.recipes`); `stop_after_steps` stops it early.
 
-    Under torchrun every process calls this: it joins the process group for the run and leaves it after.
+    The run folder must hold no run yet, unless `overwrite` replaces it; another run writing the same
+    folder at the same time is refused. Under torchrun every process calls this: it joins the process
+    group for the run and leaves it after.
     """
+    check(config)
+    if stop_after_steps is not None and stop_after_steps < 1:
+        raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
     with distributed.session(distributed.process_device(config.device)):
         run_dir = Path(distributed.broadcast_object(str(runs.new_run_dir(config.dataset, config.preset,
                                                                            config.output_dir))))  # rank 0's clock
-        return Trainer(build_run(config, run_dir), callback=callback).fit(stop_after_steps)
+        runs.check_new_run_dir(run_dir, overwrite)
+        run = build_run(config, run_dir)
+        with open_run_dir(run, fresh=True, overwrite=overwrite):
+            return Trainer(run, callback=callback).fit(stop_after_steps)
 
 
 def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_after_steps: int | None = None,
@@ -198,13 +257,19 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
     """Continue a stopped run in its folder; `settings` may change the APPLIED settings (see `training.config`)."""
     path = runs.find_checkpoint(run_dir)
     saved = read_checkpoint(path)
+    if not isinstance(saved, dict) or not {"config", "position", "model"} <= set(saved):
+        raise RunFolderError(f"--resume {run_dir}: {path} is not a training checkpoint of this library "
+                             "(a released model goes to --model-path instead)")
     config, changes = resolve(settings, saved["config"], run_dir=str(path.parent))
+    if stop_after_steps is not None and stop_after_steps < 1:
+        raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
     with distributed.session(distributed.process_device(config.device)):
         run = build_run(config, path.parent, saved)
-        progress = checkpoint.restore(run, saved)
-        if changes and run.main:
-            _record(run, progress, changes)
-        return Trainer(run, progress, callback).fit(stop_after_steps)
+        with open_run_dir(run, fresh=False):
+            progress = checkpoint.restore(run, saved)
+            if changes and run.main:
+                _record(run, progress, changes)
+            return Trainer(run, progress, callback).fit(stop_after_steps)
 
 
 def _record(run: RunParts, progress: checkpoint.Progress, changes: list[Change]) -> None:

@@ -1,0 +1,318 @@
+"""The command line as a user meets it, on real-world mistakes: each one gets a short message naming the
+file or flag and saying what to do, exit code 2, and no traceback; a run that never starts leaves no folder.
+
+Every case runs `python -m sprc_lib ...` in a subprocess, as a person would; they run a few at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from sprc_lib.paths import repo_root
+
+V = ["validate", "--preset", "tiny", "--num-workers", "0"]
+T = ["train", "--dataset", "CIRR", "--preset", "tiny", "--model-path", "{blip}", "--num-workers", "0",
+     "--output-dir", "{new}"]
+
+# (id, arguments, exit code, what stderr must say, what must hold afterwards)
+CASES = [
+    # numbers and flags, checked before any work
+    ("epochs 0", T + ["--data-path", "{toy}", "--num-epochs", "0"], 2, ["--num-epochs 0: must be at least 1"],
+     "no run"),
+    ("batch 0", T + ["--data-path", "{toy}", "--batch-size", "0"], 2, ["--batch-size 0"], "no run"),
+    ("FashionIQ, 1 epoch", ["train", "--dataset", "FashionIQ", "--data-path", "{toy}", "--num-epochs", "1",
+                            "--output-dir", "{new}"], 2, ["--num-epochs 1", "warms up for 1.5"], "no run"),
+    ("rate 0", T + ["--data-path", "{toy}", "--learning-rate", "0"], 2, ["--learning-rate 0.0: must be above 0"], ""),
+    ("unknown dataset", ["train", "--dataset", "COCO"], 2, ["--dataset must be CIRR or FashionIQ"], ""),
+    ("save-best alone", T + ["--data-path", "{toy}", "--save-best"], 2, ["--save-best needs --save-training"], ""),
+    ("ratio with squarepad", T + ["--data-path", "{toy}", "--transform", "squarepad", "--target-ratio", "1.3"], 2,
+     ["--target-ratio only applies"], ""),
+    ("no dataset", ["train", "--data-path", "{toy}"], 2, ["--dataset is required"], ""),
+    ("other model name", T + ["--data-path", "{toy}", "--blip-model-name", "blip2_cir_cat"], 2,
+     ["--blip-model-name blip2_cir_cat"], ""),
+    ("batch above the data", T + ["--data-path", "{toy}", "--batch-size", "100000"], 2,
+     ["--batch-size 100000", "too few for one batch"], "no run"),
+    ("stop after 0 steps", T + ["--data-path", "{toy}", "--stop-after-steps", "0"], 2, ["--stop-after-steps 0"],
+     "no run"),
+    ("negative workers", T + ["--data-path", "{toy}", "--num-workers", "-1"], 2, ["--num-workers -1"], ""),
+    ("unknown precision", T + ["--data-path", "{toy}", "--precision", "fp64"], 2, ["--precision", "invalid choice"],
+     ""),
+    ("unknown device", T + ["--data-path", "{toy}", "--device", "tpu"], 2, ["--device tpu"], "no run"),
+    ("no GPU", T + ["--data-path", "{toy}", "--device", "cuda"], 2, ["--device cuda: no CUDA GPU"], "no run"),
+    ("words for a number", T + ["--data-path", "{toy}", "--num-epochs", "many"], 2, ["--num-epochs",
+                                                                                      "invalid int value"], ""),
+    # paths that are not what they should be
+    ("no data folder", T + ["--data-path", "{nowhere}"], 2, ["not found", "{nowhere}", "--data-path"], "no run"),
+    ("data path is a file", T + ["--data-path", "{file}"], 2, ["not found", "--data-path"], "no run"),
+    ("no initial weights", ["train", "--dataset", "CIRR", "--preset", "tiny", "--data-path", "{toy}",
+                            "--model-path", "{nowhere}", "--output-dir", "{new}"], 2, ["{nowhere}", "no such file"],
+     "no run"),
+    ("weights folder is empty", ["train", "--dataset", "CIRR", "--preset", "tiny", "--data-path", "{toy}",
+                                 "--model-path", "{empty}", "--output-dir", "{new}"], 2,
+     ["{empty}", "not a saved SPRC model"], "no run"),
+    ("output dir is a file", T[:-1] + ["{file}", "--data-path", "{toy}"], 2, ["{file}", "is a file"], ""),
+    # damaged or incomplete datasets
+    ("FashionIQ images missing", V + ["--dataset", "FashionIQ", "--data-path", "{fiq_missing}", "--model-path",
+                                      "{model}"], 2, ["images are missing", "--skip-missing"], ""),
+    ("unreadable image", V + ["--dataset", "CIRR", "--data-path", "{bad_image}", "--model-path", "{model}"], 2,
+     ["cannot read image", "{bad_image}"], ""),
+    ("annotations not JSON", V + ["--dataset", "CIRR", "--data-path", "{bad_json}", "--model-path", "{model}"], 2,
+     ["cap.rc2.val.json is not valid JSON"], ""),
+    ("FashionIQ target outside the split", V + ["--dataset", "FashionIQ", "--data-path", "{fiq_outside}",
+                                                "--model-path", "{model}"], 2,
+     ["cap.dress.val.json", "B00NOTINSPLIT", "not in split.dress.val.json"], ""),
+    ("duplicate CIRR pair ids", ["cirr-submission", "--preset", "tiny", "--data-path", "{dup_pairs}",
+                                 "--model-path", "{model}", "--num-workers", "0", "--output-dir", "{new}"], 2,
+     ["cap.rc2.test1.json", "repeats the pair id"], "no run"),
+    ("submission into a file", ["cirr-submission", "--preset", "tiny", "--data-path", "{toy}", "--model-path",
+                                "{model}", "--output-dir", "{file}"], 2, ["--output-dir {file}", "is a file"], ""),
+    # models and checkpoints that are not what they claim
+    ("no model path", V + ["--dataset", "CIRR", "--data-path", "{toy}"], 2, ["--model-path is required"], ""),
+    ("model path nowhere", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{nowhere}"], 2,
+     ["--model-path {nowhere}: no such file or folder"], ""),
+    ("model path is a data folder", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{toy}"], 2,
+     ["not a saved model"], ""),
+    ("garbage .pt", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{garbage}", "--tokenizer",
+                         "{model}"], 2, ["{garbage}", "not a readable PyTorch checkpoint"], ""),
+    ("pickle with code", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{evil}", "--tokenizer",
+                              "{model}"], 2, ["{evil}", "refused"], "not run"),
+    ("broken config.json", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{broken_model}"], 2,
+     ["config.json", "not a valid model config"], ""),
+    ("released file lacks a tensor", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{cut}",
+                                          "--tokenizer", "{model}"], 2, ["{cut}", "does not fit", "missing (1)"], ""),
+    ("tiny model without tokenizer", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{lavis}"],
+     2, ["no tokenizer beside it", "--tokenizer"], ""),
+    ("convert a missing file", ["convert", "--lavis-checkpoint", "{nowhere}", "--out", "{new}", "--preset", "tiny",
+                                "--tokenizer", "{model}"], 2, ["{nowhere}", "no such checkpoint file"], "no run"),
+    ("convert a run checkpoint", ["convert", "--lavis-checkpoint", "{run}/checkpoint.pt", "--out", "{new}",
+                                  "--preset", "tiny", "--tokenizer", "{model}"], 2, ["expected a state dict"], ""),
+    ("bad batch size to validate", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{model}",
+                                        "--batch-size", "0"], 2, ["--batch-size 0"], ""),
+    # resuming
+    ("resume nothing", ["train", "--resume", "{nowhere}"], 2, ["--resume {nowhere}", "no checkpoint.pt"], ""),
+    ("resume a model folder", ["train", "--resume", "{model}"], 2, ["no checkpoint.pt"], ""),
+    ("resume a released file", ["train", "--resume", "{lavis}"], 2, ["not a training checkpoint"], ""),
+    ("resume with a fixed setting", ["train", "--resume", "{run}", "--learning-rate", "1"], 2,
+     ["--learning-rate 1.0 (the run has", "start a new run"], "run kept"),
+    ("resume and overwrite", ["train", "--resume", "{run}", "--overwrite"], 2, ["--overwrite replaces a run"], ""),
+    ("new run into an old one", T[:-1] + ["{run}", "--data-path", "{toy}"], 2,
+     ["already holds a run", "--resume {run}", "--overwrite"], "run kept"),
+    # late failures: saved where possible, named in any case
+    ("diverging loss", T + ["--data-path", "{toy}", "--num-epochs", "1", "--loss-rtc", "1e39"], 2,
+     ["the loss is", "diverged", "--learning-rate"], ""),
+    ("unreadable training image", T + ["--data-path", "{bad_train}", "--num-epochs", "1"], 2,
+     ["cannot read image", "Progress is saved", "--resume"], "checkpoint"),
+]
+# check-data reports every problem of a copy (exit 1), including what validate and the submission would meet.
+CHECKS = [
+    ("check-data: duplicate pair ids", ["check-data", "--dataset", "CIRR", "--data-path", "{dup_pairs}"],
+     ["cap.rc2.test1.json", "repeats the pair id"]),
+    ("check-data: target outside the split", ["check-data", "--dataset", "FashionIQ", "--data-path",
+                                              "{fiq_outside}"], ["B00NOTINSPLIT", "not in split.dress.val.json"]),
+    ("check-data: missing images", ["check-data", "--dataset", "FashionIQ", "--data-path", "{fiq_missing}"],
+     ["MISSING IMAGES", "--skip-missing would drop"]),
+    ("check-data: unreadable image", ["check-data", "--dataset", "CIRR", "--data-path", "{bad_image}",
+                                      "--verify-images"], ["unreadable image(s)"]),
+]
+# Cases that must succeed, as the controls of the ones above.
+GOOD = [
+    ("validate into a new, empty feature cache", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path",
+                                                      "{model}", "--feature-cache", "{new}"], ["recall_at1"]),
+    ("resume a copied run where it now is", ["train", "--resume", "{copied}", "--stop-after-steps", "1",
+                                             "--num-workers", "0"], ["run folder: {copied}"]),
+    ("skip the missing FashionIQ images", V + ["--dataset", "FashionIQ", "--data-path", "{fiq_missing}",
+                                              "--model-path", "{model}", "--skip-missing"],
+     ["average_recall_at10", "FashionIQ val dress: computed without 4 of", "images"]),
+    ("validate a run's checkpoint", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path",
+                                        "{run}/checkpoint.pt"], ["recall_at1"]),
+    ("replace a run on purpose", T[:-1] + ["{overwritten}", "--data-path", "{toy}", "--overwrite",
+                                          "--stop-after-steps", "1"], ["run folder: {overwritten}"]),
+]
+
+
+def toy_copy(toy_root: Path, dst: Path) -> Path:
+    shutil.copytree(toy_root, dst, copy_function=os.link)  # images are hard links: replace, never write into
+    return dst
+
+
+def rewrite(path: Path, change) -> None:
+    data = change(json.loads(path.read_text()))
+    path.unlink()  # a hard link to the session's toy data
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def places(toy_root: Path, tiny_blip2: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return make_places(toy_root, tiny_blip2, tmp_path_factory.mktemp("cli-errors"))
+
+
+def make_places(toy_root: Path, tiny_blip2: Path, base: Path) -> dict[str, str]:
+    """Everything the cases name: toy copies with one defect each, models, checkpoints, files."""
+    from sprc_lib.model.lavis import LAVIS_MODEL_KEY, save_lavis_checkpoint
+    from sprc_lib.model.loading import load_model
+    from sprc_lib.model.tokenizer import load_tokenizer
+    from sprc_lib.training.config import TrainConfig
+    from sprc_lib.training.trainer import train
+
+    model = load_model(tiny_blip2)
+    model.save_pretrained(base / "model")
+    load_tokenizer(tiny_blip2).save_pretrained(base / "model")
+    save_lavis_checkpoint(model, base / "sprc_tiny.pt")
+    cut = torch.load(base / "sprc_tiny.pt", weights_only=True)
+    del cut[LAVIS_MODEL_KEY]["prompt_tokens"]
+    torch.save(cut, base / "cut.pt")
+    (base / "garbage.pt").write_bytes(os.urandom(4096))
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    (base / "evil.pt").write_bytes(pickle.dumps({"model": Evil()}, protocol=2))  # torch.save's protocol
+    shutil.copytree(base / "model", base / "broken_model")
+    (base / "broken_model" / "config.json").write_text("{")
+    (base / "empty").mkdir()
+    (base / "a_file").write_text("not a folder")
+    train(TrainConfig(data_path=str(toy_root), model_path=str(tiny_blip2), output_dir=str(base / "run"),
+                      num_workers=0), stop_after_steps=1)
+    shutil.copytree(base / "run", base / "overwritten")
+    shutil.copytree(base / "run", base / "copied")
+
+    fiq = toy_copy(toy_root, base / "fiq_missing") / "fashionIQ_dataset"
+    for name in json.loads((fiq / "image_splits" / "split.dress.val.json").read_text())[:4]:
+        (fiq / "images" / f"{name}.png").unlink()
+    outside = toy_copy(toy_root, base / "fiq_outside") / "fashionIQ_dataset" / "captions" / "cap.dress.val.json"
+    rewrite(outside, lambda records: [{**records[0], "target": "B00NOTINSPLIT"}, *records[1:]])
+    dup = toy_copy(toy_root, base / "dup_pairs") / "cirr_dataset" / "cirr" / "captions" / "cap.rc2.test1.json"
+    rewrite(dup, lambda records: [*records, records[3]])
+    bad_json = toy_copy(toy_root, base / "bad_json") / "cirr_dataset" / "cirr" / "captions" / "cap.rc2.val.json"
+    text = bad_json.read_text()
+    bad_json.unlink()
+    bad_json.write_text(text[: len(text) // 2])
+    for folder, split in (("bad_image", "val"), ("bad_train", "train")):
+        cirr = toy_copy(toy_root, base / folder) / "cirr_dataset"
+        relpath = next(iter(json.loads((cirr / "cirr" / "image_splits" / f"split.rc2.{split}.json").read_text())
+                            .values()))
+        (cirr / relpath).unlink()
+        (cirr / relpath).write_bytes(b"\x89PNG but not really")
+    return {"toy": str(toy_root), "blip": str(tiny_blip2), "model": str(base / "model"),
+            "lavis": str(base / "sprc_tiny.pt"), "cut": str(base / "cut.pt"), "garbage": str(base / "garbage.pt"),
+            "evil": str(base / "evil.pt"), "broken_model": str(base / "broken_model"), "empty": str(base / "empty"),
+            "file": str(base / "a_file"), "run": str(base / "run"), "overwritten": str(base / "overwritten"),
+            "copied": str(base / "copied"),
+            "nowhere": str(base / "nowhere" / "at_all"),
+            **{name: str(base / name) for name in ("fiq_missing", "fiq_outside", "dup_pairs", "bad_json",
+                                                   "bad_image", "bad_train")}}
+
+
+def fill(args: list[str], places: dict[str, str], new: Path) -> list[str]:
+    return [a.format(**places, new=new) for a in args]
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sprc_lib", *args], cwd=repo_root(), capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture(scope="module")
+def outcomes(places: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Every case run once, three at a time: (completed process, its fresh output path, the run's checkpoint mtime)."""
+    fresh = tmp_path_factory.mktemp("fresh")
+    checkpoint = Path(places["run"]) / "checkpoint.pt"
+    before = checkpoint.stat().st_mtime_ns
+    jobs = {name: (fill(args, places, fresh / f"case{i}"), fresh / f"case{i}")
+            for i, (name, args, *_) in enumerate(CASES + CHECKS + GOOD)}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        done = dict(zip(jobs, pool.map(run_cli, [argv for argv, _ in jobs.values()]), strict=True))
+    return {name: (done[name], jobs[name][1], before, checkpoint.stat().st_mtime_ns) for name in jobs}
+
+
+@pytest.mark.parametrize(("name", "args", "code", "says", "after"), CASES, ids=[c[0] for c in CASES])
+def test_a_mistake_gets_one_clear_message(name, args, code, says, after, outcomes, places):
+    done, new, before, now = outcomes[name]
+    assert done.returncode == code, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    for text in says:
+        assert text.format(**places) in done.stderr, (text, done.stderr[-2000:])
+    message = [line for line in done.stderr.splitlines() if line.startswith(("error:", "usage:"))]
+    assert message, done.stderr[-2000:]
+    if after == "no run":
+        assert not new.exists(), f"{new} was created by a run that never started"
+    if after == "run kept":
+        assert now == before, "the existing run's checkpoint was rewritten"
+    if after == "not run":
+        assert "this ran" not in done.stdout + done.stderr
+    if after == "checkpoint":
+        assert (new / "checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize(("name", "args", "says"), CHECKS, ids=[c[0] for c in CHECKS])
+def test_check_data_finds_what_the_commands_would_trip_on(name, args, says, outcomes, places):
+    done, *_ = outcomes[name]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    for text in says:
+        assert text.format(**places) in done.stdout, (text, done.stdout[-2000:])
+
+
+@pytest.mark.parametrize(("name", "args", "says"), GOOD, ids=[c[0] for c in GOOD])
+def test_the_controls_succeed(name, args, says, outcomes, places):
+    done, *_ = outcomes[name]
+    assert done.returncode == 0, done.stderr[-3000:]
+    for text in says:
+        assert text.format(**places) in done.stdout, (text, done.stdout[-2000:])
+
+
+def test_debug_shows_the_traceback(places):
+    done = run_cli(V + ["--dataset", "CIRR", "--data-path", places["toy"], "--model-path", places["nowhere"],
+                        "--debug"])
+    assert done.returncode == 1 and "Traceback" in done.stderr and "MissingFileError" in done.stderr
+
+
+def start_training(places: dict[str, str], out: Path, *extra: str) -> subprocess.Popen:
+    argv = fill(T + ["--data-path", "{toy}", "--batch-size", "8", *extra], places, out)
+    return subprocess.Popen([sys.executable, "-m", "sprc_lib", *argv], cwd=repo_root(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_steps(process: subprocess.Popen, out: Path) -> None:
+    """Until the run is training (its folder written: the lock is held, the first steps run)."""
+    deadline = time.monotonic() + 300
+    while not (out / "training_hyperparameters.json").is_file() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)
+
+
+def test_two_trainings_into_one_folder_at_once(places, tmp_path):
+    out = tmp_path / "run"
+    first = start_training(places, out)
+    wait_for_steps(first, out)
+    second = run_cli(fill(T + ["--data-path", "{toy}", "--overwrite"], places, out))
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=300)
+    assert second.returncode == 2 and "another training run is writing this folder" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "term"])
+def test_a_stopped_run_saves_says_how_to_resume_and_exits_quietly(places, tmp_path, signum, code):
+    out = tmp_path / "run"
+    process = start_training(places, out)
+    wait_for_steps(process, out)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == code, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert f"Stopped ({signal.Signals(signum).name})" in stdout and f"--resume {out}" in stdout
+    assert (out / "checkpoint.pt").is_file()

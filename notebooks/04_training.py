@@ -59,8 +59,12 @@ from sprc_lib import (
     CIRRDataset,
     TrainConfig,
     chance,
+    describe_plans,
     format_table,
     load_model,
+    load_tokenizer,
+    plan_memory,
+    preset_config,
     read_csv,
     resume_training,
     train,
@@ -132,6 +136,20 @@ display(plot_schedules({
     "CIRR with --schedule-over-run": (PAPER["CIRR"], True),
     "FashionIQ: 1.5-epoch warm-up from lr/100": (PAPER["FashionIQ"], False),
 }))
+
+# %% [markdown]
+# Before renting a GPU: will one step of the recipe fit it? The planner adds up the weights, the
+# gradients and AdamW's moments (exact, from the sizes) and the activations autograd keeps for the
+# backward (measured on a small batch), for the whole batch at once and in micro-batches (the
+# gradient cache, `--micro-batch`: the same loss and gradients, the memory of one micro-batch).
+# `python -m sprc_lib plan --preset blip2-vitg --batch-size 128` prints the same table in a shell.
+
+# %%
+plan_batch = BATCH_SIZE or (TOY if MODE == "tiny" else PAPER)["CIRR"].batch_size
+sizes = preset_config(PRESET, len(load_tokenizer(START_WEIGHTS)))
+plans = [plan_memory(sizes, plan_batch), plan_memory(sizes, plan_batch, micro_batch=max(1, plan_batch // 4))]
+print(format_table(*describe_plans(plans)))
+assert plans[1].peak < plans[0].peak  # micro-batches hold one micro-batch's activations at a time
 
 # %% [markdown]
 # The toy recipe keeps the optimiser, the losses and their weights, but trains a model that starts

@@ -23,6 +23,7 @@ _HOMES = {
     "sprc_lib.model.tokenizer": ("load_tokenizer", "tokenize"),
     "sprc_lib.training.config": ("TrainConfig",),
     "sprc_lib.training.recipes": ("PAPER", "TOY", "Recipe", "recipe_for"),
+    "sprc_lib.training.memory": ("describe_plans", "plan_memory"),
     "sprc_lib.training.runs": ("CHECKPOINT", "read_csv"),
     "sprc_lib.training.trainer": ("TrainResult", "resume_training", "train"),
     "sprc_lib.evaluation": ("EvalContext", "chance", "cirr_test_submission", "evaluation_context", "validate"),

@@ -310,15 +310,54 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     p.add_argument("--device", default="auto")
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="also measure one step's peak memory, whole batch vs micro-batches of N, beside the plan")
+    p.add_argument("--memory-only", action="store_true", help="only the memory rows (with --micro-batch)")
     p.set_defaults(run=_run_bench)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
     from sprc_lib.course.bench import print_bench
 
+    if args.memory_only and not args.micro_batch:
+        raise UserError("--memory-only needs --micro-batch: the memory rows compare the whole batch with it")
     print_bench(preset=args.preset, batch_size=args.batch_size, repeats=args.repeats, device=args.device,
-                precision=args.precision)
+                precision=args.precision, micro_batch=args.micro_batch, memory_only=args.memory_only)
     return 0
 
 
-_REGISTRY += [_register_bench]
+def _register_plan(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "plan", "predict a training step's peak GPU memory, and which GPUs it fits")
+    p.add_argument("--preset", choices=("tiny", "proportional", "blip2-vitg"), default="blip2-vitg")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--micro-batch", type=int, default=None, help="the gradient cache's micro-batch (default: the "
+                   "largest power of two that fits a T4)")
+    p.add_argument("--cache", action="store_true", help="train from the feature cache (no ViT in the step)")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.set_defaults(run=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from sprc_lib.course.bench import bench_config
+    from sprc_lib.tables import format_table
+    from sprc_lib.training.memory import GPUS, activation_cost, describe_plans, plan_memory
+
+    for name in ("batch_size", "micro_batch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    config = bench_config(args.preset)
+    cost = activation_cost(config, args.gradient_checkpointing)
+    options = dict(cached=args.cache, checkpointing=args.gradient_checkpointing, cost=cost)
+    whole = plan_memory(config, args.batch_size, None, **options)
+    micro = args.micro_batch or 2 ** max(0, whole.largest_micro_batch(next(iter(GPUS.values()))).bit_length() - 1)
+    plans = [whole] + ([plan_memory(config, args.batch_size, micro, **options)] if micro < args.batch_size else [])
+    source = "the feature cache" if args.cache else "pixels"
+    print(f"{args.preset}, batch {args.batch_size}, from {source}"
+          + (", Q-Former activation checkpointing" if args.gradient_checkpointing else "")
+          + f": activations {cost[1] / 2**20:.1f} MiB per triplet (measured), predicted peak of "
+          "torch.cuda.max_memory_allocated; a GPU fits it when 1.1 x peak + 0.5 GiB is below its memory")
+    print(format_table(*describe_plans(plans)))
+    return 0
+
+
+_REGISTRY += [_register_bench, _register_plan]

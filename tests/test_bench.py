@@ -20,3 +20,13 @@ def test_the_bench_step_is_the_trainers_with_the_recipes_weights():
     assert len(base.losses) == len(heavier.losses) == 4  # warm-up and one timed call of each training path
     assert heavier.losses[0] - base.losses[0] == pytest.approx(1.386, abs=0.4)
     assert "train step, cached ViT tokens" in base.rows[2][0]
+
+
+def test_the_memory_rows_put_the_whole_batch_beside_micro_batches():
+    from sprc_lib.course.bench import memory_bench
+
+    rows = memory_bench("tiny", batch_size=16, micro_batch=4, device="cpu")
+    assert [r[0] for r in rows] == ["train step, batch 16, whole batch", "train step, batch 16, micro-batches of 4",
+                                    "whole / micro-batched peak"]
+    measured, planned = float(rows[2][1]), float(rows[2][2])
+    assert measured > 1 and planned > 1  # micro-batches need less: measured (CPU) and planned (GPU) alike

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,10 @@ from sprc_lib.model.loading import new_model
 from sprc_lib.model.synthetic import random_triplets
 from sprc_lib.paths import repo_root
 from sprc_lib.training.config import TrainConfig
+from sprc_lib.training.recipes import TOY
 from sprc_lib.training.runs import CHECKPOINT, read_csv
 from sprc_lib.training.sampler import EpochBatchSampler
+from sprc_lib.training.step import cached_backward
 from sprc_lib.training.trainer import resume_training, train
 
 VOCAB, B, L = 60, 4, 12  # B triplets per process
@@ -88,6 +91,36 @@ def test_global_negatives_give_one_process_loss_and_gradients_on_the_whole_batch
         assert abs(local["losses"][name] - expected[name].item()) > 1e-3, name
     assert local["losses"]["loss_align"] == pytest.approx(expected["loss_align"].item(), abs=1e-6)
     assert not torch.allclose(local["grads"]["temp"], expected_grads["temp"], atol=1e-5)
+
+
+def _micro_batch_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """One process: its slice through DDP with the gradient cache (micro-batches of 2), global negatives."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = new_model("tiny", vocab_size=VOCAB, seed=0).eval()  # dropout off: exact comparison
+    ddp = DistributedDataParallel(model)
+    mine = {k: v[rank * B : (rank + 1) * B] for k, v in triplets(world * B).items()}
+    inputs = tuple(mine[k] for k in ("reference", "target", "input_ids", "attention_mask"))
+    recipe = replace(TOY["CIRR"], **{f"loss_{k}": WEIGHTS[f"loss_{k}"] for k in ("rtc", "align")})
+    losses, loss = cached_backward(ddp, inputs, torch.amp.GradScaler("cpu", enabled=False), recipe, None, True, 2)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    mean = distributed.mean_over_ranks(torch.stack([*losses.values(), loss]).detach())
+    torch.save({"losses": dict(zip([*losses, "loss"], mean.tolist(), strict=True)), "grads": grads},
+               Path(out) / f"micro{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_micro_batches_with_global_negatives_on_two_processes_give_the_whole_batch(tmp_path):
+    world = 2
+    mp.spawn(_micro_batch_worker, args=(world, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=world)
+    model = new_model("tiny", vocab_size=VOCAB, seed=0).eval()
+    expected, expected_grads = losses_and_grads(model, model, triplets(world * B))
+    for r in range(world):
+        got = torch.load(tmp_path / f"micro{r}.pt", weights_only=True)
+        for name, value in expected.items():
+            assert got["losses"][name] == pytest.approx(value.item(), abs=1e-6), name
+        assert got["grads"].keys() == expected_grads.keys()
+        for name, grad in expected_grads.items():
+            torch.testing.assert_close(got["grads"][name], grad, rtol=0, atol=1e-6, msg=name)
 
 
 def test_the_sampler_goes_on_after_an_offset():

@@ -26,7 +26,8 @@ OTHER = {
     "tokenizer": "another/tokenizer", "output_dir": "another-run", "num_epochs": 3, "learning_rate": 1e-4,
     "batch_size": 16, "loss_rtc": 0.5, "loss_align": 0.5, "validation_frequency": 3, "transform": "squarepad",
     "target_ratio": 1.5, "schedule_over_run": True, "seed": 1, "precision": "fp32", "global_negatives": True,
-    "num_workers": 1, "device": "cpu", "skip_missing": True, "feature_cache": None, "save_training": True,
+    "num_workers": 1, "device": "cpu", "skip_missing": True, "micro_batch": 8, "gradient_checkpointing": True,
+    "feature_cache": None, "save_training": True,
     "save_best": True,
     "checkpoint_every": 7,
 }  # fmt: skip

@@ -8,9 +8,11 @@ ratios within one run on one machine; compare nothing across machines.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -185,7 +187,73 @@ def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, devi
     return BenchResult(rows, losses)
 
 
-def print_bench(**kwargs) -> None:
-    rows = run_bench(**kwargs).rows
-    print(rows[0][0])
-    print(format_table(["what", "items/s", "peak MB", "speed-up"], rows[1:]))
+def step_peak(preset: str, batch_size: int, micro_batch: int | None, device: str, precision: str, seed: int,
+              recipe: Recipe) -> float | None:
+    """Peak bytes of one training step from cached tokens (None: out of memory), in this process: run it in a
+    fresh one, so that memory held from earlier work cannot hide the step's own peak."""
+    from sprc_lib.training.memory import trainable_model
+
+    dev = pick_device(device)
+    dtype = autocast_dtype(precision, dev)
+    config = bench_config(preset)
+    model = trainable_model(config, seed, dev)
+    triplets = random_triplets(config, batch_size, seed, lengths=[config.max_txt_len] * batch_size)
+    shape = (2, batch_size, model.vision_model.embeddings.num_positions, config.vision_config.hidden_size)
+    tokens = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).half()
+    tensors = {"reference": tokens[0].to(dev), "target": tokens[1].to(dev),
+               "input_ids": triplets["input_ids"].to(dev), "attention_mask": triplets["attention_mask"].to(dev)}
+    optimizer = make_optimizer(model, recipe)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+    _reset_peak(dev)
+    before = _memory(dev)
+    try:
+        optimizer_step(model, tensors, optimizer, scaler, recipe, dtype, micro_batch=micro_batch)
+    except torch.OutOfMemoryError:
+        return None
+    after = _memory(dev)
+    if not (before and after):
+        return None
+    return (after[1] if dev.type == "cuda" else after[1] - before[0]) * 2**20
+
+
+def memory_bench(preset: str, batch_size: int, micro_batch: int, device: str = "auto", precision: str = "auto",
+                 seed: int = 0, recipe: Recipe = TOY["CIRR"]) -> list[list[str]]:
+    """Peak memory of one training step from cached ViT tokens, the whole batch at once beside micro-batches
+    (the gradient cache), with the planner's prediction; random weights, the ViT never allocated.
+
+    Each step runs in a fresh process. On a GPU the peak is `torch.cuda.max_memory_allocated` (what the
+    planner predicts); on a CPU, the growth of the process's peak resident set, in fp32 or bf16 autocast:
+    compare the ratios there, not the plan.
+    """
+    from sprc_lib.training.memory import GIB, activation_cost, plan_memory
+
+    config = bench_config(preset)
+    cost = activation_cost(config)
+    rows, peaks = [], {}
+    spawn = multiprocessing.get_context("spawn")
+    for size in (None, micro_batch):
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as fresh:
+            peaks[size] = fresh.submit(step_peak, preset, batch_size, size, device, precision, seed, recipe).result()
+        planned = plan_memory(config, batch_size, size, cached=True, cost=cost).peak
+        label = f"micro-batches of {size}" if size else "whole batch"
+        measured = f"{peaks[size] / GIB:.2f}" if peaks[size] else "out of memory"
+        rows.append([f"train step, batch {batch_size}, {label}", measured, f"{planned / GIB:.2f}"])
+        peaks[f"plan {size}"] = planned
+    if peaks[None] and peaks[micro_batch]:
+        rows.append(["whole / micro-batched peak", f"{peaks[None] / peaks[micro_batch]:.2f}",
+                     f"{peaks['plan None'] / peaks[f'plan {micro_batch}']:.2f}"])
+    return rows
+
+
+def print_bench(micro_batch: int | None = None, memory_only: bool = False, **kwargs) -> None:
+    if not memory_only:
+        rows = run_bench(**kwargs).rows
+        print(rows[0][0])
+        print(format_table(["what", "items/s", "peak MB", "speed-up"], rows[1:]))
+    if micro_batch:
+        keys = ("preset", "batch_size", "device", "precision")
+        rows = memory_bench(micro_batch=micro_batch, **{k: kwargs[k] for k in keys if k in kwargs})
+        where = "GPU: max_memory_allocated" if pick_device(kwargs.get("device", "auto")).type == "cuda" else (
+            "CPU: peak resident set growth")
+        print(f"\nMemory of one training step from cached tokens ({where}), beside the planner's GPU prediction:")
+        print(format_table(["what", "measured GiB", "planned GiB"], rows))

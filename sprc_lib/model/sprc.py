@@ -7,9 +7,12 @@ length, D projection width.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.models.blip_2.modeling_blip_2 import (
     Blip2QFormerModel,
@@ -80,6 +83,14 @@ class SPRCModel(PreTrainedModel):
             nn.init.constant_(self.temp, self.config.temp_init)
         elif isinstance(module, Blip2TextEmbeddings):
             module.position_ids.copy_(torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+
+    def checkpoint_qformer(self, enable: bool = True) -> None:
+        """Activation checkpointing on every Q-Former layer: a layer keeps only its input in the forward and
+        recomputes the rest in the backward (same RNG state, so the same dropout masks): less memory, a
+        second forward's time."""
+        for layer in self.qformer.encoder.layer:
+            layer.gradient_checkpointing = enable
+            layer._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
 
     # ----------------------------------------------------------------- the frozen ViT
     @property
@@ -228,6 +239,47 @@ class SPRCModel(PreTrainedModel):
         """Similarity of each query (B, D) to each image (N, Q, D): max over the image's query tokens -> (B, N)."""
         return torch.einsum("bd,nqd->bnq", query_features, image_features.to(query_features.dtype)).amax(-1)
 
+    def representations(self, reference: Tensor, target: Tensor, input_ids: Tensor, attention_mask: Tensor
+                        ) -> dict[str, Tensor]:
+        """Per triplet, everything the losses compare: the composed query, the prompt-text query, the target's
+        query-token features and the fusion prompt's mean, in the order the authors' forward computes them.
+
+        Each depends on its own triplet only, so a batch can be split into micro-batches and these
+        concatenated (what the gradient cache does, `sprc_lib.training.step`).
+        """
+        ref_embeds = self.encode_image(reference)
+        target_features = self.image_features(self.encode_image(target))
+        prompt = self.fusion_pass(ref_embeds, input_ids, attention_mask)
+        composed = self.text_pass(prompt, input_ids, attention_mask)
+        relative = self.prompt_text_pass(input_ids, attention_mask)
+        return {"composed": composed, "relative": relative, "target": target_features, "prompt_mean": prompt.mean(1)}
+
+    def losses(self, reps: dict[str, Tensor], global_negatives: bool = False,
+               temp: Tensor | None = None) -> dict[str, Tensor]:
+        """The three SPRC losses of a batch's representations, unweighted (`temp`: the temperature to use,
+        by default the model's own).
+
+        In a multi-process run each process holds B of the W*B triplets of a step. By default, as in
+        the authors' code, a query's negatives are the other B-1 targets of its own process. With
+        `global_negatives` the target features of all processes are gathered (gradients flow back
+        to their owners), so each query ranks its target among all W*B: the loss and gradients of
+        one process on the whole batch, once DDP averages the processes' gradients. The queries
+        themselves stay local, since both contrastive losses run one way only (query -> target).
+        """
+        temp = self.temp if temp is None else temp
+        composed, target_features = reps["composed"], reps["target"]
+        labels = torch.arange(composed.shape[0], device=composed.device)
+        if global_negatives:
+            target_features = distributed.all_gather_with_grad(target_features)
+            labels = labels + distributed.rank() * composed.shape[0]
+        loss_itc = F.cross_entropy(self.scores(composed, target_features) / temp, labels)
+        loss_rtc = F.cross_entropy(self.scores(reps["relative"], target_features) / temp, labels)
+        # The authors align with the shared `prompt_tokens` (detached), not a per-sample prompt (SPRC issue #17).
+        prompt_mean = reps["prompt_mean"]
+        anchor = self._expand(self.prompt_tokens, prompt_mean.shape[0]).detach()
+        loss_align = F.mse_loss(prompt_mean, anchor.mean(1).to(prompt_mean.dtype))
+        return {"loss_itc": loss_itc, "loss_rtc": loss_rtc, "loss_align": loss_align}
+
     def forward(
         self,
         reference: Tensor,
@@ -235,33 +287,12 @@ class SPRCModel(PreTrainedModel):
         input_ids: Tensor,
         attention_mask: Tensor,
         global_negatives: bool = False,
+        representations: bool = False,
     ) -> dict[str, Tensor]:
-        """The three SPRC losses for B (reference, caption, target) triplets, unweighted.
+        """The three SPRC losses for B (reference, caption, target) triplets, unweighted; or, with
+        `representations`, what they compare (see `representations` and `losses`).
 
         `reference` and `target` are pixels or cached frozen-ViT tokens (see `encode_image`).
-
-        In a multi-process run each process holds B of the W*B triplets of a step. By default, as in
-        the reference, a query's negatives are the other B-1 targets of its own process. With
-        `global_negatives` the target features of all processes are gathered (gradients flow back
-        to their owners), so each query ranks its target among all W*B: the loss and gradients of
-        one process on the whole batch, once DDP averages the processes' gradients. The queries
-        themselves stay local, since both contrastive losses run one way only (query -> target).
         """
-        ref_embeds = self.encode_image(reference)
-        target_features = self.image_features(self.encode_image(target))
-        labels = torch.arange(input_ids.shape[0], device=input_ids.device)
-        if global_negatives:
-            target_features = distributed.all_gather_with_grad(target_features)
-            labels = labels + distributed.rank() * input_ids.shape[0]
-
-        prompt = self.fusion_pass(ref_embeds, input_ids, attention_mask)
-        composed = self.text_pass(prompt, input_ids, attention_mask)
-        loss_itc = F.cross_entropy(self.scores(composed, target_features) / self.temp, labels)
-
-        relative = self.prompt_text_pass(input_ids, attention_mask)
-        loss_rtc = F.cross_entropy(self.scores(relative, target_features) / self.temp, labels)
-
-        # The reference aligns with the shared `prompt_tokens` (detached), not a per-sample prompt (SPRC issue #17).
-        anchor = self._expand(self.prompt_tokens, prompt.shape[0]).detach()
-        loss_align = F.mse_loss(prompt.mean(1), anchor.mean(1).to(prompt.dtype))
-        return {"loss_itc": loss_itc, "loss_rtc": loss_rtc, "loss_align": loss_align}
+        reps = self.representations(reference, target, input_ids, attention_mask)
+        return reps if representations else self.losses(reps, global_negatives)

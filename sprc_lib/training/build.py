@@ -137,6 +137,7 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
     device = distributed.process_device(config.device)
     tokenizer = _tokenizer(config, run_dir, fresh=checkpoint is None)
     model = _model(config, tokenizer, checkpoint)
+    model.checkpoint_qformer(config.gradient_checkpointing)
     train_set = train_dataset(config)
     with distributed.main_first():
         evaluation = evaluation_context(

@@ -76,6 +76,11 @@ class TrainConfig:
                               choices=("auto", "fp32", "fp16", "bf16"))
     global_negatives: bool = _setting(False, "under torchrun: contrast each query with the targets of all "
                                       "processes, not only its own")
+    micro_batch: int | None = _setting(None, "compute each step in micro-batches of N triplets with the gradient "
+                                       "cache: the whole batch's loss and gradients, one micro-batch's memory "
+                                       "(default: the whole batch at once)", APPLIED)
+    gradient_checkpointing: bool = _setting(False, "recompute the Q-Former's activations in the backward instead of "
+                                            "keeping them: less memory, more time", APPLIED)
     num_workers: int = _setting(2, "data-loading worker processes", APPLIED)
     device: str = _setting("auto", "auto, cpu, cuda, cuda:1, ...", APPLIED)
     feature_cache: str | None = _setting(None, "folder for the frozen-ViT feature cache", APPLIED)
@@ -190,7 +195,8 @@ def resolve(given: dict[str, Any], saved: dict[str, Any] | None = None,
 
 
 # The least value of each numeric setting (None: any), checked before any work starts.
-_LEAST = {"num_epochs": 1, "batch_size": 1, "validation_frequency": 1, "num_workers": 0, "checkpoint_every": 0,
+_LEAST = {"num_epochs": 1, "batch_size": 1, "micro_batch": 1, "validation_frequency": 1, "num_workers": 0,
+          "checkpoint_every": 0,
           "loss_rtc": 0.0, "loss_align": 0.0, "target_ratio": 1.0}
 
 

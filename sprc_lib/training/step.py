@@ -6,8 +6,11 @@ step the trainer takes (its loss weights included).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from sprc_lib.env import autocast
 from sprc_lib.model import SPRCModel, weighted_loss
@@ -56,23 +59,86 @@ def optimizer_step(
     dtype: torch.dtype | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     global_negatives: bool = False,
+    micro_batch: int | None = None,
 ) -> dict[str, Tensor]:
     """Forward, the weighted loss, backward (grad scaler under fp16), optimiser and schedule step.
 
     `net` is the model or DDP around it; `batch` holds `reference`, `target` (pixels or cached ViT
-    tokens), `input_ids` and `attention_mask` on the training device. Returns the detached loss
-    terms and their weighted sum (`loss`).
+    tokens), `input_ids` and `attention_mask` on the training device. With `micro_batch` smaller than
+    the batch, the backward is the gradient cache's (`cached_backward`): the same loss and gradients as
+    the whole batch, with the memory of one micro-batch. Returns the detached loss terms and their
+    weighted sum (`loss`).
     """
     net.train()
     device = batch["input_ids"].device
-    with autocast(device, dtype):
-        losses = net(batch["reference"], batch["target"], batch["input_ids"], batch["attention_mask"],
-                     global_negatives=global_negatives)
-        loss = weighted_loss(losses, recipe.loss_rtc, recipe.loss_align)
+    inputs = tuple(batch[k] for k in ("reference", "target", "input_ids", "attention_mask"))
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    if micro_batch and micro_batch < len(batch["input_ids"]):
+        losses, loss = cached_backward(net, inputs, scaler, recipe, dtype, global_negatives, micro_batch)
+    else:
+        with autocast(device, dtype):
+            losses = net(*inputs, global_negatives=global_negatives)
+            loss = weighted_loss(losses, recipe.loss_rtc, recipe.loss_align)
+        scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     if scheduler is not None:
         scheduler.step()
     return {**{k: v.detach() for k, v in losses.items()}, "loss": loss.detach()}
+
+
+def cached_backward(
+    net: nn.Module,
+    inputs: tuple[Tensor, ...],
+    scaler: torch.amp.GradScaler,
+    recipe: Recipe,
+    dtype: torch.dtype | None,
+    global_negatives: bool,
+    micro_batch: int,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """The whole batch's backward in micro-batches: the gradient cache (Gao et al. 2021).
+
+    1. Every micro-batch's representations without a graph (the RNG state before each is kept).
+    2. The whole batch's losses from them, and the gradients of the weighted loss with respect to
+       each representation (and to `temp`, which only the losses use).
+    3. Each micro-batch again, with a graph and its RNG state replayed (so the same dropout masks and
+       the same representations), backpropagating its share of those gradients into the weights.
+    In-batch negatives span the whole batch, as without micro-batches; only one micro-batch's
+    activations are held at a time. Under DDP the gradients are averaged once, with the last one.
+    """
+    model = net.module if isinstance(net, DistributedDataParallel) else net
+    device = inputs[2].device
+    parts = [slice(i, i + micro_batch) for i in range(0, len(inputs[2]), micro_batch)]
+    states, reps = [], []
+    with torch.no_grad():
+        for part in parts:
+            states.append(_rng_state(device))
+            with autocast(device, dtype):
+                reps.append(model.representations(*(t[part] for t in inputs)))
+    whole = {k: torch.cat([r[k] for r in reps]).detach().requires_grad_() for k in reps[0]}
+    temp = model.temp.detach().clone().requires_grad_()
+    with autocast(device, dtype):
+        losses = model.losses(whole, global_negatives, temp=temp)
+        loss = weighted_loss(losses, recipe.loss_rtc, recipe.loss_align)
+    scaler.scale(loss).backward()  # gradients of the (scaled) loss w.r.t. the representations and temp
+    for i, (part, state) in enumerate(zip(parts, states, strict=True)):
+        _set_rng_state(state, device)
+        last = i == len(parts) - 1
+        sync = contextlib.nullcontext() if last or net is model else net.no_sync()
+        with sync:
+            with autocast(device, dtype):
+                again = net(*(t[part] for t in inputs), representations=True)
+            outputs = [again[k] for k in whole] + ([model.temp] if last else [])
+            grads = [whole[k].grad[part] for k in whole] + ([temp.grad] if last else [])
+            torch.autograd.backward(outputs, grads)
+    return losses, loss
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)

@@ -145,7 +145,7 @@ class Trainer:
                    "target": batch["target"].to(device, non_blocking=True),
                    "input_ids": ids.to(device), "attention_mask": mask.to(device)}
         losses = optimizer_step(run.net, tensors, run.optimizer, run.scaler, run.recipe, run.evaluation.dtype,
-                                run.scheduler, run.config.global_negatives)
+                                run.scheduler, run.config.global_negatives, run.config.micro_batch)
         logged = distributed.mean_over_ranks(torch.stack([v.float() for v in losses.values()]))
         values = dict(zip(losses, logged.tolist(), strict=True))
         if not math.isfinite(values["loss"]):
@@ -217,6 +217,9 @@ class Trainer:
         r, w, steps = run.recipe, run.world_size, len(run.sampler)
         for line in run.evaluation.skipped_lines():
             print(line)
+        if run.config.micro_batch and run.config.micro_batch < r.batch_size:
+            print(f"gradient cache: each process's batch of {r.batch_size} in micro-batches of "
+                  f"{run.config.micro_batch} (the same loss and gradients, the memory of one micro-batch)")
         if w == 1:
             print(f"batch {r.batch_size}, learning rate {r.learning_rate:g} (OneCycle peak): each query against "
                   f"{r.batch_size} targets; {steps} steps per epoch")

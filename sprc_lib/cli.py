@@ -7,9 +7,13 @@ once, with `sprc_lib.training.config.TrainConfig`; the evaluation commands reuse
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from sprc_lib.errors import UserError
 from sprc_lib.training import config as settings
@@ -21,9 +25,30 @@ SEED_MODEL_NAME = "blip2_cir_align_prompt"
 USER_ERROR, INTERRUPTED, TERMINATED = 2, 130, 143
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a short error (one line and a hint, not the whole usage), a near flag suggested for a
+    typo, and negative numbers in scientific notation read as numbers (`--learning-rate -1e-3`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+[eE][-+]?\d+$")
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):
+            flags = [o for action in self._all_actions() for o in action.option_strings]
+            typos = [w for w in message.split(": ", 1)[-1].split() if w.startswith("--")]
+            near = [m for t in typos for m in difflib.get_close_matches(t.split("=")[0], flags, n=1)]
+            message += f" (did you mean {', '.join(near)}?)" if near else ""
+        self.exit(2, f"error: {message} (`{self.prog} --help` lists the flags)\n")
+
+    def _all_actions(self) -> list[argparse.Action]:
+        subparsers = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        return self._actions + [x for sp in subparsers for p in sp.choices.values() for x in p._actions]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sprc_lib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="python -m sprc_lib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for register in _REGISTRY:
         register(sub)
     return parser
@@ -39,6 +64,7 @@ def _command(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a user's mistake is one line on stderr and exit code 2, a bug keeps its traceback."""
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return int(args.run(args) or 0)
     except UserError as err:
@@ -51,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as a person reads them on a command line: one line, without the library's source."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 # Each entry adds one sub-command; the module that does the work is imported only when it runs.
@@ -124,13 +155,18 @@ def _check_model_name(args: argparse.Namespace) -> None:
                         f"{SEED_MODEL_NAME} (SPRC); drop the flag or pass that name")
 
 
-def _data_and_preset(data_path: str | Path | None, preset: str | None) -> tuple[str, str]:
-    """The defaults the seed's commands imply: toy data for the tiny preset, the tiny preset on toy data."""
+def _data_and_preset(data_path: str | Path | None, preset: str | None, dataset: str) -> tuple[str, str]:
+    """The defaults the seed's commands imply: toy data for the tiny preset, the tiny preset on toy data.
+
+    The data folder is checked here, so a wrong path is named before any model loads (or is fetched).
+    """
+    from sprc_lib.data.schema import check_root
     from sprc_lib.data.toy import MARKER
     from sprc_lib.paths import data_root, toy_root
 
     if data_path is None:
         data_path = toy_root() if preset == "tiny" else data_root()
+    check_root(data_path, dataset)
     if preset is None:
         preset = "tiny" if (Path(data_path) / MARKER).is_file() else "blip2-vitg"
     return str(data_path), preset
@@ -159,7 +195,8 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         if args.dataset is None:
             raise UserError("--dataset is required (CIRR or FashionIQ)")
-        given["data_path"], given["preset"] = _data_and_preset(args.data_path, args.preset)
+        settings.resolve({**given, "data_path": "unchecked", "preset": args.preset or "tiny"})  # the flags first
+        given["data_path"], given["preset"] = _data_and_preset(args.data_path, args.preset, args.dataset)
         config, _ = settings.resolve(given)
         result = train(config, stop_after_steps=args.stop_after_steps, overwrite=args.overwrite)
     print(f"run folder: {result.run_dir}")
@@ -191,9 +228,9 @@ def _context(args: argparse.Namespace):
         if getattr(args, name) is not None and getattr(args, name) < (1 if name == "batch_size" else 0):
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least "
                             f"{1 if name == 'batch_size' else 0}")
-    args.data_path, args.preset = _data_and_preset(args.data_path, args.preset)
     if args.model_path is None:
         raise UserError("--model-path is required: a saved model folder, a run's checkpoint.pt, or sprc_cirr.pt")
+    args.data_path, args.preset = _data_and_preset(args.data_path, args.preset, getattr(args, "dataset", "CIRR"))
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.tokenizer, args.preset)
 
     def given(name: str):
@@ -345,6 +382,9 @@ def _run_plan(args: argparse.Namespace) -> int:
     for name in ("batch_size", "micro_batch"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if args.micro_batch is not None and args.micro_batch >= args.batch_size:
+        raise UserError(f"--micro-batch {args.micro_batch}: must be below --batch-size {args.batch_size} (a "
+                        "micro-batch is a part of the batch); leave it out for the whole batch at once")
     config = bench_config(args.preset)
     cost = activation_cost(config, args.gradient_checkpointing)
     options = dict(cached=args.cache, checkpointing=args.gradient_checkpointing, cost=cost)

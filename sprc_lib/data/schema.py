@@ -29,6 +29,21 @@ FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 FASHIONIQ_IMAGE_SUFFIXES = (".png", ".jpg")
 
 
+def check_root(root: str | Path, dataset: str) -> None:
+    """`root` must be a folder holding the dataset's folder (`cirr_dataset/` or `fashionIQ_dataset/`): said at
+    once, before a model loads, with what to do."""
+    from sprc_lib.data.errors import DataError
+
+    root, folder = Path(root), CIRR_DIR if dataset == "CIRR" else FASHIONIQ_DIR
+    if not root.exists():
+        raise DataError(f"--data-path {root}: no such folder; pass the folder that contains {folder}/ "
+                        "(see data/README.md), or generate toy data with `python -m sprc_lib toy-data`")
+    if not root.is_dir():
+        raise DataError(f"--data-path {root}: that is a file; pass the folder that contains {folder}/")
+    if not (root / folder).is_dir():
+        raise DataError(f"--data-path {root}: has no {folder}/; pass the folder that contains it (see data/README.md)")
+
+
 def cirr_caption_path(root: Path, split: str) -> Path:
     return Path(root) / CIRR_DIR / "cirr" / "captions" / f"cap.rc2.{split}.json"
 

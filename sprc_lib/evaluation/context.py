@@ -38,7 +38,7 @@ class EvalContext:
     batch_size: int = 32
     num_workers: int = 0
     skip_missing: bool = False  # drop missing images and the queries that use them, and say so
-    skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # what was dropped, by split
+    skipped: dict[str, dict] = field(default_factory=dict)  # what was dropped, by split
 
     def load(self, dataset: type[D], root: str | Path, split: str, *args: Any) -> D:
         """A dataset built with the context's missing-image policy; what it dropped is noted in `skipped`."""
@@ -52,6 +52,8 @@ class EvalContext:
                 entry.update(queries=dataset.dropped_triplets, **{"listed queries": dataset.listed_triplets})
             else:
                 entry.update(images=len(dataset.missing_images), **{"listed images": dataset.listed_images})
+            entry["missing image names"] = sorted(set(entry.get("missing image names", [])) | set(
+                dataset.missing_images))
         return dataset
 
     def skipped_lines(self) -> list[str]:

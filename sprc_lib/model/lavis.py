@@ -136,9 +136,9 @@ def read_checkpoint(path: str | Path) -> object:
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint; download it again") from err
         raise CheckpointError(f"{path}: holds Python objects besides tensors and plain data; refused, since "
                               "loading them could run code. Use a file saved by this library or the authors'") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first}); download it again") from err
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:  # KeyError: a text file
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint; download it again, or pass a saved "
+                              "model folder or a run's checkpoint.pt") from err
 
 
 def lavis_state_dict(obj: object, source: str) -> dict[str, Tensor]:

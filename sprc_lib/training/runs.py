@@ -49,6 +49,8 @@ def new_run_dir(dataset: str, preset: str, output_dir: str | None) -> Path:
 def find_checkpoint(resume: str | Path) -> Path:
     """The checkpoint of a run folder (or the file itself)."""
     path = Path(resume)
+    if not path.exists():
+        raise RunFolderError(f"--resume {resume}: no such folder or file; pass the folder of a stopped run")
     path = path / CHECKPOINT if path.is_dir() else path
     if not path.is_file():
         raise RunFolderError(f"--resume {resume}: no {CHECKPOINT} there to resume from; pass the run folder "

@@ -30,6 +30,7 @@ from sprc_lib import distributed
 from sprc_lib.data.base import collate
 from sprc_lib.data.errors import DataError
 from sprc_lib.data.fashioniq import FashionIQDataset
+from sprc_lib.data.schema import check_root
 from sprc_lib.errors import RunFolderError, TrainingDiverged
 from sprc_lib.evaluation.metrics import KEEP_BEST_KEY
 from sprc_lib.evaluation.protocols import validate
@@ -71,9 +72,10 @@ class Trainer:
         run, p = self.run, self.progress
         path = checkpoint.save(run, p)
         distributed.barrier()
-        if run.main and why != "stop_after_steps":
-            print(f"\nStopped ({why}) after epoch {p.epoch + 1} step {p.step_in_epoch}: saved {path}; continue with "
-                  f"`python -m sprc_lib train --resume {run.run_dir}`")
+        if run.main:
+            reason = "as --stop-after-steps asked" if why == "stop_after_steps" else why
+            print(f"\nStopped ({reason}) after epoch {p.epoch + 1} step {p.step_in_epoch}: saved {path}; continue "
+                  f"with `python -m sprc_lib train --resume {run.run_dir}`")
         return self._result(finished=False, stopped=why)
 
     def _interrupted(self) -> None:
@@ -244,6 +246,7 @@ def train(config: TrainConfig, callback: Callback | None = None, stop_after_step
     group for the run and leaves it after.
     """
     check(config)
+    check_root(config.data_path, config.dataset)
     if stop_after_steps is not None and stop_after_steps < 1:
         raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
     with distributed.session(distributed.process_device(config.device)):
@@ -264,19 +267,21 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
         raise RunFolderError(f"--resume {run_dir}: {path} is not a training checkpoint of this library "
                              "(a released model goes to --model-path instead)")
     config, changes = resolve(settings, saved["config"], run_dir=str(path.parent))
+    check_root(config.data_path, config.dataset)  # the run's data may have moved: say so, and --data-path
     if stop_after_steps is not None and stop_after_steps < 1:
         raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
     with distributed.session(distributed.process_device(config.device)):
         run = build_run(config, path.parent, saved)
         with open_run_dir(run, fresh=False):
             progress = checkpoint.restore(run, saved)
+            if run.main:
+                print(f"resuming {run.run_dir} at epoch {progress.epoch + 1}, step {progress.step_in_epoch}")
             if changes and run.main:
                 _record(run, progress, changes)
             return Trainer(run, progress, callback).fit(stop_after_steps)
 
 
 def _record(run: RunParts, progress: checkpoint.Progress, changes: list[Change]) -> None:
-    print(f"resuming at epoch {progress.epoch + 1}, step {progress.global_step}; applied from here on: "
-          + "; ".join(str(c) for c in changes))
+    print("applied from here on: " + "; ".join(str(c) for c in changes))
     runs.record_changes(run.run_dir, [{"setting": c.setting, "from": c.old, "to": c.new, "epoch": progress.epoch,
                                        "global_step": progress.global_step} for c in changes])

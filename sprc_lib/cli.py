@@ -375,28 +375,9 @@ def _register_plan(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from sprc_lib.course.bench import bench_config
-    from sprc_lib.tables import format_table
-    from sprc_lib.training.memory import GPUS, activation_cost, describe_plans, plan_memory
+    from sprc_lib.course.bench import print_plan
 
-    for name in ("batch_size", "micro_batch"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
-    if args.micro_batch is not None and args.micro_batch >= args.batch_size:
-        raise UserError(f"--micro-batch {args.micro_batch}: must be below --batch-size {args.batch_size} (a "
-                        "micro-batch is a part of the batch); leave it out for the whole batch at once")
-    config = bench_config(args.preset)
-    cost = activation_cost(config, args.gradient_checkpointing)
-    options = dict(cached=args.cache, checkpointing=args.gradient_checkpointing, cost=cost)
-    whole = plan_memory(config, args.batch_size, None, **options)
-    micro = args.micro_batch or 2 ** max(0, whole.largest_micro_batch(next(iter(GPUS.values()))).bit_length() - 1)
-    plans = [whole] + ([plan_memory(config, args.batch_size, micro, **options)] if micro < args.batch_size else [])
-    source = "the feature cache" if args.cache else "pixels"
-    print(f"{args.preset}, batch {args.batch_size}, from {source}"
-          + (", Q-Former activation checkpointing" if args.gradient_checkpointing else "")
-          + f": activations {cost[1] / 2**20:.1f} MiB per triplet (measured), predicted peak of "
-          "torch.cuda.max_memory_allocated; a GPU fits it when 1.1 x peak + 0.5 GiB is below its memory")
-    print(format_table(*describe_plans(plans)))
+    print_plan(args.preset, args.batch_size, args.micro_batch, args.cache, args.gradient_checkpointing)
     return 0
 
 

@@ -257,3 +257,29 @@ def print_bench(micro_batch: int | None = None, memory_only: bool = False, **kwa
             "CPU: peak resident set growth")
         print(f"\nMemory of one training step from cached tokens ({where}), beside the planner's GPU prediction:")
         print(format_table(["what", "measured GiB", "planned GiB"], rows))
+
+
+def print_plan(preset: str, batch_size: int, micro_batch: int | None = None, cache: bool = False,
+               checkpointing: bool = False) -> None:
+    """`python -m sprc_lib plan`: the planner's table for the whole batch and for micro-batches (given, or the
+    largest power of two that fits a T4)."""
+    from sprc_lib.errors import UserError
+    from sprc_lib.training.memory import GPUS, activation_cost, describe_plans, plan_memory
+
+    for name, value in (("--batch-size", batch_size), ("--micro-batch", micro_batch)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} {value}: must be at least 1")
+    if micro_batch is not None and micro_batch >= batch_size:
+        raise UserError(f"--micro-batch {micro_batch}: must be below --batch-size {batch_size} (a micro-batch is a "
+                        "part of the batch); leave it out for the whole batch at once")
+    config = bench_config(preset)
+    cost = activation_cost(config, checkpointing)
+    options = dict(cached=cache, checkpointing=checkpointing, cost=cost)
+    whole = plan_memory(config, batch_size, None, **options)
+    micro = micro_batch or 2 ** max(0, whole.largest_micro_batch(next(iter(GPUS.values()))).bit_length() - 1)
+    plans = [whole] + ([plan_memory(config, batch_size, micro, **options)] if micro < batch_size else [])
+    print(f"{preset}, batch {batch_size}, from {'the feature cache' if cache else 'pixels'}"
+          + (", Q-Former activation checkpointing" if checkpointing else "")
+          + f": activations {cost[1] / 2**20:.1f} MiB per triplet (measured), predicted peak of "
+          "torch.cuda.max_memory_allocated; a GPU fits it when 1.1 x peak + 0.5 GiB is below its memory")
+    print(format_table(*describe_plans(plans)))

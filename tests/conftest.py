@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -60,3 +61,18 @@ def tiny_blip2(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from sprc_lib.training.pretrain import pretrain_tiny_blip2
 
     return pretrain_tiny_blip2(toy_root, tmp_path_factory.mktemp("tiny-blip2"), steps=3, batch_size=16)
+
+
+SMALL_TRIPLETS = 192  # an epoch of 6 steps of 32 in one process, 3 steps of 2 x 32 in two
+
+
+@pytest.fixture(scope="session")
+def small_toy(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy CIRR with only its first training triplets (images hard-linked, never written)."""
+    root = tmp_path_factory.mktemp("small-toy")
+    shutil.copytree(toy_root / "cirr_dataset", root / "cirr_dataset", copy_function=os.link)
+    captions = root / "cirr_dataset" / "cirr" / "captions" / "cap.rc2.train.json"
+    kept = json.loads(captions.read_text())[:SMALL_TRIPLETS]
+    captions.unlink()  # a hard link to the session's toy data: replace it, never write into it
+    captions.write_text(json.dumps(kept))
+    return root

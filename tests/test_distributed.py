@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -146,19 +144,7 @@ def test_shards_cut_at_whole_batches(monkeypatch):
 
 # ---------------------------------------------------------------- training under torchrun
 
-TRAIN_TRIPLETS = 192  # an epoch: 6 steps of 32 in one process, 3 steps of 2 x 32 in two
-
-
-@pytest.fixture(scope="module")
-def small_toy(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The toy CIRR with only its first training triplets (images hard-linked, never written)."""
-    root = tmp_path_factory.mktemp("small-toy")
-    shutil.copytree(toy_root / "cirr_dataset", root / "cirr_dataset", copy_function=os.link)
-    captions = root / "cirr_dataset" / "cirr" / "captions" / "cap.rc2.train.json"
-    kept = json.loads(captions.read_text())[:TRAIN_TRIPLETS]
-    captions.unlink()  # a hard link to the session's toy data: replace it, never write into it
-    captions.write_text(json.dumps(kept))
-    return root
+# small_toy (conftest): 192 training triplets, an epoch of 6 steps of 32 in one process, 3 of 2 x 32 in two
 
 
 def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:

@@ -21,19 +21,11 @@ from sprc_lib.training.config import TrainConfig
 from sprc_lib.training.runs import CHECKPOINT
 from sprc_lib.training.trainer import resume_training, train
 
-TRIPLETS = 192  # 6 steps of 32 an epoch, 2 epochs
-
 
 @pytest.fixture(scope="module")
-def data(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Toy CIRR with its first training triplets; images are hard links (replaced, never written into)."""
-    root = tmp_path_factory.mktemp("stops-data")
-    shutil.copytree(toy_root / "cirr_dataset", root / "cirr_dataset", copy_function=os.link)
-    captions = root / "cirr_dataset" / "cirr" / "captions" / "cap.rc2.train.json"
-    kept = json.loads(captions.read_text())[:TRIPLETS]
-    captions.unlink()
-    captions.write_text(json.dumps(kept))
-    return root
+def data(small_toy: Path) -> Path:
+    """Toy CIRR with its first 192 training triplets (conftest): 6 steps of 32 an epoch, 2 epochs."""
+    return small_toy
 
 
 def config(data: Path, model: Path, out: Path) -> TrainConfig:

@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models course test lint clean
+.PHONY: setup toy models course test test-full install-cells lint clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,19 @@ course: setup toy models
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
+	$(MAKE) --no-print-directory test-full
+
+STANDINS := build/standins
+
+# The full track on stand-ins in the real formats (tests/standins.py): every notebook again, SPRC_MODE=full.
+test-full: setup toy models
+	$(PY) tests/standins.py $(STANDINS)
+	env $$(cat $(STANDINS)/full.env) $(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+# The Colab install cell is declared once (sprc_lib/course/colab.py); this writes it into every notebook.
+install-cells: setup
+	$(PY) -c "from pathlib import Path; from sprc_lib.course.colab import write_install_cells as w; print(w(Path('notebooks')))"
+	$(VENV)/bin/jupytext --sync notebooks/*.py
 
 lint: setup
 	$(PY) -m ruff check sprc_lib tests notebooks

@@ -36,12 +36,28 @@
 # - how `check-data` reports a broken download, and what `skip_missing` does.
 
 # %%
+# Colab only: install the course library from one pinned source, then check it (about a minute).
+import os
+import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab only: fetch the course and install its library (about a minute)
-    # !git clone -q --depth 1 https://github.com/sprc-course/sprc-course /content/sprc-course
-    # %pip install -q -e /content/sprc-course
-    sys.path.insert(0, "/content/sprc-course")  # a running kernel does not see a fresh editable install
+COURSE_SOURCE = os.environ.get("SPRC_COURSE_SOURCE", "git+https://github.com/sprc-course/sprc-course@v0.1.0")
+COURSE_VERSION = "0.1.0"
+if "google.colab" in sys.modules:
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"sprc-course[course] @ {COURSE_SOURCE}"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise SystemExit(f"installing the course from {COURSE_SOURCE} failed:\n{pip.stderr.strip()[-1500:]}\n"
+                         "Fix: check that the source exists and the machine is online, then run this cell again.")
+    try:
+        import sprc_lib
+    except ImportError as err:
+        raise SystemExit(f"the course installed, but `import sprc_lib` fails ({err}). "
+                         "Fix: Runtime > Restart session, then run this cell again.") from None
+    if sprc_lib.__version__ != COURSE_VERSION:
+        raise SystemExit(f"sprc_lib {sprc_lib.__version__} is installed; this notebook needs {COURSE_VERSION}. "
+                         "Fix: Runtime > Restart session, then run this cell again.")
+    print(f"sprc_lib {sprc_lib.__version__} installed from {COURSE_SOURCE}")
 
 # %%
 import json
@@ -70,6 +86,7 @@ from sprc_lib.data.schema import (
     fashioniq_split_path,
 )
 from sprc_lib.data.toy import MARKER, generate_toy_data, toy_specs
+from sprc_lib.data.unpack import unpack_dataset
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny": toy data; "full": the real datasets under `sprc_lib.paths.data_root()`
@@ -77,6 +94,7 @@ SEED = 0  # the toy generator's seed for the fresh copy drawn in section 3
 N_TRIPLETS = 6  # triplets per grid
 IMAGE_SIZE = 224 if MODE == "full" else 64  # the model's input size: BLIP-2 ViT-g 224 px, the tiny preset 64 px
 SKIP_MISSING = MODE == "full"  # real FashionIQ copies miss some images (dead links); toy data misses none
+ARCHIVES = {}  # full mode: archives to unpack first, e.g. {"CIRR": "/content/drive/MyDrive/cirr_dataset.zip"}
 
 # %% [markdown]
 # ## 1. Where the data lives, and how to get the real data
@@ -103,9 +121,22 @@ SKIP_MISSING = MODE == "full"  # real FashionIQ copies miss some images (dead li
 #
 # `data/README.md` in the repository has the full recipe. Then check the download:
 # `python -m sprc_lib check-data --dataset CIRR --data-path <data>` (section 8 runs the same check here).
+#
+# **On Colab**, keep each dataset as one archive (`.zip`, `.tar`, `.tar.gz`) in your Google Drive and
+# unpack it onto the machine's local disk at the start of a session: reading thousands of small
+# images from a mounted Drive is slow. `unpack_dataset` (the command `python -m sprc_lib unpack-data
+# ARCHIVE --out /content/data`) shows a progress bar, accepts the dataset folder, its bare content or
+# either inside one wrapping folder, refuses anything else with a message, and then runs the same
+# check as `check-data`. List your archives in `ARCHIVES` (parameters cell) with
+# `%env SPRC_DATA=/content/data`, mount Drive (`from google.colab import drive;
+# drive.mount("/content/drive")`), and this cell unpacks them:
 
 # %%
-root = setup(MODE).data  # tiny: the toy copies (generated on first use); full: data_root()
+course = setup(MODE)  # tiny: the toy copies (generated on first use); full: SPRC_DATA
+for dataset, archive in ARCHIVES.items():
+    unpack_dataset(archive, course.data, dataset, skip_missing=SKIP_MISSING)
+root = course.need_data("CIRR")  # or a stop that says where to get it and put it
+course.need_data("FashionIQ")
 print(f"mode {MODE}: reading {'the toy copies' if MODE == 'tiny' else 'the real datasets'} under {root.name}/")
 print(viz.folder_tree(root / "cirr_dataset"))
 print(viz.folder_tree(root / "fashionIQ_dataset"))

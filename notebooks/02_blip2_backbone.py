@@ -37,12 +37,28 @@
 # - how to read attention weights out of the Q-Former and draw where each query looks.
 
 # %%
+# Colab only: install the course library from one pinned source, then check it (about a minute).
+import os
+import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab only: fetch the course and install its library (about a minute)
-    # !git clone -q --depth 1 https://github.com/sprc-course/sprc-course /content/sprc-course
-    # %pip install -q -e /content/sprc-course
-    sys.path.insert(0, "/content/sprc-course")  # a running kernel does not see a fresh editable install
+COURSE_SOURCE = os.environ.get("SPRC_COURSE_SOURCE", "git+https://github.com/sprc-course/sprc-course@v0.1.0")
+COURSE_VERSION = "0.1.0"
+if "google.colab" in sys.modules:
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"sprc-course[course] @ {COURSE_SOURCE}"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise SystemExit(f"installing the course from {COURSE_SOURCE} failed:\n{pip.stderr.strip()[-1500:]}\n"
+                         "Fix: check that the source exists and the machine is online, then run this cell again.")
+    try:
+        import sprc_lib
+    except ImportError as err:
+        raise SystemExit(f"the course installed, but `import sprc_lib` fails ({err}). "
+                         "Fix: Runtime > Restart session, then run this cell again.") from None
+    if sprc_lib.__version__ != COURSE_VERSION:
+        raise SystemExit(f"sprc_lib {sprc_lib.__version__} is installed; this notebook needs {COURSE_VERSION}. "
+                         "Fix: Runtime > Restart session, then run this cell again.")
+    print(f"sprc_lib {sprc_lib.__version__} installed from {COURSE_SOURCE}")
 
 # %%
 import random
@@ -53,9 +69,8 @@ from IPython.display import display
 from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
 from sprc_lib import build_transform, format_table, load_model, load_rgb, load_tokenizer, tokenize
-from sprc_lib.course import course_mode, ensure_toy, setup
+from sprc_lib.course import course_mode, setup
 from sprc_lib.course import figures as viz
-from sprc_lib.training.pretrain import read_pairs
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny": the tiny BLIP-2 pretrained on toy captions; "full": Salesforce/blip2-itm-vit-g
@@ -74,7 +89,6 @@ course = setup(MODE)  # the data, cache, model sizes, weights and device of this
 # as the hub checkpoint, only smaller.
 
 # %%
-root = ensure_toy()  # toy images and captions (both modes use them here)
 weights, device = course.weights, course.device  # the tiny BLIP-2, or Salesforce/blip2-itm-vit-g
 if MODE == "tiny":
     blip = Blip2ForImageTextRetrieval.from_pretrained(weights)
@@ -113,11 +127,13 @@ print(f"image {S} px, patches {P} px, ViT width Dv={Dv}, {Q} queries of width H=
 # %% [markdown]
 # ## 2. From pixels to image features, step by step
 #
-# We take four toy images with their captions from the tiny BLIP-2's pretraining corpus (absolute
-# descriptions of training images) and follow them through the model.
+# We take N_PAIRS images with one text each and follow four of them through the model. In tiny mode
+# they come from the tiny BLIP-2's pretraining corpus (toy images with absolute descriptions); in full
+# mode they are validation targets of CIRR and FashionIQ with their modification texts, which describe
+# the target only in part ("is red with long sleeves"): a harder test than BLIP-2's own captions.
 
 # %%
-pairs = random.Random(SEED).sample(read_pairs(root), N_PAIRS)
+pairs = random.Random(SEED).sample(course.caption_pairs(), N_PAIRS)
 captions = [caption for _, caption in pairs]
 transform = build_transform("targetpad", S)
 pixels = torch.stack([transform(load_rgb(path)) for path, _ in pairs])
@@ -342,7 +358,7 @@ print(f"R@1 with max: {results['text -> image R@1']:.1f}%, with mean: {mean_r1:.
 # best-matching images among the N_PAIRS.
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-mine = "a big blue circle in the center"
+mine = "a big blue circle in the center" if MODE == "tiny" else "a red dress with long sleeves"
 ids_mine, mask_mine = tokenize(tokenizer, [mine], model.config.max_txt_len)
 with torch.no_grad():
     row = model.scores(model.text_features(ids_mine.to(device), mask_mine.to(device)), gallery)[0].cpu()

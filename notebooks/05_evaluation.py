@@ -35,12 +35,28 @@
 # course, reused here). Full mode evaluates your models on the real validation splits.
 
 # %%
+# Colab only: install the course library from one pinned source, then check it (about a minute).
+import os
+import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab only: fetch the course and install its library
-    # !git clone -q --depth 1 https://github.com/sprc-course/sprc-course /content/sprc-course
-    # %pip install -q -e /content/sprc-course
-    sys.path.insert(0, "/content/sprc-course")
+COURSE_SOURCE = os.environ.get("SPRC_COURSE_SOURCE", "git+https://github.com/sprc-course/sprc-course@v0.1.0")
+COURSE_VERSION = "0.1.0"
+if "google.colab" in sys.modules:
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"sprc-course[course] @ {COURSE_SOURCE}"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise SystemExit(f"installing the course from {COURSE_SOURCE} failed:\n{pip.stderr.strip()[-1500:]}\n"
+                         "Fix: check that the source exists and the machine is online, then run this cell again.")
+    try:
+        import sprc_lib
+    except ImportError as err:
+        raise SystemExit(f"the course installed, but `import sprc_lib` fails ({err}). "
+                         "Fix: Runtime > Restart session, then run this cell again.") from None
+    if sprc_lib.__version__ != COURSE_VERSION:
+        raise SystemExit(f"sprc_lib {sprc_lib.__version__} is installed; this notebook needs {COURSE_VERSION}. "
+                         "Fix: Runtime > Restart session, then run this cell again.")
+    print(f"sprc_lib {sprc_lib.__version__} installed from {COURSE_SOURCE}")
 
 # %%
 import copy
@@ -57,8 +73,6 @@ from sprc_lib import (
     cirr_metrics,
     cirr_test_submission,
     format_table,
-    load_model,
-    load_tokenizer,
     metrics_table,
     rank_gallery,
     validate,
@@ -73,7 +87,6 @@ from sprc_lib.course import (
     img_set_figure,
     retrieval_grid,
     setup,
-    tiny_model,
 )
 from sprc_lib.evaluation.metrics import FASHIONIQ_RECALL_KS
 
@@ -82,22 +95,17 @@ MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real data): set S
 K = 5  # top-k shown in the grids and the explorer
 SHOWN_QUERIES = 4  # rows in the grid of ordinary queries
 FAILURES = 4  # rows in the grid of failure cases
-CIRR_MODEL = None  # full mode: a saved model folder (a run's best/, or notebook 06's converted sprc_cirr)
-FIQ_MODEL = None  # full mode: the same for FashionIQ
 DATA_PATH = None  # full mode: the folder holding cirr_dataset/ and fashionIQ_dataset/
 
 # %%
 course = setup(MODE, DATA_PATH)  # the data, cache and device of this mode
 DATA = course.data
 SCRATCH = Path(tempfile.mkdtemp(prefix="sprc05-"))  # submission files; nothing lands in the repo
-if MODE == "tiny":
-    cirr_ctx = course.context(*tiny_model("CIRR", DATA))  # trained on first use, then reused
-    fiq_ctx = course.context(*tiny_model("FashionIQ", DATA))
-else:
-    if not (CIRR_MODEL and FIQ_MODEL):
-        raise ValueError("full mode: set CIRR_MODEL and FIQ_MODEL to saved model folders (see notebook 06)")
-    cirr_ctx = course.context(load_model(CIRR_MODEL), load_tokenizer(CIRR_MODEL))
-    fiq_ctx = course.context(load_model(FIQ_MODEL), load_tokenizer(FIQ_MODEL))
+course.need_data("CIRR"), course.need_data("FashionIQ")
+# tiny: the tiny models (trained on first use, then reused); full: the folders SPRC_CIRR_MODEL and
+# SPRC_FIQ_MODEL name (a run's best/ from notebook 04, or the authors' models converted in notebook 06)
+cirr_ctx = course.context(*course.trained("CIRR"))
+fiq_ctx = course.context(*course.trained("FashionIQ"))
 # Each context holds a model ready to score: on the device, the ViT in fp16 on a GPU (as in training), its
 # transform, the feature cache. Warming fills the cache with the val galleries (a ViT pass per new image).
 cirr_ctx.warm(validation_galleries("CIRR", DATA))

@@ -38,12 +38,28 @@
 # the converted model scores what the original scored. **Full mode** runs it on the real files.
 
 # %%
+# Colab only: install the course library from one pinned source, then check it (about a minute).
+import os
+import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab only: fetch the course and install its library
-    # !git clone -q --depth 1 https://github.com/sprc-course/sprc-course /content/sprc-course
-    # %pip install -q -e /content/sprc-course
-    sys.path.insert(0, "/content/sprc-course")
+COURSE_SOURCE = os.environ.get("SPRC_COURSE_SOURCE", "git+https://github.com/sprc-course/sprc-course@v0.1.0")
+COURSE_VERSION = "0.1.0"
+if "google.colab" in sys.modules:
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"sprc-course[course] @ {COURSE_SOURCE}"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise SystemExit(f"installing the course from {COURSE_SOURCE} failed:\n{pip.stderr.strip()[-1500:]}\n"
+                         "Fix: check that the source exists and the machine is online, then run this cell again.")
+    try:
+        import sprc_lib
+    except ImportError as err:
+        raise SystemExit(f"the course installed, but `import sprc_lib` fails ({err}). "
+                         "Fix: Runtime > Restart session, then run this cell again.") from None
+    if sprc_lib.__version__ != COURSE_VERSION:
+        raise SystemExit(f"sprc_lib {sprc_lib.__version__} is installed; this notebook needs {COURSE_VERSION}. "
+                         "Fix: Runtime > Restart session, then run this cell again.")
+    print(f"sprc_lib {sprc_lib.__version__} installed from {COURSE_SOURCE}")
 
 # %%
 import json
@@ -53,7 +69,6 @@ from pathlib import Path
 import torch
 
 from sprc_lib import (
-    BLIP2_RETRIEVAL,
     FASHIONIQ_CATEGORIES,
     CIRRDataset,
     FashionIQDataset,
@@ -62,17 +77,14 @@ from sprc_lib import (
     load_model,
     load_tokenizer,
     on_colab,
-    preset_config,
     validate,
 )
 from sprc_lib.cli import main as cli_main
 from sprc_lib.course import course_mode, setup, tiny_model, tiny_run_dir
 from sprc_lib.model.lavis import LAVIS_MODEL_KEY, load_lavis_checkpoint, read_checkpoint, save_lavis_checkpoint
-from sprc_lib.paths import data_root
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real data): set SPRC_MODE=full or edit this
-CHECKPOINT_DIR = None  # full mode: the folder holding sprc_cirr.pt and sprc_fiq.pt (default: see below)
 DATA_PATH = None  # full mode: the folder holding cirr_dataset/ and fashionIQ_dataset/
 CIRR_TEST_FROM_SERVER = None  # after uploading: the server's figures, e.g. {"recall_at1": 51.9, ...}
 
@@ -86,33 +98,31 @@ CIRR_TEST_FROM_SERVER = None  # after uploading: the server's figures, e.g. {"re
 # - BaiduCloud: https://pan.baidu.com/s/18196NRV0Cdbn5uPc3LIgwg (password `t1at`)
 #
 # Both hosts need a browser (there is no stable direct URL to `wget`), so download the files by
-# hand. For Colab, put them in your Google Drive, e.g. in `MyDrive/sprc/`; the cell below mounts
-# Drive (Colab asks for permission) and finds them there. On your own machine, put them anywhere
-# and set `CHECKPOINT_DIR`. The datasets go where notebook 01 says (copy them to the Colab
+# hand. For Colab, put them in your Google Drive, in `MyDrive/sprc/`; the cell below mounts
+# Drive (Colab asks for permission) and finds them there. On your own machine, put them in
+# `<data>/checkpoints/`, or anywhere and set `SPRC_CIRR_CHECKPOINT` and `SPRC_FIQ_CHECKPOINT` (notebook
+# 00 lists every location variable). The datasets go where notebook 01 says (copy them to the Colab
 # machine's local disk rather than reading 20,000 images from Drive).
 
 # %%
 course = setup(MODE, DATA_PATH)  # the data, cache, model sizes and device of this mode
-DATA, PRESET = course.data, course.preset
+DATA = course.data
 SCRATCH = Path(tempfile.mkdtemp(prefix="sprc06-"))  # converted models, submissions; nothing lands in the repo
+course.need_data("CIRR"), course.need_data("FashionIQ")
+DATASETS = {"cirr": "CIRR", "fiq": "FashionIQ"}
 if MODE == "tiny":
-    CHECKPOINT_DIR = SCRATCH / "released"  # the stand-in files, written below
-    TOKENIZERS = {name: str(tiny_run_dir(dataset, DATA) / "best") for name, dataset in (("cirr", "CIRR"), ("fiq", "FashionIQ"))}
-    originals = {name: tiny_model(dataset, DATA) for name, dataset in (("cirr", "CIRR"), ("fiq", "FashionIQ"))}
-    for name, (model, _) in originals.items():
-        save_lavis_checkpoint(model, CHECKPOINT_DIR / f"sprc_{name}.pt")
+    TOKENIZERS = {name: str(tiny_run_dir(dataset, DATA) / "best") for name, dataset in DATASETS.items()}
+    originals = {name: tiny_model(dataset, DATA) for name, dataset in DATASETS.items()}
+    # the stand-in files: the tiny models written in the released files' layout
+    FILES = {name: save_lavis_checkpoint(model, SCRATCH / "released" / f"sprc_{name}.pt")
+             for name, (model, _) in originals.items()}
 else:
-    TOKENIZERS = dict.fromkeys(("cirr", "fiq"), BLIP2_RETRIEVAL)  # bert-base-uncased WordPiece + [DEC], as the authors'
+    TOKENIZERS = dict.fromkeys(DATASETS, course.weights)  # BLIP-2's: bert-base-uncased WordPiece + [DEC], as the authors'
     if on_colab():
         from google.colab import drive
 
-        COLAB_ROOT = Path("/content")
-        drive.mount(str(COLAB_ROOT / "drive"))
-        CHECKPOINT_DIR = CHECKPOINT_DIR or COLAB_ROOT / "drive" / "MyDrive" / "sprc"
-    CHECKPOINT_DIR = Path(CHECKPOINT_DIR or data_root() / "checkpoints")
-FILES = {name: Path(CHECKPOINT_DIR) / f"sprc_{name}.pt" for name in ("cirr", "fiq")}
-missing = [str(path) for path in FILES.values() if not path.is_file()]
-assert not missing, f"download these first (links above): {missing}"
+        drive.mount("/content/drive")  # the default place of the released files on Colab: MyDrive/sprc/
+    FILES = {name: course.released(dataset) for name, dataset in DATASETS.items()}  # stops if one is missing
 print({name: f"{path.stat().st_size / 2**20:,.1f} MiB" for name, path in FILES.items()})
 
 # %% [markdown]
@@ -146,17 +156,19 @@ assert {"prompt_tokens", "query_tokens", "temp"} <= set(state)
 # key family), merges the ViT's separate `q_bias`/`v_bias` into one `qkv.bias` with a zero k part
 # (how transformers stores the same attention), drops only the Q-Former's unused language-model
 # head, and refuses to load if any key is left over, missing or of the wrong shape. The file
-# carries no sizes, so you name the preset. In a shell you would type
+# carries no sizes: they are BLIP-2's, so you name the preset, or the BLIP-2 whose config gives them.
+# In a shell you would type
 #
 #     python -m sprc_lib convert --lavis-checkpoint sprc_cirr.pt --out sprc_cirr --preset blip2-vitg
 #
-# (`--tokenizer` defaults to BLIP-2's; the tiny models bring their own). The cell runs that very
-# command through the CLI's entry point, in this process:
+# (`--tokenizer` defaults to BLIP-2's; the tiny models bring their own). The cell runs that command
+# through the CLI's entry point, in this process, naming the BLIP-2 this session starts from
+# (`--preset Salesforce/blip2-itm-vit-g` in full mode gives the same sizes as `--preset blip2-vitg`):
 
 # %%
 converted = {name: SCRATCH / f"sprc_{name}" for name in FILES}
 for name, path in FILES.items():
-    args = ["convert", "--lavis-checkpoint", str(path), "--out", str(converted[name]), "--preset", PRESET,
+    args = ["convert", "--lavis-checkpoint", str(path), "--out", str(converted[name]), "--preset", course.weights,
             "--tokenizer", TOKENIZERS[name]]
     assert cli_main(args) == 0
 print(sorted(p.name for p in converted["cirr"].iterdir()))
@@ -169,7 +181,7 @@ print(sorted(p.name for p in converted["cirr"].iterdir()))
 
 # %%
 tokenizer = load_tokenizer(TOKENIZERS["cirr"])
-in_memory = load_lavis_checkpoint(FILES["cirr"], preset_config(PRESET, len(tokenizer)))
+in_memory = load_lavis_checkpoint(FILES["cirr"], course.sizes(len(tokenizer)))
 from_folder = load_model(converted["cirr"])
 same = all(torch.equal(a, b) for a, b in zip(in_memory.state_dict().values(), from_folder.state_dict().values(), strict=True))
 print(f"{sum(p.numel() for p in from_folder.parameters()):,} parameters; folder == in-memory conversion: {same}")
@@ -298,7 +310,7 @@ damaged = dict(state)
 del damaged["prompt_tokens"]
 damaged["text_proj.weight"] = damaged["text_proj.weight"][:-1]
 try:
-    load_lavis_state({LAVIS_MODEL_KEY: damaged}, preset_config(PRESET, len(tokenizer)), "damaged file")
+    load_lavis_state({LAVIS_MODEL_KEY: damaged}, course.sizes(len(tokenizer)), "damaged file")
 except CheckpointError as error:
     print(error)
 # Every problem is listed, by key: nothing is silently left at its random initial value.

@@ -20,7 +20,6 @@ from sprc_lib.training import config as settings
 
 SEED_MODEL_NAME = "blip2_cir_align_prompt"
 
-
 # Exit codes: a user's mistake, and a run stopped by Ctrl-C or by the termination signal (128 + signal).
 USER_ERROR, INTERRUPTED, TERMINATED = 2, 130, 143
 
@@ -90,7 +89,7 @@ _REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = []
 
 def _register_toy_data(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "toy-data", "generate the toy CIRR and FashionIQ datasets (real layouts)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: data/toy, $SPRC_DATA/toy)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <home>/data/toy)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", choices=("small", "medium"), default="small")
     p.set_defaults(run=_run_toy_data)
@@ -139,7 +138,23 @@ def _run_course(args: argparse.Namespace) -> int:
     return run_course(args.data_path, retrain=args.retrain, models_only=args.models_only)
 
 
-_REGISTRY += [_register_toy_data, _register_check_data, _register_course]
+def _register_unpack_data(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "unpack-data", "unpack a dataset .zip/.tar(.gz) onto local disk (e.g. from Drive), then check it")
+    p.add_argument("archive", type=Path, metavar="ARCHIVE", help="a .zip, .tar, .tar.gz or .tgz of a dataset folder")
+    p.add_argument("--out", type=Path, metavar="DEST", help="folder to unpack into (default: the data root)")
+    settings.add_flags(p, ["dataset"], help={"dataset": "CIRR or FashionIQ (default: read from the archive's layout)"})
+    p.add_argument("--skip-missing", action="store_true", help="accept missing images (FashionIQ), as check-data does")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset folder DEST already holds")
+    p.set_defaults(run=_run_unpack_data)
+
+
+def _run_unpack_data(args: argparse.Namespace) -> None:
+    from sprc_lib.data.unpack import unpack_dataset
+
+    unpack_dataset(args.archive, args.out, args.dataset, args.skip_missing, args.overwrite)
+
+
+_REGISTRY += [_register_toy_data, _register_check_data, _register_unpack_data, _register_course]
 
 
 # ---------------------------------------------------------------- model commands (the seed README's flags)
@@ -299,7 +314,8 @@ def _register_convert(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "convert", "convert a released LAVIS checkpoint (sprc_*.pt) to this project's format")
     p.add_argument("--lavis-checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder (safetensors + config.json + tokenizer)")
-    p.add_argument("--preset", choices=("tiny", "blip2-vitg"), default="blip2-vitg")
+    p.add_argument("--preset", default="blip2-vitg", help="the sizes (a released file has none): tiny, blip2-vitg, "
+                   "or a BLIP-2 folder or hub id whose config gives them")
     p.add_argument("--tokenizer", default=None, help="tokenizer to save beside it (default: BLIP-2's)")
     p.set_defaults(run=_run_convert)
 

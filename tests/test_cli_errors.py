@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sprc_lib.paths import repo_root
+from sprc_lib.paths import checkout
 
 V = ["validate", "--preset", "tiny", "--num-workers", "0"]
 T = ["train", "--dataset", "CIRR", "--preset", "tiny", "--model-path", "{blip}", "--num-workers", "0",
@@ -232,7 +232,7 @@ def fill(args: list[str], places: dict[str, str], new: Path) -> list[str]:
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sprc_lib", *args], cwd=repo_root(), capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sprc_lib", *args], cwd=checkout(), capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
@@ -292,7 +292,7 @@ def test_debug_shows_the_traceback(places):
 
 def start_training(places: dict[str, str], out: Path, *extra: str) -> subprocess.Popen:
     argv = fill(T + ["--data-path", "{toy}", "--batch-size", "8", *extra], places, out)
-    return subprocess.Popen([sys.executable, "-m", "sprc_lib", *argv], cwd=repo_root(), stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "sprc_lib", *argv], cwd=checkout(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

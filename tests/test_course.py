@@ -10,7 +10,7 @@ import pytest
 from sprc_lib.cli import main
 from sprc_lib.course import run as course_run
 from sprc_lib.evaluation.metrics import HEADLINE_KEYS
-from sprc_lib.paths import repo_root, toy_root
+from sprc_lib.paths import checkout, toy_root
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
@@ -28,12 +28,12 @@ def test_course_tours_trains_evaluates_and_reports_each_notebook(capsys, monkeyp
 
     monkeypatch.setattr(course_run, "execute_notebooks", notebooks)
     code, out = run(["course"], capsys)
-    assert code == 1 and ran == [repo_root() / "build" / "notebooks"]  # a failed notebook fails the course
+    assert code == 1 and ran == [checkout() / "build" / "notebooks"]  # a failed notebook fails the course
     assert f"CIRR under {toy_root()}" in out and f"FashionIQ under {toy_root()}" in out
     tour = out[: out.index("Running the notebooks")]
     assert tour.count(" ok") == 3 + 9  # every split of both datasets checked
     for metric in (*HEADLINE_KEYS["CIRR"], *HEADLINE_KEYS["FashionIQ"]):
         assert re.search(rf"{metric}\s+[\d.]+\s+[\d.]+", out), metric
-    submission = repo_root() / "build" / "submission"
+    submission = checkout() / "build" / "submission"
     assert all(str(submission) in line for line in out.split("validated:\n")[1].splitlines()[:2])
     assert "01_data" in out and "FAILED: NameError" in out

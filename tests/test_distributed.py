@@ -25,7 +25,7 @@ from sprc_lib.data import CIRRDataset
 from sprc_lib.model import LOSS_NAMES, tiny_config
 from sprc_lib.model.loading import new_model
 from sprc_lib.model.synthetic import random_triplets
-from sprc_lib.paths import repo_root
+from sprc_lib.paths import checkout
 from sprc_lib.training.config import TrainConfig
 from sprc_lib.training.recipes import TOY
 from sprc_lib.training.runs import CHECKPOINT, read_csv
@@ -151,7 +151,7 @@ def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node N -m sprc_lib ARGS` (a free port each time); it must succeed."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "sprc_lib", *args]
-    done = subprocess.run(command, cwd=repo_root(), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, cwd=checkout(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done
 

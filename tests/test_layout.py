@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sprc_lib.paths import repo_root
+from sprc_lib.paths import checkout
 
-PACKAGE = repo_root() / "sprc_lib"
+PACKAGE = checkout() / "sprc_lib"
 # Each layer may import its own and the layers before it, never one after it.
 LAYERS = [
     ("sprc_lib", "sprc_lib.paths", "sprc_lib.env", "sprc_lib.files", "sprc_lib.tables", "sprc_lib.distributed"),

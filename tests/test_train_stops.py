@@ -16,7 +16,7 @@ import torch
 
 from sprc_lib.data.errors import DataError
 from sprc_lib.errors import TrainingDiverged
-from sprc_lib.paths import repo_root
+from sprc_lib.paths import checkout
 from sprc_lib.training.config import TrainConfig
 from sprc_lib.training.runs import CHECKPOINT
 from sprc_lib.training.trainer import resume_training, train
@@ -106,7 +106,7 @@ def test_killed_outright_the_last_checkpoint_stands(data, tiny_blip2, whole, tmp
     flags = ["train", "--dataset", "CIRR", "--preset", "tiny", "--data-path", str(data), "--model-path",
              str(tiny_blip2), "--output-dir", str(tmp_path / "run"), "--num-epochs", "2", "--batch-size", "32",
              "--num-workers", "0", "--seed", "3", "--checkpoint-every", "1"]
-    done = subprocess.Popen([sys.executable, "-m", "sprc_lib", *flags], cwd=repo_root(), stdout=subprocess.PIPE,
+    done = subprocess.Popen([sys.executable, "-m", "sprc_lib", *flags], cwd=checkout(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     for line in done.stdout:  # the announcement comes just before the first step
         if "steps per epoch" in line:

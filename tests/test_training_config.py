@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sprc_lib.cli import build_parser, main
-from sprc_lib.paths import repo_root
+from sprc_lib.paths import checkout
 from sprc_lib.training import config as settings
 from sprc_lib.training.config import APPLIED, FIXED, SettingError, TrainConfig, resolve
 from sprc_lib.training.runs import CHECKPOINT, HYPERPARAMETERS
@@ -27,6 +27,7 @@ OTHER = {
     "batch_size": 16, "loss_rtc": 0.5, "loss_align": 0.5, "validation_frequency": 3, "transform": "squarepad",
     "target_ratio": 1.5, "schedule_over_run": True, "seed": 1, "precision": "fp32", "global_negatives": True,
     "num_workers": 1, "device": "cpu", "skip_missing": True, "micro_batch": 8, "gradient_checkpointing": True,
+    "report_to": "tensorboard",
     "feature_cache": None, "save_training": True,
     "save_best": True,
     "checkpoint_every": 7,
@@ -107,7 +108,7 @@ def test_an_applied_setting_is_used_from_the_resume_on_and_recorded(saved_run, t
 
 def test_resume_with_another_precision_from_the_shell_names_it(saved_run):
     done = subprocess.run([sys.executable, "-m", "sprc_lib", "train", "--resume", str(saved_run), "--precision",
-                           "fp32"], cwd=repo_root(), capture_output=True, text=True, timeout=300)
+                           "fp32"], cwd=checkout(), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "--precision 'fp32' (the run has 'auto')" in done.stderr and "start a new run" in done.stderr
     assert "Traceback" not in done.stderr

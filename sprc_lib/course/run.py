@@ -8,9 +8,10 @@ from pathlib import Path
 from sprc_lib.course.toy_track import ensure_toy, evaluate_tiny, tiny_model, tiny_run_dir
 from sprc_lib.data.check import data_tour
 from sprc_lib.data.schema import DATASETS
+from sprc_lib.errors import UserError
 from sprc_lib.evaluation import cirr_test_submission, evaluation_context
 from sprc_lib.evaluation.metrics import HEADLINE_KEYS
-from sprc_lib.paths import repo_root
+from sprc_lib.paths import REPO_URL, checkout
 from sprc_lib.tables import format_table
 
 
@@ -26,7 +27,7 @@ def execute_notebooks(out_dir: Path, timeout: int = 900) -> list[list[str]]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path in sorted((repo_root() / "notebooks").glob("*.ipynb")):
+    for path in sorted((course_checkout() / "notebooks").glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         start = time.perf_counter()
         status = "ok"
@@ -43,6 +44,15 @@ def execute_notebooks(out_dir: Path, timeout: int = 900) -> list[list[str]]:
         rows.append([path.stem, f"{seconds:.0f}", status])
         print(f"  {path.stem}: {status} ({seconds:.0f} s)", flush=True)
     return rows
+
+
+def course_checkout() -> Path:
+    """The checkout whose notebooks `make course` runs (an installed wheel ships the library only)."""
+    root = checkout()
+    if root is None:
+        raise UserError(f"`course` runs the notebooks of a source checkout; clone the course (git clone {REPO_URL}) "
+                        "and run `make course` there")
+    return root
 
 
 def run_course(data_path: str | Path | None = None, retrain: bool = False, models_only: bool = False) -> int:
@@ -66,8 +76,8 @@ def run_course(data_path: str | Path | None = None, retrain: bool = False, model
         print(f"{dataset}: {took} ({tiny_run_dir(dataset, root)})")
         rows += [[dataset, key, f"{metrics[key]:.1f}", f"{chance_levels[key]:.1f}"] for key in HEADLINE_KEYS[dataset]]
     ctx = evaluation_context(*tiny_model("CIRR", root), device="cpu", feature_cache=root / "cache")
-    files = cirr_test_submission(ctx, root, repo_root() / "build" / "submission", "toy_tiny")
-    out = repo_root() / "build" / "notebooks"
+    files = cirr_test_submission(ctx, root, course_checkout() / "build" / "submission", "toy_tiny")
+    out = course_checkout() / "build" / "notebooks"
     print(f"\nRunning the notebooks headless (tiny mode) into {out} ...")
     notebooks = execute_notebooks(out)
     print("\nToy track results (toy val, percent) beside chance:")

@@ -10,7 +10,7 @@ from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval
 from transformers.initialization import no_init_weights
 
 from sprc_lib.errors import CheckpointError, MissingFileError
-from sprc_lib.model.config import SPRCConfig, preset_config
+from sprc_lib.model.config import PRESETS, SPRCConfig, preset_config
 from sprc_lib.model.lavis import (
     check_and_load,
     load_lavis_checkpoint,
@@ -34,6 +34,15 @@ def sprc_config_from_blip2(config: Blip2Config, max_txt_len: int = 32) -> SPRCCo
         image_text_hidden_size=config.image_text_hidden_size,
         max_txt_len=max_txt_len,
     )
+
+
+def blip2_sizes(name_or_path: str | Path = BLIP2_RETRIEVAL, vocab_size: int | None = None) -> SPRCConfig:
+    """SPRC's sizes for a BLIP-2 checkpoint (its config.json alone): what a released `.pt`, which carries
+    no sizes, is read with; `vocab_size` overrides the Q-Former's (the tokenizer's length)."""
+    config = sprc_config_from_blip2(_from_folder(Blip2Config.from_pretrained, name_or_path))
+    if vocab_size is not None:
+        config.qformer_config.vocab_size = vocab_size
+    return config
 
 
 def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL) -> SPRCModel:
@@ -143,12 +152,17 @@ def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | Non
     return load_model(model_path, preset_config(preset, len(words))), words
 
 
+def model_sizes(preset: str, vocab_size: int) -> SPRCConfig:
+    """The sizes `preset` names: a preset (`tiny`, `blip2-vitg`), or a BLIP-2 folder or hub id (its config)."""
+    return preset_config(preset, vocab_size) if preset in PRESETS else blip2_sizes(preset, vocab_size)
+
+
 def convert_lavis_checkpoint(lavis_checkpoint: str | Path, out: str | Path, preset: str = "blip2-vitg",
                              tokenizer: str | Path | None = None) -> int:
-    """A released LAVIS file (`sprc_cirr.pt`, ...) saved in this project's format with its tokenizer;
-    returns the number of parameters converted."""
+    """A released LAVIS file (`sprc_cirr.pt`, ...) saved in this project's format with its tokenizer, at the
+    sizes `preset` names (see `model_sizes`); returns the number of parameters converted."""
     words = load_tokenizer(tokenizer or BLIP2_RETRIEVAL)
-    model = load_lavis_checkpoint(lavis_checkpoint, preset_config(preset, len(words)))
+    model = load_lavis_checkpoint(lavis_checkpoint, model_sizes(preset, len(words)))
     model.save_pretrained(out)
     words.save_pretrained(out)
     return sum(p.numel() for p in model.parameters())

@@ -23,6 +23,7 @@ from typing import Any
 from sprc_lib.data.schema import DATASETS
 from sprc_lib.errors import UserError
 from sprc_lib.training.recipes import Recipe, recipe_for
+from sprc_lib.training.reports import REPORT_TO, summary_writer
 
 FIXED, APPLIED = "fixed", "applied"
 RECIPE = "recipe"  # the default of a recipe field: the dataset's recipe decides
@@ -88,6 +89,9 @@ class TrainConfig:
     save_best: bool = _setting(False, "keep the best model by the reference's criterion (needs --save-training)",
                                APPLIED)
     checkpoint_every: int = _setting(0, "also checkpoint every N steps (0: at epoch ends only)", APPLIED)
+    report_to: str = _setting("none", "also write the CSVs' scalars (each step's losses and learning rate, each "
+                              "epoch's and validation's rows) for TensorBoard, into <run folder>/tensorboard/ "
+                              "(needs `pip install tensorboard`)", APPLIED, choices=REPORT_TO)
 
     def recipe(self) -> Recipe:
         """The dataset's recipe for this preset, with the recipe fields this config sets."""
@@ -212,6 +216,8 @@ def check(config: TrainConfig) -> None:
         raise SettingError(f"--learning-rate {config.value('learning_rate')}: must be above 0")
     if config.save_best and not config.save_training:
         raise SettingError("--save-best needs --save-training (as in the seed's commands): nothing is saved otherwise")
+    if config.report_to == "tensorboard":
+        summary_writer()  # a missing package stops here, not after the set-up
     if config.transform == "squarepad" and config.target_ratio is not None:
         raise SettingError("--target-ratio only applies to --transform targetpad")
     recipe = config.recipe()

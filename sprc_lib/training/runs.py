@@ -6,6 +6,7 @@
     tokenizer/                      the tokenizer the run uses
     checkpoint.pt                   model, optimiser, scheduler, scaler, RNG states and position
     best/  final/                   saved models (`save_pretrained` + tokenizer), with --save-training
+    tensorboard/                    the same curves for TensorBoard, with --report-to tensorboard
 
 Every file is written beside its place and renamed over it, so an interruption never leaves half a file.
 """
@@ -29,7 +30,8 @@ from filelock import FileLock, Timeout
 
 from sprc_lib.errors import RunFolderError
 from sprc_lib.files import atomic_path, write_atomic
-from sprc_lib.paths import repo_root
+from sprc_lib.paths import runs_root
+from sprc_lib.training.reports import TENSORBOARD
 
 CHECKPOINT = "checkpoint.pt"
 HYPERPARAMETERS = "training_hyperparameters.json"
@@ -43,7 +45,7 @@ def new_run_dir(dataset: str, preset: str, output_dir: str | None) -> Path:
     if output_dir:
         return Path(output_dir)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    return repo_root() / "runs" / f"{dataset}_{preset}_{stamp}"
+    return runs_root() / f"{dataset}_{preset}_{stamp}"
 
 
 def find_checkpoint(resume: str | Path) -> Path:
@@ -59,7 +61,7 @@ def find_checkpoint(resume: str | Path) -> Path:
 
 
 # What a run writes into its folder; a folder holding any of the first two holds a run.
-RUN_FILES = (CHECKPOINT, HYPERPARAMETERS, TRAIN_CSV, VALIDATION_CSV, TOKENIZER, "best", "final")
+RUN_FILES = (CHECKPOINT, HYPERPARAMETERS, TRAIN_CSV, VALIDATION_CSV, TOKENIZER, "best", "final", TENSORBOARD)
 
 
 def holds_run(run_dir: Path) -> bool:

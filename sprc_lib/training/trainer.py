@@ -37,7 +37,7 @@ from sprc_lib.evaluation.protocols import validate
 from sprc_lib.model import LOSS_NAMES, SPRCModel
 from sprc_lib.model.lavis import read_checkpoint
 from sprc_lib.model.tokenizer import tokenize
-from sprc_lib.training import checkpoint, runs
+from sprc_lib.training import checkpoint, reports, runs
 from sprc_lib.training.build import RunParts, build_run, open_run_dir
 from sprc_lib.training.config import Change, SettingError, TrainConfig, check, resolve
 from sprc_lib.training.step import optimizer_step
@@ -64,6 +64,7 @@ class Trainer:
     def __init__(self, run: RunParts, progress: checkpoint.Progress | None = None, callback: Callback | None = None):
         self.run, self.callback = run, callback
         self.progress = progress or checkpoint.Progress()
+        self._report: Callback | None = None  # TensorBoard's, while `fit` runs (`--report-to`)
         self._stops = StopRequests()
         self._in_step = False
 
@@ -107,7 +108,8 @@ class Trainer:
         """
         run, p, steps = self.run, self.progress, 0
         self._announce()
-        with self._stops.deferred():
+        report_to = run.config.report_to if run.main else "none"
+        with reports.reporting(report_to, run.run_dir, p.global_step) as self._report, self._stops.deferred():
             try:
                 while p.epoch < run.recipe.num_epochs:
                     bar = tqdm(self._batches(), total=run.sampler.stop, initial=p.step_in_epoch, leave=False,
@@ -208,8 +210,10 @@ class Trainer:
             runs.save_model_dir(run.model, run.evaluation.tokenizer, run.run_dir / "best", p.best)
 
     def _emit(self, kind: str, **info) -> None:
-        if self.callback is not None:
-            self.callback(kind, {"epoch": self.progress.epoch, "step": self.progress.global_step, **info})
+        info = {"epoch": self.progress.epoch, "step": self.progress.global_step, **info}
+        for listener in (self.callback, self._report):
+            if listener is not None:
+                listener(kind, info)
 
     def _announce(self) -> None:
         """What one step is: the global batch, the rate, and how many targets each query is contrasted with."""

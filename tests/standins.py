@@ -1,0 +1,42 @@
+"""Stand-ins for what the full track downloads or asks the user for, at tiny sizes in the real formats.
+
+`python tests/standins.py OUT` writes the authors' released files (`sprc_cirr.pt`, `sprc_fiq.pt`, LAVIS
+layout and dtypes, from the trained tiny models) under OUT/checkpoints and prints, and writes to
+OUT/full.env, the variables that point full mode at the stand-ins: the toy datasets (the real layouts),
+the tiny BLIP-2 (`Blip2ForImageTextRetrieval.save_pretrained` + a BertTokenizer with [DEC], as
+`Salesforce/blip2-itm-vit-g` is laid out), the released files, the trained models, and a step bound.
+`make test` runs every notebook a second time with them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from sprc_lib.course.setup import SHORT
+from sprc_lib.course.toy_track import ensure_toy, tiny_model, tiny_run_dir
+from sprc_lib.model.lavis import save_lavis_checkpoint
+from sprc_lib.training.pretrain import TINY_BLIP2
+
+MAX_STEPS = 30  # training steps per run: every branch of the training code, in seconds at tiny sizes
+
+
+def build_standins(out: Path) -> dict[str, str]:
+    """Write the released-file stand-ins under `out` and return the full-mode environment."""
+    toy = ensure_toy()
+    env = {"SPRC_MODE": "full", "SPRC_DATA": str(toy), "SPRC_BLIP2": str(toy / TINY_BLIP2),
+           "SPRC_MAX_STEPS": str(MAX_STEPS)}
+    for dataset, short in SHORT.items():
+        model, _ = tiny_model(dataset, toy)
+        env[f"SPRC_{short.upper()}_CHECKPOINT"] = str(save_lavis_checkpoint(model, out / "checkpoints" /
+                                                                          f"sprc_{short}.pt"))
+        env[f"SPRC_{short.upper()}_MODEL"] = str(tiny_run_dir(dataset, toy) / "best")
+    return env
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1]).resolve()
+    env = build_standins(out)
+    lines = [f"{key}={value}" for key, value in env.items()]
+    (out / "full.env").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models course test test-full install-cells lint clean
+.PHONY: setup toy models course lab test test-notebooks test-full install-cells lint clean
 
 setup: $(STAMP)
 
@@ -40,10 +40,19 @@ $(MODELS_STAMP): $(TOY_STAMP) $(wildcard sprc_lib/training/*.py)
 course: setup toy models
 	$(PY) -m sprc_lib course --data-path $(TOY)
 
+# JupyterLab on the course, rooted at notebooks/ (the pairing with the .py files is configured there);
+# as root (containers, Colab-like machines) JupyterLab refuses to start without --allow-root.
+lab: setup toy
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The unit tests, then the notebooks under nbval in both modes, side by side (a tiny-mode kernel uses one core).
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
-	$(MAKE) --no-print-directory test-full
+	$(PY) -m pytest tests --durations=15
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-notebooks test-full
+
+test-notebooks: setup toy models
+	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 STANDINS := build/standins
 

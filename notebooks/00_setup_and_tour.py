@@ -161,7 +161,7 @@ assert report["colab"] == ("yes" if on_colab() else "no")
 # needs a GPU, a download of BLIP-2 (about 4 GB) and the real datasets (which you must request; see
 # notebook 01). To switch:
 #
-# - locally, start Jupyter with the variable set: `SPRC_MODE=full jupyter lab notebooks/`;
+# - locally, start JupyterLab with the variable set: `SPRC_MODE=full make lab`;
 # - on Colab (or any running kernel), run `%env SPRC_MODE=full` in a new cell *before* the parameters
 #   cell, then run the notebook from there;
 # - going back: `%env SPRC_MODE=tiny`, or unset it.

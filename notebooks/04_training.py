@@ -96,6 +96,7 @@ from sprc_lib.course import (
     plot_schedules,
     setup,
 )
+from sprc_lib.features import cache_bytes
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real CIRR): set SPRC_MODE=full or edit this
@@ -209,6 +210,10 @@ print(f"keyed by: backbone sha256 {meta['backbone'][:12]}..., dtype {meta['dtype
 print(meta["transform"])
 vision = start_model.model.config.vision_config
 assert token.shape == (start_model.model.vision_model.embeddings.num_positions, vision.hidden_size)
+paper = cache_bytes(16_939 + 2_297, 257, 1408)  # real CIRR train + val at ViT-g's 257 tokens of width 1408
+print(f"this cache: {len(paths)} images x {token.shape[0]} tokens x {token.shape[1]} x 2 bytes = "
+      f"{cache_bytes(len(paths), *token.shape) / 2**20:.1f} MiB; at paper scale {paper / 1e9:.1f} GB (the cache says "
+      "its size before it starts, and refuses when the disk is short)")
 del start_model
 
 # %% [markdown]
@@ -234,6 +239,9 @@ live = LiveCurves(chance=CHANCE, title=f"CIRR, {PRESET} preset")
 first = train(config, callback=live, stop_after_steps=STOP_AT_STEP)
 print(f"{steps_per_epoch} steps per epoch; stopped after {len(live.steps)} steps; finished: {first.finished}")
 assert not first.finished and live.steps[-1].step == STOP_AT_STEP
+peak, reached = config.value("learning_rate"), max(record.lr for record in live.steps)
+print(f"learning rate: the schedule's peak {peak:.1e}, the highest reached so far {reached:.1e}")
+assert reached > 0.9 * peak  # past the warm-up: the schedule is laid over these epochs (`schedule_over_run`)
 
 # %% [markdown]
 # In full mode the run also writes its curves for TensorBoard (`report_to="tensorboard"`, the

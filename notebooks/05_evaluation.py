@@ -303,8 +303,9 @@ except ValueError as error:
 # %% [markdown]
 # The widget: pick a query, type your own text (press Enter), pick another reference image, or
 # move k. When you change only the text, the query's original target stays outlined (or shown with
-# its rank), so you see how your wording moves it. (The widget needs a live Jupyter kernel; in a
-# static copy of this notebook you see it as it was left.)
+# its rank), so you see how your wording moves it. The grid under the controls is an ordinary image
+# output, redrawn with every change (also when a later cell calls the explorer): the controls need a
+# live kernel, and a copy you save and reopen without one shows the grid as you left it.
 
 # %%
 ExplorerWidget(explorer)

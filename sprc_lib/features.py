@@ -39,12 +39,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from sprc_lib.data.base import RetrievalDataset, load_rgb
 from sprc_lib.errors import UserError
 from sprc_lib.files import atomic_path, write_atomic
 from sprc_lib.model import SPRCModel
+from sprc_lib.progress import tqdm
 
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32}
 GB = 10**9

@@ -5,12 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from IPython.core.interactiveshell import InteractiveShell
 
 from sprc_lib.course.setup import LOCATIONS, CourseStop, setup
 from sprc_lib.model.config import preset_config
 from sprc_lib.model.loading import model_sizes
 from sprc_lib.paths import toy_root
+
+
+@pytest.fixture(autouse=True)
+def threads():
+    """`setup("tiny")` sets one torch thread for the process; later tests compare with runs at the default."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -124,11 +124,11 @@ def test_grids_share_the_course_style_and_stay_out_of_pyplot(retriever):
 
 def test_widget_forwards_events_and_shows_errors(retriever):
     view = ExplorerWidget(Explorer(retriever, k=3))
-    first_image = view.image.value
+    first_image = view.png
     assert first_image[:4] == b"\x89PNG" and "target ranked 3" in view.status.value
     view.text.value = "make it green"
     assert view.explorer.result.names == ["green-0", "green-1", "green-2"]
-    assert view.image.value != first_image
+    assert view.png != first_image
     view.reference.value = "purple-1"
     assert "not an image of colours" in view.status.value
     assert view.explorer.query.reference == "red-0"
@@ -136,6 +136,34 @@ def test_widget_forwards_events_and_shows_errors(retriever):
     assert view.text.value == "make it red" and view.reference.value == "green-1"
     view.k.value = 4
     assert len(view.explorer.result.names) == 4
+
+
+class FakeDisplay:
+    """What `display(..., display_id=True)` returns: a handle whose update() replaces the output."""
+
+    def __init__(self):
+        self.shown = []
+
+    def update(self, obj) -> None:
+        self.shown.append(obj.data)
+
+
+def test_the_widget_follows_changes_made_in_code(retriever):
+    """An exercise further down calls the explorer: the widget's controls, status and PNG follow at once."""
+    explorer = Explorer(retriever, k=3)
+    view = ExplorerWidget(explorer)
+    view._static = FakeDisplay()
+    explorer.choose_query(1)
+    assert (view.query.value, view.text.value, view.reference.value) == (1, "make it red", "green-1")
+    assert "target ranked" in view.status.value and view._static.shown[-1] == view.png
+    explorer.choose_reference("blue-0")
+    assert view.query.value is None and view.reference.value == "blue-0" and view.text.value == "make it red"
+    explorer.set_k(2)
+    assert view.k.value == 2 and len(explorer.result.names) == 2
+    before = len(view._static.shown)
+    view.k.value = 3  # the first click after that acts on the state shown, not a stale one
+    assert explorer.query.reference == "blue-0" and len(explorer.result.names) == 3
+    assert len(view._static.shown) == before + 1 and view._static.shown[-1] == view.png
 
 
 def test_model_retriever_ranks_as_the_metrics_count(toy_root, tiny_blip2):

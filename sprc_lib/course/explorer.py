@@ -8,7 +8,8 @@ Three layers, so the logic is testable without a browser:
   are the ones the recall figures count.
 - `Explorer`: what the widget shows (current query, text, reference, top-k), changed by plain
   method calls: `choose_query`, `type_text`, `choose_reference`, `set_k`.
-- `ExplorerWidget`: ipywidgets wired to an `Explorer`; it only forwards events and draws.
+- `ExplorerWidget`: ipywidgets wired to an `Explorer`; it forwards events, and redraws on every
+  change of the explorer's state, whoever made it (a control, or a call in a later cell).
 
 The grids are `CourseFigure`s in the course's style (`sprc_lib.course.style`): the reference framed
 blue and the target green, as in every other notebook figure.
@@ -238,7 +239,17 @@ class Explorer:
         self.retriever, self.k = retriever, k
         self.query_index: int | None = None
         self.query = retriever.queries[query]
+        self._listeners: list[Callable[[], None]] = []
         self.result = self.choose_query(query)
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every change of the state (a widget showing it redraws)."""
+        self._listeners.append(listener)
+
+    def _changed(self, result: Retrieval) -> Retrieval:
+        for listener in self._listeners:
+            listener()
+        return result
 
     def _run(self, query: Query, k: int | None = None) -> Retrieval:
         k = self.k if k is None else k
@@ -252,24 +263,24 @@ class Explorer:
             raise ValueError(f"query {index}: choose 0 to {len(self.retriever.queries) - 1}")
         result = self._run(self.retriever.queries[index])
         self.query_index = index
-        return result
+        return self._changed(result)
 
     def type_text(self, text: str) -> Retrieval:
         """Your own modification text for the current reference image."""
         label = self.query.label
         if self.query_index is not None:
             label = f"{self.retriever.queries[self.query_index].label} (your text)"
-        return self._run(replace(self.query, text=text, label=label))
+        return self._changed(self._run(replace(self.query, text=text, label=label)))
 
     def choose_reference(self, name: str) -> Retrieval:
         """Another reference image from the gallery, with the current text."""
         self.retriever.check_reference(name)
         result = self._run(Query(name, self.query.text, label="your query"))
         self.query_index = None
-        return result
+        return self._changed(result)
 
     def set_k(self, k: int) -> Retrieval:
-        return self._run(self.query, k)
+        return self._changed(self._run(self.query, k))
 
     def figure(self) -> Figure:
         return retrieval_grid(self.retriever, [self.result])
@@ -286,8 +297,13 @@ class Explorer:
 class ExplorerWidget:
     """ipywidgets around an `Explorer`: pick a query, edit the text, pick a reference, move k.
 
-    Each control's handler calls one `Explorer` method and redraws; errors appear under the controls.
-    Display it by leaving it as a cell's last expression.
+    Each control's handler calls one `Explorer` method; every change of the explorer's state, from a
+    control or from code, redraws the controls, the status line and the grid; errors appear under the
+    controls. Display it by leaving it as a cell's last expression.
+
+    The grid is also shown as a plain PNG output beside the widget, updated with it, and the
+    notebook drops the widget's own "model not found" placeholder when it is reopened without a kernel
+    (`STATIC_FALLBACK`): a saved copy shows the explorer's last view, not an error.
     """
 
     def __init__(self, explorer: Explorer, max_k: int = 10):
@@ -305,24 +321,24 @@ class ExplorerWidget:
                                  layout=widgets.Layout(width="95%"))
         self.k = widgets.IntSlider(value=explorer.k, min=1, max=max_k, description="top-k")
         self.status = widgets.HTML()
-        self.image = widgets.Image(format="png")
+        self.png = b""  # the grid of the current result
         self._syncing = False
         self.query.observe(lambda change: self._on(explorer.choose_query, change), names="value")
         self.text.observe(lambda change: self._on(explorer.type_text, change), names="value")
         self.reference.observe(lambda change: self._on(explorer.choose_reference, change), names="value")
         self.k.observe(lambda change: self._on(explorer.set_k, change), names="value")
-        self.box = widgets.VBox([self.query, self.reference, self.text, self.k, self.status, self.image])
+        self.box = widgets.VBox([self.query, self.reference, self.text, self.k, self.status])
+        self._static = None  # the PNG output beside the widget, once displayed
+        explorer.on_change(self.draw)
         self.draw()
 
     def _on(self, action: Callable[[object], Retrieval], change: dict) -> None:
         if self._syncing or change["new"] is None:
             return
         try:
-            action(change["new"])
+            action(change["new"])  # the explorer's change redraws
         except ValueError as error:
             self.status.value = f"<span style='color:#b2182b'>{html.escape(str(error))}</span>"
-            return
-        self.draw()
 
     def draw(self) -> None:
         """Show the explorer's current result and bring every control in line with its state."""
@@ -335,10 +351,36 @@ class ExplorerWidget:
             self.k.value = e.k
         finally:
             self._syncing = False
-        self.image.value = figure_png(e.figure())
+        self.png = figure_png(e.figure())
         self.status.value = html.escape(e.summary())
+        if self._static is not None:
+            self._static.update(self._png())
+
+    def _png(self):
+        from IPython.display import Image as PNG
+
+        return PNG(data=self.png, format="png")
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        from IPython.display import HTML, display
 
         display(self.box)
+        self._static = display(self._png(), display_id=True)
+        display(HTML(STATIC_FALLBACK))
+
+
+# JupyterLab shows "Error displaying widget: model not found" for a widget of a notebook reopened without
+# its kernel (and without saved widget state). This script, in a trusted output after the widget, hides
+# that placeholder in its own cell, so the PNG beside it is what a saved copy shows.
+STATIC_FALLBACK = """<div class="sprc-static-fallback"></div><script>
+(() => {
+  const me = document.currentScript && document.currentScript.parentElement;
+  const cell = me && (me.closest(".jp-Cell") || me.closest(".cell"));
+  if (!cell) { return; }
+  const hide = () => cell.querySelectorAll(".jp-OutputArea-output, .output_subarea").forEach((out) => {
+    if (/Error displaying widget/.test(out.textContent || "")) { out.style.display = "none"; }
+  });
+  hide();
+  new MutationObserver(hide).observe(cell, {childList: true, subtree: true, characterData: true});
+})();
+</script>"""

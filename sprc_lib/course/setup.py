@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from sprc_lib.course.toy_track import ensure_toy, tiny_model
 from sprc_lib.data.cirr import CIRRDataset
@@ -169,6 +170,7 @@ def setup(mode: str | None = None, data_path: str | Path | None = None) -> Cours
     mode = mode or course_mode()
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {MODES}")
+    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars: noise in a lesson's output
     max_steps = _max_steps()
     if mode == "tiny":
         data = ensure_toy()

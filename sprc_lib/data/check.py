@@ -10,8 +10,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from sprc_lib.data.base import RetrievalDataset
 from sprc_lib.data.cirr import CIRRDataset
 from sprc_lib.data.errors import DataError
@@ -31,6 +29,7 @@ from sprc_lib.data.schema import (
     fashioniq_split_path,
 )
 from sprc_lib.data.toy import MARKER as TOY_MARKER
+from sprc_lib.progress import tqdm
 from sprc_lib.tables import format_table
 
 SHOWN = 5  # how many missing/unreadable files to list before giving the total

@@ -20,13 +20,12 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from sprc_lib.data.check import run_check
 from sprc_lib.data.errors import DataError
 from sprc_lib.data.schema import CIRR_DIR, DATASETS, FASHIONIQ_DIR
 from sprc_lib.files import atomic_path
 from sprc_lib.paths import data_root
+from sprc_lib.progress import tqdm
 
 FOLDERS = {"CIRR": CIRR_DIR, "FashionIQ": FASHIONIQ_DIR}
 # A folder is taken for a dataset's content when it holds these (the annotations), and may hold the rest.

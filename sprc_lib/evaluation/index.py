@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from sprc_lib import distributed
 from sprc_lib.data.base import RetrievalDataset, collate
 from sprc_lib.env import autocast
 from sprc_lib.evaluation.context import EvalContext
 from sprc_lib.model.tokenizer import tokenize
+from sprc_lib.progress import tqdm
 
 
 @dataclass

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
 from sprc_lib.data import CIRRDataset, FashionIQDataset, build_transform
@@ -33,6 +32,7 @@ from sprc_lib.env import pick_device
 from sprc_lib.model import SPRCModel
 from sprc_lib.model.loading import new_model
 from sprc_lib.model.tokenizer import make_word_tokenizer, tokenize
+from sprc_lib.progress import tqdm
 
 TINY_BLIP2 = "tiny-blip2"  # the pretrained tiny model's folder under the toy data root
 

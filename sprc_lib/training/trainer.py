@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from sprc_lib import distributed
 from sprc_lib.data.base import collate
@@ -37,6 +36,7 @@ from sprc_lib.evaluation.protocols import validate
 from sprc_lib.model import LOSS_NAMES, SPRCModel
 from sprc_lib.model.lavis import read_checkpoint
 from sprc_lib.model.tokenizer import tokenize
+from sprc_lib.progress import tqdm
 from sprc_lib.training import checkpoint, reports, runs
 from sprc_lib.training.build import RunParts, build_run, open_run_dir
 from sprc_lib.training.config import Change, SettingError, TrainConfig, check, resolve

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from sprc_lib.data.errors import DataError
 from sprc_lib.data.schema import (
     CIRR_DIR,
@@ -35,6 +33,7 @@ from sprc_lib.data.schema import (
 from sprc_lib.data.toy import cirr as toy_cirr
 from sprc_lib.data.toy import fashioniq as toy_fashioniq
 from sprc_lib.data.toy import scenes as toy_scenes
+from sprc_lib.progress import tqdm
 
 MARKER = ".toy-data.json"  # written last; its presence means the folder is ours to overwrite
 PRETRAINING = "pretraining_captions.json"  # image-text pairs for the tiny BLIP-2's stage-1 pretraining

@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models course lab test test-notebooks test-full install-cells lint clean
+.PHONY: setup toy models course lab test test-unit test-notebooks test-full install-cells lint clean
 
 setup: $(STAMP)
 
@@ -45,11 +45,14 @@ course: setup toy models
 lab: setup toy
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
-# The unit tests, then the notebooks under nbval in both modes, side by side (a tiny-mode kernel uses one core).
+# The unit tests and the notebooks under nbval in both modes, side by side: the unit tests leave a core idle
+# much of the time (subprocesses starting, single-threaded steps), and a tiny-mode kernel uses one core.
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
-	$(PY) -m pytest tests --durations=15
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-notebooks test-full
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-unit test-notebooks test-full
+
+test-unit: setup toy models
+	$(PY) -m pytest tests --durations=15 -p no:cacheprovider
 
 test-notebooks: setup toy models
 	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider

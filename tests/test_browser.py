@@ -29,8 +29,7 @@ if not Path(CHROMIUM).is_file():
     if os.environ.get("CI"):
         raise RuntimeError("the browser test needs Chromium: `apt-get install -y chromium` (.ci/run does)")
     pytest.skip("no Chromium here (`apt-get install -y chromium`); CI installs it", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api") if not os.environ.get("CI") else __import__(
-    "playwright.sync_api", fromlist=["sync_playwright"])
+from playwright.sync_api import sync_playwright  # noqa: E402  (after the Chromium check, like the skip)
 
 
 def _settings(folder: Path) -> Path:
@@ -49,7 +48,7 @@ def course(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser():
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
+    with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield chromium
         chromium.close()
@@ -101,9 +100,12 @@ def _until(condition, timeout_s: float = 60) -> None:
 
 
 def _save(page) -> None:
-    """The notebook toolbar's save button (a shortcut would go to a focused text box)."""
+    """The notebook toolbar's save button (a shortcut would go to a focused text box); done when the tab's
+    "Last Saved" time changes (a late output may mark the notebook changed again just after)."""
+    tab = page.locator(".lm-TabBar-tab.jp-mod-current").first
+    before = tab.get_attribute("title")
     page.locator(".jp-NotebookPanel-toolbar [data-command='docmanager:save']").first.click()
-    page.wait_for_selector(".jp-mod-dirty", state="detached", timeout=30_000)
+    _until(lambda: tab.get_attribute("title") != before, timeout_s=30)
 
 
 def _errors(path: Path) -> list[str]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import matplotlib.pyplot as plt
 import pytest
+import torch
 
 from sprc_lib.course import curves, style
 from sprc_lib.course.curves import LiveCurves, StepTimer, learning_rates, plot_history, plot_loss_terms, plot_schedules
@@ -142,6 +145,15 @@ def test_step_timer_takes_the_median_gap():
     assert timer.seconds_per_step(skip=0) == 1.0
     with pytest.raises(ValueError, match="need at least"):
         StepTimer().seconds_per_step()
+
+
+def test_a_cpu_step_is_timed_by_its_work_and_a_gpu_step_by_the_wall():
+    assert StepTimer.on("cuda").clock is time.perf_counter
+    timer = StepTimer.on(torch.device("cpu"))
+    timer("step", {})
+    time.sleep(0.3)  # another program holding the CPU looks like this from here: time passes, no work is done
+    timer("step", {})
+    assert timer.seconds_per_step(skip=0) < 0.1
 
 
 def write_run(run_dir) -> None:

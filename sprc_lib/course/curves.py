@@ -166,10 +166,15 @@ def _draw_recalls(ax: Axes, rows: list[dict[str, float]], epochs: list[int], cha
 
 @dataclass
 class StepTimer:
-    """A `Trainer` callback timing the wall clock between steps (data loading included, as a run sees it)."""
+    """A `Trainer` callback timing the clock between steps (data loading included, as a run sees it)."""
 
     clock: Callable[[], float] = time.perf_counter
     stamps: list[float] = field(default_factory=list)
+
+    @classmethod
+    def on(cls, device: torch.device | str) -> StepTimer:
+        """Wall time on a GPU; on a CPU this process's CPU time, which another program's load cannot inflate."""
+        return cls(clock=time.process_time if torch.device(device).type == "cpu" else time.perf_counter)
 
     def __call__(self, kind: str, info: dict) -> None:
         if kind == "step":

@@ -219,3 +219,24 @@ def test_toy_generator_refuses_to_overwrite_other_data(tmp_path):
     with pytest.raises(DataError, match="refusing to overwrite"):
         generate_toy_data(tmp_path)
     assert (tmp_path / CIRR_DIR).is_dir()
+
+
+def test_a_toy_build_stopped_half_way_is_redone_not_refused(tmp_path, monkeypatch):
+    from sprc_lib.data import toy
+
+    drawn = []
+
+    def render_then_stop(*args):
+        if len(drawn) == 5:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C (or the machine went away) mid-build
+        drawn.append(1)
+        return real_render(*args)
+
+    real_render = toy.toy_scenes.render
+    monkeypatch.setattr(toy.toy_scenes, "render", render_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        generate_toy_data(tmp_path)
+    assert (tmp_path / CIRR_DIR).is_dir() and not toy.is_complete(tmp_path)
+    monkeypatch.setattr(toy.toy_scenes, "render", real_render)
+    generate_toy_data(tmp_path)
+    assert toy.is_complete(tmp_path)

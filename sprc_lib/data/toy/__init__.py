@@ -36,6 +36,7 @@ from sprc_lib.data.toy import scenes as toy_scenes
 from sprc_lib.progress import tqdm
 
 MARKER = ".toy-data.json"  # written last; its presence means the folder is ours to overwrite
+PARTIAL = ".toy-data.partial"  # written first, removed last: a build stopped half-way is ours to redo
 PRETRAINING = "pretraining_captions.json"  # image-text pairs for the tiny BLIP-2's stage-1 pretraining
 
 
@@ -124,7 +125,7 @@ def _write_json(path: Path, data: Any) -> None:
 def _clear(out: Path) -> None:
     """Remove a previous toy dataset, but never a folder this generator did not write."""
     ours = [out / CIRR_DIR, out / FASHIONIQ_DIR]
-    if any(p.exists() for p in ours) and not (out / MARKER).is_file():
+    if any(p.exists() for p in ours) and not ((out / MARKER).is_file() or (out / PARTIAL).is_file()):
         raise DataError(
             f"{out} already holds {CIRR_DIR}/ or {FASHIONIQ_DIR}/ that toy-data did not write (no {MARKER}); "
             f"refusing to overwrite them. Choose another --out, e.g. data/toy."
@@ -141,6 +142,8 @@ def generate_toy_data(out: Path, seed: int = 0, size: str = "small") -> dict:
     start = time.perf_counter()
     out = Path(out)
     _clear(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PARTIAL).touch()
     specs = toy_specs(seed, size)
     summary: dict[str, Any] = {"root": str(out), "seed": seed, "size": size, "cirr": {}, "fashioniq": {}}
 
@@ -180,4 +183,10 @@ def generate_toy_data(out: Path, seed: int = 0, size: str = "small") -> dict:
 
     summary["seconds"] = round(time.perf_counter() - start, 2)
     _write_json(out / MARKER, summary)
+    (out / PARTIAL).unlink()
     return summary
+
+
+def is_complete(root: str | Path) -> bool:
+    """Whether `root` holds a finished toy build (not one stopped half-way)."""
+    return (Path(root) / MARKER).is_file() and not (Path(root) / PARTIAL).exists()

@@ -332,10 +332,9 @@ def _register_pretrain_tiny(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "pretrain-tiny", "pretrain the tiny BLIP-2 on the toy image-text pairs (stage 1)")
     p.add_argument("--data-path", type=Path, default=None, help="toy data root (default: data/toy)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <data-path>/tiny-blip2)")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    for flag, kind in [("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--query-dropout", float),
+                       ("--seed", int)]:
+        p.add_argument(flag, type=kind, help="default: the tiny recipe's (sprc_lib.training.pretrain)")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=_run_pretrain_tiny)
 
@@ -345,8 +344,9 @@ def _run_pretrain_tiny(args: argparse.Namespace) -> int:
     from sprc_lib.training.pretrain import TINY_BLIP2, pretrain_tiny_blip2
 
     root = args.data_path or toy_root()
-    out = pretrain_tiny_blip2(root, args.out or root / TINY_BLIP2, args.steps, args.batch_size, args.learning_rate,
-                              args.seed, args.device)
+    given = {k: v for k in ("steps", "batch_size", "learning_rate", "query_dropout", "seed")
+             if (v := getattr(args, k)) is not None}
+    out = pretrain_tiny_blip2(root, args.out or root / TINY_BLIP2, device=args.device, **given)
     print(f"tiny BLIP-2 saved to {out}")
     return 0
 

@@ -47,6 +47,26 @@ def test_itc_is_symmetric_cross_entropy_over_max_query_scores():
         assert torch.allclose(itc_loss(model, pixels, ids, mask), expected, atol=1e-6)
 
 
+def test_query_dropout_hides_tokens_from_the_max_and_keeps_one_per_image():
+    model = new_model("tiny", vocab_size=40, seed=1).eval()
+    pixels, ids = torch.randn(4, 3, 64, 64), torch.randint(5, 40, (4, 7))
+    mask = torch.ones_like(ids)
+    labels = torch.arange(4)
+    with torch.no_grad():
+        per_query = torch.einsum("td,iqd->tiq", model.text_features(ids, mask),
+                                 model.image_features(model.encode_image(pixels)))
+        for p in (0.9, 1.0):
+            draws = torch.Generator().manual_seed(5)
+            keep = torch.rand(per_query.shape[1:], generator=draws) >= p
+            keep[labels, torch.randint(per_query.shape[2], (4,), generator=draws)] = True
+            assert keep.sum(1).min() >= 1 and (p < 1.0 or keep.sum() == 4)
+            sim = per_query.masked_fill(~keep[None], float("-inf")).amax(-1) / model.temp
+            expected = (F.cross_entropy(sim, labels) + F.cross_entropy(sim.t(), labels)) / 2
+            got = itc_loss(model, pixels, ids, mask, p, torch.Generator().manual_seed(5))
+            assert torch.allclose(got, expected, atol=1e-6)
+            assert not torch.allclose(got, itc_loss(model, pixels, ids, mask))
+
+
 def test_pretraining_learns(toy_root, tmp_path):
     pretrain_tiny_blip2(toy_root, tmp_path / "tiny", steps=60, batch_size=32)
     info = json.loads((tmp_path / "tiny" / "pretraining.json").read_text())

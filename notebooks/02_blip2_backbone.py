@@ -18,10 +18,12 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/02_blip2_backbone.ipynb)
 #
-# SPRC does not build an image or a text encoder from scratch: it starts from **BLIP-2**'s first stage,
-# a frozen vision transformer (ViT) and a small BERT-like transformer, the **Q-Former**, that reads the
-# image through a fixed set of learned **query tokens**. This notebook takes that backbone apart and runs
-# it one step at a time, printing every tensor's shape, before notebook 03 adds SPRC's own idea.
+# SPRC ([paper](https://arxiv.org/abs/2310.05473), [the authors' code](https://github.com/chunmeifeng/SPRC))
+# does not build an image or a text encoder from scratch: it starts from the first stage of
+# [**BLIP-2**](https://arxiv.org/abs/2301.12597), a frozen vision transformer (ViT) and a small BERT-like
+# transformer, the **Q-Former**, that reads the image through a fixed set of learned **query tokens**.
+# This notebook takes that backbone apart and runs it one step at a time, printing every tensor's shape,
+# before notebook 03 adds SPRC's own idea.
 #
 # In tiny mode the backbone is a BLIP-2 of the same structure, shrunk and pretrained here on the toy
 # images with their absolute captions ("a big red disc in the top left corner"); in full mode it is
@@ -29,12 +31,13 @@
 #
 # ## What you will learn
 #
-# - the path image → ViT → `ln_vision` → Q-Former with learned queries → projection, with shapes;
+# - the path image → ViT → `ln_vision` → Q-Former with learned query tokens → projection, with shapes;
 # - how one Q-Former serves images and text: cross-attention every second layer, and separate
-#   feed-forward networks (FFNs) for query and text positions;
+#   feed-forward networks (FFNs) for query-token and text positions;
 # - what image features (one vector per query token) and text features (one vector) are;
-# - how BLIP-2 scores an image against a text (**max over the query tokens**), and that it retrieves;
-# - how to read attention weights out of the Q-Former and draw where each query looks.
+# - how BLIP-2 scores an image against a text (**max over the query tokens**), that it retrieves, and
+#   how to count which query tokens the max actually picks;
+# - how to read attention weights out of the Q-Former and draw where each query token looks.
 
 # %%
 # Colab only: install the course library from one pinned source, then check it (about a minute).
@@ -71,6 +74,7 @@ from transformers import Blip2Config, Blip2ForImageTextRetrieval
 from sprc_lib import build_transform, format_table, load_model, load_rgb, load_tokenizer, tokenize
 from sprc_lib.course import course_mode, setup
 from sprc_lib.course import figures as viz
+from sprc_lib.course.exercises import check
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny": the tiny BLIP-2 pretrained on toy captions; "full": Salesforce/blip2-itm-vit-g
@@ -122,14 +126,27 @@ print(format_table(["part", "parameters"], [[name, f"{sum(p.numel() for p in ps)
 vision, qformer = model.config.vision_config, model.config.qformer_config
 S, P, Dv = vision.image_size, vision.patch_size, vision.hidden_size
 Q, H, D = model.config.num_query_tokens, qformer.hidden_size, model.config.image_text_hidden_size
-print(f"image {S} px, patches {P} px, ViT width Dv={Dv}, {Q} queries of width H={H}, shared space D={D}")
+print(f"image {S} px, patches {P} px, ViT width Dv={Dv}, {Q} query tokens of width H={H}, shared space D={D}")
 
 # %% [markdown]
 # ## 2. From pixels to image features, step by step
 #
+# The map for sections 2 to 4: an image goes through the frozen ViT and the trained LayerNorm
+# `ln_vision`, and the resulting T image tokens reach the Q-Former only through its cross-attention.
+# The Q-Former itself runs on a sequence of **query-token positions** (the Q learned query tokens) and
+# **text positions** (a caption's tokens), either or both. Every layer runs self-attention over the whole
+# sequence; every other layer also has a cross-attention block, which only the query-token positions
+# use; and each kind of position has its own feed-forward network (FFN). The projections at the top turn
+# the query-token outputs into image features and the caption's [CLS] output into a text feature.
+
+# %%
+viz.qformer_diagram()
+
+# %% [markdown]
 # We take N_PAIRS images with one text each and follow four of them through the model. In tiny mode
 # they come from the tiny BLIP-2's pretraining corpus (toy images with absolute descriptions); in full
-# mode they are validation targets of CIRR and FashionIQ with their modification texts, which describe
+# mode they are validation targets of [CIRR](https://github.com/Cuberick-Orion/CIRR) and
+# [FashionIQ](https://github.com/XiaoxiaoGuo/fashion-iq) with their modification texts, which describe
 # the target only in part ("is red with long sleeves"): a harder test than BLIP-2's own captions.
 
 # %%
@@ -143,7 +160,7 @@ with torch.no_grad():
     patches = model.vision_model.embeddings(batch.to(model.vit_dtype))  # patch embedding + [CLS] + positions
     vit_out = model.vit(batch)  # the frozen transformer blocks
     image_embeds = model.encode_image(batch)  # + ln_vision (trainable in SPRC)
-    query_out = model.image_hidden(image_embeds)  # Q-Former: queries cross-attend to the image
+    query_out = model.image_hidden(image_embeds)  # Q-Former: the query tokens cross-attend to the image
     image_feats = model.image_features(image_embeds)  # + vision projection, L2-normalised
 steps = [
     ["pixels", "TargetPad + resize + crop", batch, "B, 3, S, S"],
@@ -151,7 +168,7 @@ steps = [
     ["ViT", "vision_model.encoder (frozen)", vit_out, "B, T, Dv"],
     ["ln_vision", "vision_model.post_layernorm", image_embeds, "B, T, Dv"],
     ["query tokens", "query_tokens (learned)", model.query_tokens, "1, Q, H"],
-    ["Q-Former", "qformer, queries + cross-attention", query_out, "B, Q, H"],
+    ["Q-Former", "qformer, query tokens + cross-attention", query_out, "B, Q, H"],
     ["image features", "vision_projection + normalise", image_feats, "B, Q, D"],
 ]
 print(format_table(["step", "module", "shape", "read as"], [[s, m, str(tuple(t.shape)), r] for s, m, t, r in steps]))
@@ -162,13 +179,14 @@ assert image_feats.shape == (4, Q, D) and torch.allclose(image_feats.norm(dim=-1
 # %% [markdown]
 # The ViT cuts the image into (S/P)² patches of P x P pixels and adds one [CLS] token: T tokens of width
 # Dv. The ViT is frozen; only the LayerNorm after it (`ln_vision`) is trained later. The Q-Former does
-# not keep all T tokens: its **Q learned query tokens** read them through cross-attention and come out as
-# Q vectors. An image becomes Q feature vectors, *whatever its resolution*: 32 for the real model.
+# not keep all T tokens: its **Q learned query tokens** read them through cross-attention and come out
+# as Q vectors. An image becomes Q feature vectors, *whatever its resolution*: 32 for the real model.
 #
 # ## 3. Text features
 #
-# Text goes through the **same** Q-Former, without queries and without the image: the caption's tokens
-# attend to each other, and the output at the first position ([CLS]) is projected to the shared space.
+# Text goes through the **same** Q-Former, without query tokens and without the image: the caption's
+# tokens attend to each other, and the output at the first position ([CLS]) is projected to the shared
+# space.
 
 # %%
 ids, mask = tokenize(tokenizer, captions[:4], model.config.max_txt_len)
@@ -188,10 +206,11 @@ assert text_feats.shape == (4, D)
 # %% [markdown]
 # ## 4. Inside the Q-Former: two FFNs per layer, cross-attention every second layer
 #
-# Each Q-Former layer is a BERT layer with two twists, visible in the module structure: layers
-# 0, 2, 4, ... have a **cross-attention** block whose keys and values come from the image (width Dv), and
-# every layer has **two feed-forward networks**: `intermediate_query`/`output_query` for query positions
-# and `intermediate`/`output` for text positions.
+# Each Q-Former layer is a BERT layer with two twists, visible in the module structure (and in the
+# diagram of section 2): layers 0, 2, 4, ... have a **cross-attention** block whose keys and values come
+# from the image (width Dv), and every layer has **two feed-forward networks**:
+# `intermediate_query`/`output_query` for query-token positions and `intermediate`/`output` for text
+# positions.
 
 # %%
 layers = model.qformer.encoder.layer
@@ -205,7 +224,7 @@ assert [layer.has_cross_attention for layer in layers] == [i % qformer.cross_att
 
 # %% [markdown]
 # Which positions go through which FFN is decided by `query_length`: the first `query_length` positions
-# are queries (cross-attention, query FFN), the rest text (text FFN). We can watch the routing with
+# are query tokens (cross-attention, query FFN), the rest text (text FFN). We can watch the routing with
 # forward hooks that count how many token positions each FFN processes in each kind of pass:
 
 # %%
@@ -222,9 +241,9 @@ def count(kind: str):
 handles = [h for layer in layers for h in (layer.intermediate_query.register_forward_hook(count("query FFN")),
                                             layer.intermediate.register_forward_hook(count("text FFN")))]
 passes = {
-    "image (queries + image)": lambda: model.image_hidden(image_embeds),
+    "image (query tokens + image)": lambda: model.image_hidden(image_embeds),
     "text (caption alone)": lambda: model.text_features(ids.to(device), mask.to(device)),
-    "queries + caption + image": lambda: model.fusion_pass(image_embeds, ids.to(device), mask.to(device)),
+    "query tokens + caption + image": lambda: model.fusion_pass(image_embeds, ids.to(device), mask.to(device)),
 }
 with torch.no_grad():
     for name, run in passes.items():
@@ -235,24 +254,26 @@ for h in handles:
 L, n = model.config.max_txt_len, len(layers)
 print(format_table(["pass", "query FFN positions", "text FFN positions"],
                    [[p, str(routed[(p, "query FFN")] // n), str(routed[(p, "text FFN")] // n)] for p in passes]))
-assert routed[("image (queries + image)", "query FFN")] == n * Q and routed[("text (caption alone)", "query FFN")] == 0
-assert routed[("queries + caption + image", "text FFN")] == n * L
+assert routed[("image (query tokens + image)", "query FFN")] == n * Q
+assert routed[("text (caption alone)", "query FFN")] == 0
+assert routed[("query tokens + caption + image", "text FFN")] == n * L
 
 # %% [markdown]
 # The image pass sends its Q positions through the query FFN; the text pass sends its L positions through
-# the text FFN; a mixed pass splits them. That last mode, queries and caption together with the image,
-# is exactly what SPRC's *fusion pass* uses in notebook 03.
+# the text FFN; a mixed pass splits them. That last mode, query tokens and caption together with the
+# image, is exactly what SPRC's *fusion pass* uses in notebook 03.
 #
-# ## 5. Scoring an image against a text: max over queries
+# ## 5. Scoring an image against a text: max over query tokens
 #
-# An image has Q feature vectors, a text has one. BLIP-2 compares the text with **each** query's vector
-# and keeps the best: `score(text, image) = max_q <f_text, g_image,q>`. Different queries specialise in
-# different aspects of the image, and the text picks the one that matches it.
+# An image has Q feature vectors, a text has one. BLIP-2 compares the text with **each** query token's
+# vector and keeps the best: `score(text, image) = max_q <f_text, g_image,q>`. Because of the max, only
+# the best-matching query token has to agree with a text, so different query tokens *can* serve
+# different captions; whether they do is a property of the trained model, which we count below.
 
 # %%
-per_query = image_feats[0] @ text_feats[0]  # (Q,) cosine similarity of caption 0 with each query of image 0
-print("per query:", [f"{v:.2f}" for v in per_query.tolist()])
-print(f"max = {per_query.max():.3f} (query {int(per_query.argmax())}) = model.scores: "
+per_query = image_feats[0] @ text_feats[0]  # (Q,) cosine similarity of caption 0 with each query token of image 0
+print("per query token:", [f"{v:.2f}" for v in per_query.tolist()])
+print(f"max = {per_query.max():.3f} (query token {int(per_query.argmax())}) = model.scores: "
       f"{model.scores(text_feats[:1], image_feats[:1]).item():.3f}")
 assert torch.isclose(per_query.max(), model.scores(text_feats[:1], image_feats[:1])[0, 0])
 
@@ -281,14 +302,48 @@ assert results["text -> image R@1"] > 5 * chance["text -> image R@1"]
 assert results["image -> text R@1"] > 5 * chance["image -> text R@1"]
 
 # %% [markdown]
-# A caption does not mention everything (the background, the exact size), so another image can fit it
-# just as well: R@1 need not reach 100%, and R@5 shows how close the misses are.
+# Both directions retrieve more than five times as often as chance would (asserted). A caption does not
+# mention everything (the background, the exact size), so another image can fit it just as well: R@1
+# need not reach 100%, and R@5 shows how many of the misses land just behind their own image.
 
 # %%
 viz.similarity_heatmap(scores[:10, :10], captions[:10], title="scores: caption (row) vs image (column)")
 
 # %% [markdown]
-# ## 6. Where do the queries look? Cross-attention over the patches
+# **Which query token does the max pick?** For each of the N_PAIRS pairs, score the caption against its
+# own image's Q query tokens and note which query token gives the max. If the query tokens had learned
+# different jobs, different captions would pick different ones; if pretraining had collapsed onto a
+# single query token, one bar would take all N_PAIRS pairs and the other Q - 1 query tokens would never
+# decide a score.
+
+# %%
+own = torch.einsum("nd,nqd->nq", texts, gallery).float().cpu()  # caption i vs each query token of image i
+winner = own.argmax(1)  # the query token that gives the max, per pair
+wins = torch.bincount(winner, minlength=Q)
+distinct = int((wins > 0).sum())
+top = wins.argsort(descending=True)[: min(5, distinct)]
+print(f"{distinct} of the {Q} query tokens give the max for at least one of the {N_PAIRS} pairs")
+print("most often:", ", ".join(f"query token {int(q)}: {int(wins[q])} pairs" for q in top))
+display(viz.query_token_wins(wins, title=f"which query token gives the max, over {N_PAIRS} caption-image pairs"))
+assert distinct >= 3, f"only {distinct} query token(s) ever win: the backbone uses (almost) one query token"
+
+# %% [markdown]
+# Several query tokens win (at least three, asserted), so the max really chooses among them and the
+# choice depends on the caption. The bars need not be even: a query token that reads something most
+# captions mention (the colour, say) wins often. Which captions does one query token win? Change the
+# pair and look.
+
+# %% tags=["try"]
+# Try it: set PAIR to another index below N_PAIRS and rerun: which query token wins for that caption,
+# and which other captions does the same query token win?
+PAIR = 0
+q = int(winner[PAIR])
+print(f"caption {PAIR}: {captions[PAIR]!r}")
+print(f"scores per query token: {[round(v, 2) for v in own[PAIR].tolist()]} -> query token {q} wins")
+print(f"query token {q} also wins:", [captions[i] for i in (winner == q).nonzero().flatten()[:6].tolist() if i != PAIR][:5])
+
+# %% [markdown]
+# ## 6. Where do the query tokens look? Cross-attention over the patches
 #
 # In each cross-attention layer every query token holds a softmax distribution over the T image tokens.
 # Reading those weights needs one change: the default attention implementation (PyTorch's fused SDPA)
@@ -312,50 +367,63 @@ assert torch.allclose(cross[0].sum(-1), torch.ones_like(cross[0].sum(-1)), atol=
 
 # %% [markdown]
 # We average the heads of the first cross-attention layer, drop the [CLS] token, and fold the remaining
-# (S/P)² weights back into the patch grid. For each image we draw the queries that match its own caption
-# best (the ones the max in section 5 would pick).
+# (S/P)² weights back into the patch grid. For each image we draw the three query tokens that match its
+# own caption best (the first is the one the max of section 5 picks). Each panel has its own colour
+# bar: only *where* a query token looks is comparable between panels, not how sharply.
 
 # %%
 grid = S // P
-matches = torch.einsum("bqd,bd->bq", gallery[picks], texts[picks])  # each image's queries vs its own caption
+matches = own[picks]  # each image's query tokens vs its own caption
 for b, i in enumerate(picks):
     best = matches[b].topk(3).indices
     maps = cross[0][b].mean(0)[best, 1:].reshape(-1, grid, grid).cpu()
     display(viz.attention_maps(viz.unnormalize(pixels[i]), maps,
-                               [f"query {int(q)} (score {matches[b, q]:.2f})" for q in best], title=captions[i]))
+                               [f"query token {int(q)} (score {matches[b, q]:.2f})" for q in best], title=captions[i]))
+    assert int(best[0]) == int(winner[i])  # the first panel is the max's pick
 
 # %% [markdown]
-# Bright patches are where that query reads the image. Queries that match a caption tend to look at the
-# object rather than the empty background, some at one part of it (a sleeve, one shape). The maps are
-# coarse (8x8 patches in tiny mode, 16x16 for ViT-g at 224 px), and a query may also park weight on a
-# few uninformative tokens, a well-known habit of attention: a map is a hint about what the model uses,
-# not a proof.
+# Bright patches are where that query token reads the image: compare the panels to see whether the
+# query tokens that win read the object, a part of it, or the background. The maps are coarse (8x8
+# patches in tiny mode, 16x16 for ViT-g at 224 px), and attention can park weight on a few
+# uninformative tokens: a map is a hint about what the model uses, not a proof.
 #
 # ## Exercises
 #
-# **Exercise 1.** How many image tokens T does the real model's ViT-g produce (224 px images, 14 px
-# patches)? How many numbers is that per image, against the Q-Former's 32 x 768 output?
+# **Exercise 1.** How many image tokens `T_g` does the real model's ViT-g produce (224 px images, 14 px
+# patches)? How many numbers is that per image (width 1408), and how many times the Q-Former's
+# 32 x 768 output (`ratio`)?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 T_g = (224 // 14) ** 2 + 1
-print(f"ViT-g: T = {T_g} tokens x 1408 = {T_g * 1408:,} numbers; Q-Former: 32 x 768 = {32 * 768:,}")
+ratio = T_g * 1408 / (32 * 768)
+print(f"ViT-g: T = {T_g} tokens x 1408 = {T_g * 1408:,} numbers; Q-Former: 32 x 768 = {32 * 768:,} ({ratio:.1f}x fewer)")
 print(f"this model: T = {T} tokens x {Dv} = {T * Dv:,}; Q-Former: {Q} x {H} = {Q * H:,}")
-assert T_g == 257
+
+# %% tags=["check"]
+check(lambda: T_g == 257 and round(ratio, 1) == 14.7,
+      "T_g = (224 // 14) ** 2 patches plus one [CLS] token; ratio = T_g * 1408 / (32 * 768)")
 
 # %% [markdown]
-# **Exercise 2.** Replace the max over queries with the **mean** over queries when scoring, and compare
-# text-to-image R@1. Why might the max work better?
+# **Exercise 2.** Replace the max over query tokens with the **mean** over query tokens when scoring, and
+# compare text-to-image R@1 (`mean_r1`, in percent) with the max's. Why might the max work better?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 mean_scores = torch.einsum("td,nqd->tnq", texts.float().cpu(), gallery.float().cpu()).mean(-1)
 mean_r1 = (mean_scores.argmax(1) == truth).float().mean().item() * 100
-print(f"R@1 with max: {results['text -> image R@1']:.1f}%, with mean: {mean_r1:.1f}%")
-# BLIP-2 trained with the max: each query may specialise (colour, a corner, a shape) and only the query
-# that matches the text needs to agree with it. The mean forces every query to match every text.
+max_r1 = results["text -> image R@1"]
+print(f"R@1 with max: {max_r1:.1f}%, with mean: {mean_r1:.1f}%")
+print(f"the max is {'better' if max_r1 > mean_r1 else 'not better'}: it needs one query token to agree with a "
+      f"text (here {distinct} different query tokens win, section 5), the mean asks all {Q} of them to")
+
+# %% tags=["check"]
+check(lambda: mean_scores.shape == (N_PAIRS, N_PAIRS) and 0 <= mean_r1 < results["text -> image R@1"],
+      "average the (caption, image, query token) similarities over the query-token axis, then take R@1 as in "
+      "section 5 (argmax of each caption's row == its own image), in percent")
 
 # %% [markdown]
 # **Exercise 3.** Write your own description, e.g. "a big blue circle in the center", and show the five
-# best-matching images among the N_PAIRS.
+# best-matching images among the N_PAIRS (`best`: their indices). Which words of your description did
+# the model follow?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 mine = "a big blue circle in the center" if MODE == "tiny" else "a red dress with long sleeves"
@@ -364,22 +432,64 @@ with torch.no_grad():
     row = model.scores(model.text_features(ids_mine.to(device), mask_mine.to(device)), gallery)[0].cpu()
 best = row.topk(5).indices
 display(viz.image_row([load_rgb(pairs[i][0]) for i in best], [f"{row[i]:.2f}" for i in best], title=mine))
-# The tiny model follows colour words far better than shapes and positions (and the 256 images may hold
-# no big blue circle at all): colour is the easiest thing to learn from 5,787 toy captions.
+for i in best.tolist():
+    print(f"{row[i]:.2f}  their caption: {captions[i]!r}")  # compare with your words
+
+# %% tags=["check"]
+check(lambda: len(best) == 5 and bool((row[best] >= row.topk(5).values[-1]).all()),
+      "score your text's feature against `gallery` with model.scores, then keep the indices of the 5 highest "
+      "scores (topk)")
 
 # %% [markdown]
-# ## Recap
+# ## Questions
 #
-# - An image goes ViT (frozen) → `ln_vision` → Q-Former, where **Q learned queries** cross-attend to the
-#   T image tokens, → projection: **Q normalised vectors per image** (32 x 256 for the real model).
-# - A text goes through the same Q-Former without queries or image, and its [CLS] output is projected:
-#   **one vector per text**.
-# - Cross-attention sits in every second layer; query and text positions have separate FFNs, chosen by
-#   `query_length`.
-# - BLIP-2 scores a text against an image as the **max over the image's query vectors**, and this tiny
-#   version already retrieves images from their captions far above chance.
+# **Question 1.** The Q-Former hands on Q vectors per image instead of the ViT's T tokens. What does
+# that buy for retrieval, and what does it cost, given that in BLIP-2's image pass the query tokens read
+# the image without seeing any text?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** It buys a small, fixed-size image representation (32 x 256 numbers for the real model,
+# whatever the resolution), cheap to store for a whole gallery and to score with one matrix product.
+# It costs a bottleneck: the query tokens must decide what to keep from the image before any text is
+# known, so a detail no query token kept cannot be recovered by a caption that asks for it. SPRC's
+# fusion pass (notebook 03) runs the query tokens with the caption in the same sequence, so for the
+# CIR query they read the reference image knowing what the text says.
+
+# %% [markdown]
+# **Question 2.** Suppose the count of section 5 showed a single bar: one query token gives the max for
+# every pair. What would the image features amount to, and why would that matter for a model that
+# later builds on all Q query-token outputs?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** The score would be that one query token's similarity: effectively one vector per image,
+# with the other Q - 1 vectors never deciding a score, so retrieval gains nothing from having Q of
+# them, and the max and a score from that single vector would rank alike. A model that builds on all
+# Q outputs (SPRC turns them into Q prompt tokens) would then start from Q - 1 vectors that its
+# pretraining never pushed to describe anything a text asks about.
+
+# %% [markdown]
+# ## Key takeaways
+#
+# - An image goes ViT (frozen) → `ln_vision` → Q-Former, where **Q learned query tokens** cross-attend
+#   to the T image tokens, → projection: **Q normalised vectors per image** (32 x 256 for the real model).
+# - A text goes through the same Q-Former without query tokens or image, and its [CLS] output is
+#   projected: **one vector per text**.
+# - Cross-attention sits in every second layer and only query-token positions use it; query-token and
+#   text positions have separate FFNs, chosen by `query_length`.
+# - BLIP-2 scores a text against an image as the **max over the image's query-token vectors**; this
+#   backbone already retrieves images from their captions more than five times as often as chance, and
+#   several of its query tokens give that max, each for different captions.
 # - With `attn_implementation="eager"` and `output_attentions=True` the Q-Former returns its
 #   cross-attention weights, which we can draw over the image.
 #
-# Next: **03 sentence-level prompts**, where a reference image and a modification text are composed
-# into one query by running the Q-Former twice.
+# ## Further reading
+#
+# - [BLIP-2](https://arxiv.org/abs/2301.12597) (Li et al., 2023): the Q-Former and its first-stage
+#   pretraining, the source of every module in this notebook.
+# - [SPRC](https://arxiv.org/abs/2310.05473) (Bai et al., ICLR 2024): why it starts from this backbone
+#   and what it changes in it (notebook 03).
+# - [The authors' code](https://github.com/chunmeifeng/SPRC): their Q-Former is LAVIS's BLIP-2 one, with
+#   the token routing of section 4.
+#
+# **Next:** [03 · Sentence-level prompts](03_sentence_level_prompts.ipynb), where a reference image and a
+# modification text are composed into one CIR query by running the Q-Former twice.

@@ -18,22 +18,26 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/03_sentence_level_prompts.ipynb)
 #
-# A composed query is a reference image plus a modification text. The obvious way to turn it into one
-# vector is to encode both separately and add them up (*late fusion*). SPRC does something else: it lets
-# BLIP-2's Q-Former read the image **and** the text together and turn them into Q vectors, a
-# **sentence-level prompt**; then it reads the text once more with that prompt in front of it, and the
-# result is the query. This notebook runs each of these passes by itself, computes SPRC's three losses
-# by hand, checks them against the model, compares SPRC with late fusion on the same weights, and trains
+# A CIR query is a reference image plus a modification text. The obvious way to turn it into one vector
+# is to encode both separately and combine the two vectors (*late fusion*). SPRC
+# ([paper](https://arxiv.org/abs/2310.05473), [the authors' code](https://github.com/chunmeifeng/SPRC))
+# does something else: it lets BLIP-2's Q-Former read the image **and** the text together and turn them
+# into Q vectors, a **sentence-level prompt**; then it reads the text once more with that prompt in front
+# of it, and the result is the query. This notebook places that idea among the other ways to compose a
+# query, runs each of SPRC's passes by itself, writes its three losses as equations and computes them by
+# hand, checks them against the model, compares SPRC with late fusion on the same weights, and trains
 # for a few steps to watch the losses fall.
 #
 # ## What you will learn
 #
-# - the fusion pass (queries + caption + reference image → prompt P) and the text pass (P + caption →
-#   composed feature f), with shapes;
-# - the image-text contrastive loss (ITC) on f and the target's features, by hand and by the model;
+# - where the reference image enters the text in late fusion, in pseudo-word methods and in SPRC;
+# - the fusion pass (query tokens + caption + reference image → prompt P) and the text pass
+#   (P + caption → composed feature f), with shapes;
+# - the image-text contrastive loss (ITC) on f and the target's features, as an equation, by hand and
+#   by the model;
 # - the second branch (a learned, image-free prompt → `loss_rtc`) and the alignment loss, and where the
 #   authors' code differs from the paper;
-# - why composing *inside* the Q-Former beats adding features afterwards;
+# - what composing *inside* the Q-Former changes against adding features afterwards, metric by metric;
 # - what a few training steps do to the three losses.
 
 # %%
@@ -84,31 +88,59 @@ from sprc_lib import (
 )
 from sprc_lib.course import course_mode, setup
 from sprc_lib.course import figures as viz
+from sprc_lib.course.exercises import check
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny": toy CIRR and the tiny model; "full": real CIRR and BLIP-2 ViT-g (a GPU)
 SEED = 0
-BATCH = 8  # triplets in the pass-by-pass walk-through
-TRAIN_STEPS = 30  # optimiser steps of the short training in section 7
+BATCH = 8  # validation triplets in the pass-by-pass walk-through
+TRAIN_STEPS = 30  # optimiser steps of the short training in section 8
 TRAIN_BATCH = 16 if MODE == "tiny" else 32  # triplets per training step there (lower it if a GPU runs out of memory)
 
 # %%
 course = setup(MODE)  # the data, cache, model sizes, weights and device of this mode
 
 # %% [markdown]
-# ## 1. The map
+# ## 1. Why a sentence-level prompt
 #
-# One figure for the whole notebook. Three Q-Former passes feed three losses; each box is one method
-# of `SPRCModel`, and the sections below run them in this order.
+# Composed image retrieval methods differ first in **where the reference image meets the text**:
+#
+# - **Late fusion** encodes the image and the caption separately and combines the two finished vectors.
+#   [CLIP4Cir](https://github.com/ABaldrati/CLIP4Cir) does it with a learned *Combiner* network over
+#   CLIP's image and text features. The text can move the image's vector, but it never reads the image:
+#   it cannot say *which part* of the image to change.
+# - **Pseudo-word methods** ([Pic2Word](https://arxiv.org/abs/2302.03084),
+#   [SEARLE](https://arxiv.org/abs/2303.15247)) map the reference image to **one pseudo-word token** S*
+#   and put it inside a sentence, "a photo of S* that ...", which a text encoder then reads. The image
+#   now sits inside the text, but as a single token, made from the image alone before the caption is
+#   read: one word has to carry every object and attribute, including those the caption removes.
+# - **SPRC** lets the Q-Former's query tokens read the reference image *and the caption together*, and
+#   puts their Q outputs in front of the caption as a **sentence-level prompt** P. The image enters the
+#   text as Q tokens that already know what the text asks for.
+#
+# The paper's argument is that the third way handles complex changes (removing an object, changing
+# one attribute of several) that a single pseudo-word or a sum of vectors cannot express. Section 7
+# measures SPRC against late fusion on the same weights.
+
+# %%
+viz.composition_schemes()
+
+# %% [markdown]
+# ## 2. The map
+#
+# One figure for the rest of the notebook. Three Q-Former passes feed three losses; each box is one
+# method of `SPRCModel`, and the sections below run them in this order.
 
 # %%
 viz.sprc_diagram()
 
 # %% [markdown]
-# In tiny mode we use the tiny SPRC trained on toy CIRR (trained on first use and then reused); in full
-# mode the trained SPRC that `SPRC_CIRR_MODEL` names (a run of notebook 04, or the authors' model
-# converted in notebook 06), else BLIP-2's weights with fresh prompt tokens (the passes run the same,
-# but the composed features are untrained).
+# In tiny mode we use the tiny SPRC trained on toy [CIRR](https://github.com/Cuberick-Orion/CIRR)
+# (trained on first use and then reused); in full mode the trained SPRC that `SPRC_CIRR_MODEL` names (a
+# run of notebook 04, or the authors' model converted in notebook 06), else BLIP-2's weights with fresh
+# prompt tokens (the passes run the same, but the composed features are untrained). The walk-through
+# uses BATCH **validation** triplets: the model never trained on them, so what the scores show is what
+# it learned, not what it memorised.
 
 # %%
 torch.manual_seed(SEED)
@@ -118,22 +150,26 @@ model, tokenizer = course.trained("CIRR") if trained else (load_model(course.wei
 model = model.to(device).eval()
 Q, L = model.config.num_query_tokens, model.config.max_txt_len
 transform = build_transform("targetpad", model.config.vision_config.image_size)
-train_set = CIRRDataset(root, "train", "relative", preprocess=transform)
-batch = collate([train_set[i] for i in range(BATCH)])
+walk_set = CIRRDataset(root, "val", "relative", preprocess=transform)
+batch = collate([walk_set[i] for i in range(BATCH)])
 reference, target = batch["reference"].to(device), batch["target"].to(device)
 ids, mask = (t.to(device) for t in tokenize(tokenizer, batch["caption"], L))
-print(f"{BATCH} triplets: reference {tuple(reference.shape)}, target {tuple(target.shape)}, caption ids {tuple(ids.shape)}")
+print(f"{BATCH} validation triplets: reference {tuple(reference.shape)}, target {tuple(target.shape)}, "
+      f"caption ids {tuple(ids.shape)}")
+assert len(set(batch["target_name"])) == BATCH  # one target per query: the diagonal labels below are right
 
 # %% [markdown]
-# ## 2. The fusion pass: the sentence-level prompt
+# ## 3. The fusion pass: the sentence-level prompt
 #
 # The reference image goes through the frozen ViT and `ln_vision` (notebook 02). Then the Q-Former runs
-# on the sequence **[Q learned queries | the caption's L tokens]**, with the image as cross-attention
-# input. In self-attention the queries see the caption and the caption sees the queries; in
-# cross-attention the queries read the image. The queries' outputs are the **prompt P**: Q vectors that
-# describe "this image, with what the sentence says about it". The caption's outputs are discarded.
+# on the sequence **[Q learned query tokens | the caption's L tokens]**, with the image as
+# cross-attention input. In self-attention the query tokens see the caption and the caption sees the
+# query tokens; in cross-attention the query tokens read the image. Their outputs are the **prompt P**:
+# Q vectors that describe "this image, with what the sentence says about it". The caption's outputs are
+# discarded.
 #
-# The attention mask is `ones(Q)` (queries are always visible) followed by the caption's padding mask.
+# The attention mask is `ones(Q)` (query tokens are always visible) followed by the caption's padding
+# mask.
 
 # %%
 with torch.no_grad():
@@ -141,7 +177,7 @@ with torch.no_grad():
     P = model.fusion_pass(E_r, ids, mask)  # (B, Q, H)
 
 # %% [markdown]
-# ## 3. The text pass: the composed query feature
+# ## 4. The text pass: the composed query feature
 #
 # Now the Q-Former runs **without the image** on **[P | the caption]**. SPRC routes every position of this
 # pass, the prompt included, through the *text* FFN and skips cross-attention (`query_length=0`): P is
@@ -156,18 +192,25 @@ with torch.no_grad():
 viz.token_layouts(
     {"fusion pass": [("queries", Q), ("caption", L)], "text pass": [("prompt P", Q), ("caption", L)],
      "RTC pass": [("[CLS]", 1), ("prompt_tokens", Q), ("caption", L - 1)]},
-    {"fusion pass": "+ cross-attention to the reference; P = outputs at the query positions",
+    {"fusion pass": "+ cross-attention to the reference; P = outputs at the query-token positions",
      "text pass": f"no image; f = output at position {Q} ([CLS])",
      "RTC pass": "no image; h = output at position 0 ([CLS])"},
-    title="what the Q-Former reads in each pass (RTC: section 5)")
+    title="what the Q-Former reads in each pass (queries = the query tokens; RTC: section 6)")
 
 # %% [markdown]
-# ## 4. Target features and the ITC loss, by hand
+# ## 5. Target features and the ITC loss, by hand
 #
-# The target image is encoded exactly like a BLIP-2 gallery image: queries cross-attend to it, giving
-# Q normalised vectors g. The score of query i against target j is BLIP-2's max over query tokens,
-# divided by a learned temperature; the loss asks each query to pick its own target among the batch's
-# targets (cross-entropy with the diagonal as labels).
+# The target image is encoded exactly like a BLIP-2 gallery image: the query tokens cross-attend to it,
+# giving Q normalised vectors $g_{j,1}, \dots, g_{j,Q}$ for target j. The score of CIR query i against
+# target j is BLIP-2's max over the target's query tokens, divided by the learned temperature `temp`;
+# the loss asks each CIR query to pick its own target among the batch's B targets (cross-entropy with
+# the diagonal as labels):
+#
+# $$s_{ij} = \frac{\max_{q=1..Q} \langle f_i, g_{j,q} \rangle}{\mathrm{temp}}, \qquad
+#   \mathrm{loss\_itc} = -\frac{1}{B} \sum_{i=1}^{B} \log \frac{e^{s_{ii}}}{\sum_{j=1}^{B} e^{s_{ij}}}$$
+#
+# In the code: `s = model.scores(f, g) / model.temp`, `loss_itc = F.cross_entropy(s, labels)` with
+# `labels = arange(B)`.
 
 # %%
 with torch.no_grad():
@@ -181,48 +224,82 @@ print(format_table(["tensor", "shape", "meaning"], [
     ["P", str(tuple(P.shape)), "sentence-level prompt (B, Q, H)"],
     ["f", str(tuple(f.shape)), "composed query feature (B, D)"],
     ["g", str(tuple(g.shape)), "target features, one per query token (B, Q, D)"],
-    ["s", str(tuple(s.shape)), "query x target scores / temp (B, B)"],
+    ["s", str(tuple(s.shape)), "CIR query x target scores / temp (B, B)"],
 ]))
+chance_loss = torch.log(torch.tensor(float(BATCH))).item()
+hits = int((s.argmax(1) == labels).sum())
 print(f"loss_itc by hand {loss_itc.item():.4f}, model {losses['loss_itc'].item():.4f}, chance level ln(B) = "
-      f"{torch.log(torch.tensor(float(BATCH))).item():.4f}")
+      f"{chance_loss:.4f}; {hits} of {BATCH} CIR queries score their own target highest")
 assert P.shape == (BATCH, Q, model.config.qformer_config.hidden_size) and f.shape == (BATCH, model.config.image_text_hidden_size)
 assert torch.allclose(loss_itc, losses["loss_itc"], atol=1e-5)
+if trained:  # a trained SPRC on validation triplets it never saw
+    assert hits > BATCH // 2 and loss_itc.item() < chance_loss
 
 # %%
 viz.similarity_heatmap(s.cpu(), batch["caption"], title="ITC scores: composed query (row) vs target (column)",
                        xlabel="target image")
 
 # %% [markdown]
-# A trained model lights up the diagonal: each composed query scores its own target highest. (With
-# BLIP-2's weights and an untrained prompt, in full mode without `SPRC_CIRR_MODEL`, it does not yet.)
+# With a trained model (tiny mode, or full mode with `SPRC_CIRR_MODEL`) the diagonal lights up on these
+# unseen triplets: more than half of the CIR queries score their own target highest and the loss is
+# below ln(B), where every target is equally likely (both asserted). With BLIP-2's weights and an
+# untrained prompt (full mode without `SPRC_CIRR_MODEL`) nothing is claimed.
+
+# %% tags=["try"]
+# Try it: rewrite CAPTION (the first CIR query's modification text; drop a word, change a colour) and
+# rerun: does its own target (column 0) still score highest?
+CAPTION = batch["caption"][0]
+with torch.no_grad():
+    i0, m0 = (t.to(device) for t in tokenize(tokenizer, [CAPTION], L))
+    row0 = (model.scores(model.composed_features(E_r[:1], i0, m0), g) / model.temp)[0].cpu()
+print(f"{CAPTION!r}: scores against the {BATCH} targets {[round(v, 1) for v in row0.tolist()]}; "
+      f"best: target {int(row0.argmax())}")
+
+# %% [markdown]
+# ## 6. The second branch (RTC) and the alignment loss
 #
-# ## 5. The second branch (RTC) and the alignment loss
-#
-# SPRC's code trains two more things (its comments call the first block "Relative Contrastive"):
+# The authors' code trains two more things (its comments call the first block "Relative Contrastive"):
 #
 # - **RTC.** The caption *alone*, with the learned, shared `prompt_tokens` inserted right after its
-#   [CLS] token and no image: `[CLS] prompt_tokens caption...`. Its [CLS] output h is scored against the
-#   same target features with the same contrastive loss. This teaches the text path to read a relative
-#   caption *behind a prompt*, the situation the text pass puts it in.
-# - **Alignment.** An MSE between the mean of the sentence-level prompt P and the mean of the learned
-#   `prompt_tokens` (which receive no gradient from it: `detach`). It keeps the image-dependent prompts
-#   in the same region of the embedding space as the learned ones.
+#   [CLS] token and no image: `[CLS] prompt_tokens caption...`. Its [CLS] output $h_i$ is scored against
+#   the same target features with the same contrastive loss. This teaches the text path to read a
+#   relative caption *behind a prompt*, the situation the text pass puts it in.
+# - **Alignment.** An MSE between the mean over query-token positions of the sentence-level prompt
+#   $P_i$ and the mean of the learned `prompt_tokens` (which receive no gradient from it: `detach`,
+#   written sg[·] below). It keeps the image-dependent prompts in the same region of the embedding space
+#   as the learned one.
+#
+# $$s'_{ij} = \frac{\max_{q} \langle h_i, g_{j,q} \rangle}{\mathrm{temp}}, \qquad
+#   \mathrm{loss\_rtc} = -\frac{1}{B} \sum_{i=1}^{B} \log \frac{e^{s'_{ii}}}{\sum_{j} e^{s'_{ij}}}$$
+#
+# $$\mathrm{loss\_align} = \frac{1}{B\,H} \sum_{i=1}^{B} \Big\lVert \frac{1}{Q}\sum_{q=1}^{Q} P_{i,q}
+#   - \mathrm{sg}\Big[\frac{1}{Q}\sum_{q=1}^{Q} \mathrm{prompt\_tokens}_q\Big] \Big\rVert^2$$
+#
+# In the code: `h = model.prompt_text_pass(ids, mask)`, `loss_rtc = F.cross_entropy(model.scores(h, g) /
+# model.temp, labels)`, and `loss_align = F.mse_loss(P.mean(1), prompt_tokens.mean(1))`, the mean over
+# all B x H numbers being the $\frac{1}{BH}$.
 
 # %%
 with torch.no_grad():
     embedded = model.prompt_embeddings(ids)  # (B, 1 + Q + L - 1, H): [CLS], prompt_tokens, the rest
     h = model.prompt_text_pass(ids, mask)  # (B, D)
     loss_rtc = F.cross_entropy(model.scores(h, g) / model.temp, labels)
-    loss_align = F.mse_loss(P.mean(1), model.prompt_tokens.expand(BATCH, -1, -1).mean(1))
+    anchor = model.prompt_tokens.expand(BATCH, -1, -1).mean(1)  # (B, H): the same row for every sample
+    loss_align = F.mse_loss(P.mean(1), anchor)
 print(f"RTC input {tuple(embedded.shape)}, h {tuple(h.shape)}")
 print(format_table(["loss", "by hand", "model"], [
     [name, f"{mine.item():.4f}", f"{losses[name].item():.4f}"]
     for name, mine in (("loss_itc", loss_itc), ("loss_rtc", loss_rtc), ("loss_align", loss_align))]))
 assert embedded.shape == (BATCH, L + Q, model.config.qformer_config.hidden_size)
 assert torch.allclose(loss_rtc, losses["loss_rtc"], atol=1e-5) and torch.allclose(loss_align, losses["loss_align"], atol=1e-6)
+assert torch.equal(anchor, anchor[:1].expand_as(anchor))  # one shared anchor, not one per sample
 
 # %% [markdown]
-# The trainer weighs them as the authors' scripts do:
+# The trainer weighs them as the authors' scripts do, on CIRR and on
+# [FashionIQ](https://github.com/XiaoxiaoGuo/fashion-iq):
+#
+# $$\mathrm{loss} = \mathrm{loss\_itc} + \lambda_\mathrm{rtc}\,\mathrm{loss\_rtc}
+#   + \lambda_\mathrm{align}\,\mathrm{loss\_align}$$
 
 # %%
 for dataset in ("CIRR", "FashionIQ"):
@@ -230,22 +307,32 @@ for dataset in ("CIRR", "FashionIQ"):
     print(f"{dataset}: loss = itc + {recipe.loss_rtc} * rtc + {recipe.loss_align} * align")
 
 # %% [markdown]
-# **Paper vs code (SPRC issue #17).** The paper describes the alignment loss against an *auxiliary
-# prompt built per sample*. The released code aligns with the single learned `prompt_tokens` shared by
-# all samples, as above, and that code produced the released numbers. This course follows the code, so
-# its models can load and reproduce the released checkpoints (notebook 06); `SPRCModel.forward` carries
-# a comment saying so.
+# **Paper vs code ([SPRC issue #17](https://github.com/chunmeifeng/SPRC/issues/17)).** The paper
+# describes an *auxiliary prompt* $p'_i$ for **each sample** i, optimised with a contrastive loss so
+# that it, put in front of caption i, retrieves target i; the alignment loss then pulls the
+# sentence-level prompt $P_i$ toward that sample's own $p'_i$. The released code has no per-sample
+# prompt: the alignment target is the single learned `prompt_tokens`, **shared by all samples** (the
+# `anchor` above is the same row for every i), and that code produced the released numbers.
 #
-# ## 6. Why the prompt helps: SPRC against late fusion
+# *The course's reading* (not the authors' statement): the RTC branch is the code's version of the
+# auxiliary-prompt step. `prompt_tokens` is trained by `loss_rtc` with exactly that contrastive loss
+# (caption behind the prompt, against the targets), only as one prompt for all captions instead of one
+# per caption; `loss_align` then pulls the mean of each $P_i$ toward the mean of that shared prompt.
+# This course follows the code, so its models can load and reproduce the released checkpoints
+# (notebook 06); `SPRCModel.losses` carries a comment saying so.
 #
-# The simplest composition is **late fusion**: encode the reference image (mean of its Q normalised
-# features) and the caption (BLIP-2's text feature) separately, add the two unit vectors, normalise.
-# The text can then only *add* a direction; it cannot say *which part* of the image to change. In SPRC
-# the caption and the image meet inside the Q-Former, token by token, before anything is pooled.
+# ## 7. SPRC against late fusion, metric by metric
+#
+# The simplest composition is **late fusion** (section 1): encode the reference image (mean of its Q
+# normalised features) and the caption (BLIP-2's text feature) separately, add the two unit vectors,
+# normalise. (CLIP4Cir learns its Combiner instead of adding; here nothing is learned, so only the way
+# of composing differs.) In SPRC the caption and the image meet inside the Q-Former, token by token,
+# before anything is pooled.
 #
 # We evaluate both on the validation split, the same way (CIRR protocol, `cirr_metrics`), with the
-# **same weights**, so only the way of composing differs. Two one-sided baselines (image only, text only)
-# and chance complete the picture.
+# **same weights**. Two one-sided baselines (image only, text only) and chance complete the picture.
+# R@K ranks the target among the whole validation gallery; **Rs@1** (`recall_subset_at1`) among the
+# five other images of the reference's own group, which all resemble the reference (chance: 1 in 5).
 
 # %%
 queries = CIRRDataset(root, "val", "relative")
@@ -278,23 +365,38 @@ results = {"chance": chance("CIRR", root), "image only": evaluate(image_only), "
            "late fusion": evaluate(late_fusion), sprc_name: evaluate(composed)}
 keys = ["recall_at1", "recall_at5", "recall_at10", "recall_at50", "recall_subset_at1"]
 print(format_table(["method", *keys], [[name, *(f"{m[k]:.1f}" for k in keys)] for name, m in results.items()]))
+gap = {k: results[sprc_name][k] - results["late fusion"][k] for k in keys}  # SPRC's lead, in points
+print(format_table(["SPRC - late fusion", *keys], [["points", *(f"{gap[k]:+.1f}" for k in keys)]]))
 
 # %%
 viz.recall_bars(results, keys, title=f"CIRR val ({'toy' if MODE == 'tiny' else 'real'}): same weights, different composition")
 
 # %%
+rs1 = {name: m["recall_subset_at1"] for name, m in results.items()}
 assert results["late fusion"]["recall_at10"] > results["chance"]["recall_at10"]
+assert results["late fusion"]["recall_at10"] > results["text only"]["recall_at10"]  # the image half helps globally
+assert rs1["text only"] > rs1["late fusion"], rs1  # ... and hurts within the group
+assert abs(rs1["image only"] - rs1["chance"]) < 10, rs1  # the reference alone cannot pick among look-alikes
 if trained:
-    for k in ("recall_at1", "recall_at10", "recall_at50"):
-        assert results[sprc_name][k] > results["late fusion"][k], k
+    assert all(gap[k] > 0 for k in keys), gap  # SPRC ahead on every metric
+    assert gap["recall_subset_at1"] < min(gap[k] for k in ("recall_at5", "recall_at10")), gap  # least ahead on Rs@1
 
 # %% [markdown]
-# Late fusion is well above chance: both halves carry information. But SPRC is far better at every K,
-# and far better at Recall_subset, where all candidates resemble the reference and only the *change*
-# distinguishes them. (The image-only row's subset recall sits near chance: it cannot know which
-# look-alike was asked for.)
+# What the table shows (each point asserted in the cell above):
 #
-# ## 7. A short training: the losses fall
+# - **Late fusion** is above chance and above text only at R@10: over the whole gallery, the image half
+#   is what rules out the many gallery images that look nothing like the reference.
+# - **Within the group (Rs@1) it is the other way round**: text only beats late fusion. The five
+#   candidates all resemble the reference, so the image half barely tells them apart, and adding it
+#   with the same weight as the text only dilutes the one signal that does. The image-only row shows
+#   this from the other side: its Rs@1 is within 10 points of chance.
+# - **SPRC (trained)** is ahead of late fusion on every metric, but *not* most of all on the subset
+#   recall: its lead in points is smaller on Rs@1 than at R@5 and R@10. Rs@1 starts from a 20% chance
+#   level and text only already beats late fusion there, so there is less room; the global recalls are
+#   where reading the image and the text together pays most, because the CIR query must keep what the
+#   reference looks like *and* apply the change.
+#
+# ## 8. A short training: the losses fall
 #
 # Finally, the library's trainer for a few dozen steps, starting (like the paper) from the pretrained
 # backbone, BLIP-2 in full mode or the tiny BLIP-2 in tiny mode, with fresh prompt tokens. The trainer
@@ -325,20 +427,22 @@ for name in ("loss", "loss_itc", "loss_rtc", "loss_align"):
     first, last = values[:third].mean().item(), values[-third:].mean().item()
     print(f"{name}: first third {first:.3f} -> last third {last:.3f}")
     assert torch.isfinite(values).all()
-    assert last < first or name == "loss_align", name  # the contrastive losses fall; alignment may not yet
+    assert last < first or name == "loss_align", name  # the contrastive losses fall; alignment is not asserted
+print(f"chance level of a contrastive loss at this batch: ln({TRAIN_BATCH}) = {torch.log(torch.tensor(float(TRAIN_BATCH))):.3f}")
 assert len(history) == course.bounded(TRAIN_STEPS) and not result.finished
 
 # %% [markdown]
-# In a few dozen steps the contrastive losses drop from about ln(batch), where every target is equally
-# likely. The alignment loss may rise at first, while the fusion outputs P change fast, and then shrinks
-# as P and the fresh prompt tokens move together.
-# Notebook 04 runs the full recipe, watches recall as well as loss, and resumes interrupted runs.
+# In a few dozen steps the total loss and both contrastive losses fall: their mean over the last third
+# of the steps is below that over the first third (asserted). The alignment loss is not asserted: in so
+# few steps it can go either way, because the fusion outputs P change fast while the fresh prompt tokens
+# have barely moved. Notebook 04 runs the full recipe, watches recall as well as loss, and resumes
+# interrupted runs.
 #
 # ## Exercises
 #
-# **Exercise 1.** Is the prompt really carrying the image? Replace P by the plain learned queries
-# (`model.query_tokens`, which have not seen any image) in the text pass, evaluate on validation, and
-# compare with SPRC.
+# **Exercise 1.** Is the prompt really carrying the image? Replace P by the plain learned query tokens
+# (`model.query_tokens`, which have not seen any image) in the text pass (`blind_query(ids, mask)`),
+# evaluate on validation (`blind`), and compare with SPRC.
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 def blind_query(i: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -347,48 +451,113 @@ def blind_query(i: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 blind = evaluate(in_batches(blind_query, val_ids, val_mask))
 print(format_table(["", *keys], [[name, *(f"{m[k]:.1f}" for k in keys)]
-                                 for name, m in (("P from the image", results[sprc_name]), ("no image in P", blind))]))
-# Without the reference image the query only knows the caption: recall drops toward the text-only row.
+                                 for name, m in (("P from the image", results[sprc_name]), ("no image in P", blind),
+                                                 ("text only", results["text only"]))]))
+drop = results[sprc_name]["recall_at10"] - blind["recall_at10"]
+print(f"without the image in P, R@10 falls by {drop:.1f} points; it ends "
+      f"{abs(blind['recall_at10'] - results['text only']['recall_at10']):.1f} points from the text-only row")
+
+# %% tags=["check"]
+check(lambda: set(keys) <= set(blind) and (not trained or blind["recall_at10"] < results[sprc_name]["recall_at10"]),
+      "feed model.query_tokens (expanded to the batch) to model.text_pass in place of P, then `evaluate` the "
+      "features of all validation CIR queries: without the image, a trained SPRC's R@10 should drop")
 
 # %% [markdown]
 # **Exercise 2.** Give late fusion a weight: `normalise(a * image + (1 - a) * text)` for a in
-# {0, 0.25, 0.5, 0.75, 1}. Does any a come close to SPRC's R@10?
+# {0, 0.25, 0.5, 0.75, 1}, with each a's metrics in `sweep[a]`. Does any a come close to SPRC's R@10?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-sweep = []
-for a in (0.0, 0.25, 0.5, 0.75, 1.0):
-    m = evaluate(F.normalize(a * image_only + (1 - a) * text_only, dim=-1))
-    sweep.append([f"{a:.2f}", f"{m['recall_at10']:.1f}", f"{m['recall_subset_at1']:.1f}"])
-print(format_table(["a", "recall_at10", "recall_subset_at1"], sweep))
-print(f"SPRC: recall_at10 {results[sprc_name]['recall_at10']:.1f}")
-# No weight closes the gap: adding vectors cannot express "this shape, but red".
+sweep = {a: evaluate(F.normalize(a * image_only + (1 - a) * text_only, dim=-1)) for a in (0.0, 0.25, 0.5, 0.75, 1.0)}
+print(format_table(["a", "recall_at10", "recall_subset_at1"],
+                   [[f"{a:.2f}", f"{m['recall_at10']:.1f}", f"{m['recall_subset_at1']:.1f}"] for a, m in sweep.items()]))
+best_a = max(sweep, key=lambda a: sweep[a]["recall_at10"])
+print(f"best a = {best_a}: R@10 {sweep[best_a]['recall_at10']:.1f} against SPRC's {results[sprc_name]['recall_at10']:.1f}")
+if trained:
+    assert sweep[best_a]["recall_at10"] < results[sprc_name]["recall_at10"]  # no weight closes the gap
+
+# %% tags=["check"]
+check(lambda: sorted(sweep) == [0.0, 0.25, 0.5, 0.75, 1.0]
+      and sweep[0.5]["recall_at10"] == results["late fusion"]["recall_at10"]
+      and abs(sweep[0.0]["recall_at10"] - results["text only"]["recall_at10"]) < 1,
+      "one `evaluate` per a, keyed by a; a = 0.5 must reproduce late fusion and a = 0 the text-only row")
 
 # %% [markdown]
 # **Exercise 3.** The RTC pass reorders the sequence to `[CLS] prompt_tokens rest-of-caption` but keeps
 # the mask `cat(ones(Q), caption_mask)` that the other passes use, as the authors' code does. Build the
-# mask that follows the new layout token by token, and show that the two are the same. Why?
+# mask that follows the new layout token by token (`following`), and show that it equals the reused one
+# (`reused`). Why?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 ones = torch.ones(len(mask), Q, dtype=mask.dtype, device=mask.device)
 reused = torch.cat([ones, mask], dim=1)  # what the code passes
 following = torch.cat([mask[:, :1], ones, mask[:, 1:]], dim=1)  # [CLS]'s mask, the prompts', the rest's
-print("identical:", torch.equal(reused, following))
-assert torch.equal(reused, following)
-# They differ only if [CLS] could be padding, and it never is: mask[:, 0] == 1, so shifting that 1 from
-# the front of the caption's mask to after the Q prompt ones changes nothing.
+cls_always_visible = bool((mask[:, 0] == 1).all())
+print(f"identical: {torch.equal(reused, following)}; [CLS] never padding: {cls_always_visible}")
+# Both start with Q + 1 ones exactly when mask[:, 0] == 1, which holds: moving that one from the front of
+# the caption's mask to after the Q prompt ones changes nothing.
+
+# %% tags=["check"]
+check(lambda: following.shape == (len(mask), Q + L) and torch.equal(following[:, Q + 1 :], mask[:, 1:])
+      and torch.equal(reused, following),
+      "[CLS]'s mask (mask[:, :1]), then Q ones for prompt_tokens, then the rest of the caption's mask (mask[:, 1:])")
 
 # %% [markdown]
-# ## Recap
+# ## Questions
 #
-# - **Fusion pass**: queries + caption + reference image → the sentence-level prompt P (Q vectors).
+# **Question 1.** A pseudo-word method and SPRC both turn the reference image into tokens that a text
+# encoder reads next to the caption. What can SPRC's prompt express that one pseudo-word token cannot?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** Two things. Capacity: P is Q tokens, not one, so it can describe several objects and
+# their attributes separately. And, above all, P is made *with the caption present*: in the fusion pass
+# the query tokens attend to the caption while they read the image, so the prompt can keep what the
+# caption keeps and leave out what it removes or changes. A pseudo-word is computed from the image
+# alone, before the caption is read, so it must summarise everything, including the object the caption
+# asks to remove, and the text encoder must then undo that from one token.
+
+# %% [markdown]
+# **Question 2.** The authors' code aligns every sample's prompt with the same shared `prompt_tokens`,
+# and only through means over the Q positions. What does that constrain, and what would the paper's
+# per-sample auxiliary prompt add?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** It constrains only the average of each $P_i$ over its Q tokens, pulling it toward one
+# point shared by all samples: a regulariser that keeps the image-dependent prompts where the text path
+# has learned (through `loss_rtc`) to read a prompt, without saying what any single prompt should say.
+# A per-sample auxiliary prompt $p'_i$, optimised to retrieve target i from caption i, would give each
+# $P_i$ a target of its own, a prompt known to work for that very CIR query: more guidance per sample,
+# at the cost of optimising one extra prompt per training sample.
+
+# %% [markdown]
+# ## Key takeaways
+#
+# - Late fusion combines two finished vectors, a pseudo-word puts the image into the text as one token
+#   made without the caption; SPRC puts it in as **Q prompt tokens made with the caption**.
+# - **Fusion pass**: query tokens + caption + reference image → the sentence-level prompt P (Q vectors).
 # - **Text pass**: P + caption, no image, all positions through the text FFN → f at the caption's [CLS].
-# - **ITC**: f against the targets' Q features, max over queries, temperature, cross-entropy; computed by
-#   hand it equals the model's `loss_itc`.
+# - **ITC**: f against the targets' Q features, max over query tokens, temperature, cross-entropy;
+#   computed by hand it equals the model's `loss_itc`.
 # - **RTC** trains the caption behind the learned `prompt_tokens`; **alignment** pulls the mean of P
-#   toward theirs. The code aligns with the shared `prompt_tokens`, not the paper's per-sample prompt
-#   (issue #17), and we follow the code.
-# - With the same weights, composing inside the Q-Former beats late fusion by a wide margin, most of all
-#   on the subset recall, where only the modification tells the candidates apart.
-# - A few training steps already bring all three losses down.
+#   toward theirs. The code aligns with the shared `prompt_tokens`, not the paper's per-sample auxiliary
+#   prompt ([issue #17](https://github.com/chunmeifeng/SPRC/issues/17)), and we follow the code.
+# - With the same weights, a trained SPRC beats late fusion on every CIRR metric, but by fewer points on
+#   the subset recall than at R@5 and R@10: within the group the text alone is already strong, and late
+#   fusion falls below it.
+# - A few training steps already bring the total and both contrastive losses down.
 #
-# Next: **04 training**, the full recipe with live curves, checkpoints and resume.
+# ## Further reading
+#
+# - [SPRC](https://arxiv.org/abs/2310.05473) (Bai et al., ICLR 2024): the method, its comparison of the
+#   three ways to compose a query, and the auxiliary-prompt formulation of the alignment loss.
+# - [The authors' code](https://github.com/chunmeifeng/SPRC) and
+#   [issue #17](https://github.com/chunmeifeng/SPRC/issues/17): what the released model computes, and
+#   the per-sample vs shared auxiliary prompt question.
+# - [BLIP-2](https://arxiv.org/abs/2301.12597): the Q-Former whose passes SPRC reuses (notebook 02).
+# - [CLIP4Cir](https://github.com/ABaldrati/CLIP4Cir): late fusion with a learned Combiner, the baseline
+#   family of section 7.
+# - [Pic2Word](https://arxiv.org/abs/2302.03084) and [SEARLE](https://arxiv.org/abs/2303.15247): the
+#   pseudo-word methods of section 1, which need no CIR triplets for training.
+# - [CIRR](https://github.com/Cuberick-Orion/CIRR) ([paper](https://arxiv.org/abs/2108.04024)): the
+#   dataset and its subset recall, where the candidates all resemble the reference.
+#
+# **Next:** [04 · Training SPRC](04_training.ipynb), the full recipe with live curves, checkpoints and resume.

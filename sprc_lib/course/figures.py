@@ -1,4 +1,5 @@
-"""Figures for notebooks 00-03: a CIR query, triplets, padding, attention over patches, SPRC's passes.
+"""Figures for notebooks 00-03: a CIR query, triplets, padding, attention over patches, query-token wins, SPRC's
+passes (the box-and-arrow diagrams live in `sprc_lib.course.diagrams` and are re-exported here).
 
 Each function draws one `sprc_lib.course.style.CourseFigure` (outside pyplot, so it never leaks into
 another cell), which shows once when it is a cell's last expression (or passed to `display`);
@@ -16,9 +17,13 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from PIL import Image
 
+from sprc_lib.course.diagrams import (  # noqa: F401 (re-exported: the notebooks call viz.sprc_diagram())
+    composition_schemes,
+    qformer_diagram,
+    sprc_diagram,
+)
 from sprc_lib.course.style import (
     LOSS_COLORS,
     REFERENCE_COLOR,
@@ -144,7 +149,8 @@ def attention_maps(image: ImageLike, maps: torch.Tensor, titles: Sequence[str] |
     """Attention weights over image patches, drawn on the image: where each query token looks.
 
     `maps` is (K, g, g): one grid of patch weights per panel (the [CLS] token left out). Each panel
-    has its own colour scale, because only where a query looks is comparable, not how sharply.
+    has its own colour scale, shown by its colour bar, because only where a query token looks is
+    comparable, not how sharply.
     """
     if maps.dim() != 3 or maps.shape[-1] != maps.shape[-2]:
         raise ValueError(f"maps must be (K, g, g), got shape {tuple(maps.shape)}")
@@ -155,9 +161,14 @@ def attention_maps(image: ImageLike, maps: torch.Tensor, titles: Sequence[str] |
     tile(axes[0], picture, "input")
     for k, (ax, grid) in enumerate(zip(axes[1:], maps, strict=True)):
         ax.imshow(picture)
-        ax.imshow(grid.detach().float().cpu().numpy(), cmap="inferno", alpha=0.6, interpolation="nearest",
-                  extent=(0, width, height, 0))
+        shown = ax.imshow(grid.detach().float().cpu().numpy(), cmap="inferno", alpha=0.6, interpolation="nearest",
+                          extent=(0, width, height, 0))
         frame(ax, titles[k] if titles else f"map {k}")
+        # An inset colour bar (a child of the panel, not a figure axes): the panels stay fig.axes[1:].
+        bar = fig.colorbar(shown, cax=ax.inset_axes((1.04, 0.0, 0.06, 1.0)))
+        bar.ax.tick_params(labelsize=6)
+        if k == len(maps) - 1:
+            bar.set_label("attention weight", fontsize=7)
     if title:
         fig.suptitle(title)
     return fig
@@ -206,61 +217,20 @@ def token_layouts(layouts: Mapping[str, Sequence[tuple[str, int]]], notes: Mappi
     return fig
 
 
-def _box(ax: Axes, xy: tuple[float, float], text: str, color: str, width: float = 0.17) -> None:
-    x, y = xy
-    ax.add_patch(FancyBboxPatch((x - width / 2, y - 0.05), width, 0.1, boxstyle="round,pad=0.01",
-                                facecolor=color, edgecolor="#555555"))
-    ax.text(x, y, text, ha="center", va="center", fontsize=8)
-
-
-def _link(ax: Axes, start: tuple[float, float], end: tuple[float, float], label: str = "") -> None:
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, color="#555555", lw=1.2))
-    if label:
-        ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.025, label, ha="center", fontsize=7,
-                color="#555555")
-
-
-def sprc_diagram() -> Figure:
-    """SPRC's forward pass as boxes and arrows: two Q-Former passes make the query, a third the target,
-    and the three losses compare them. The map for reading notebook 03's cells one by one."""
-    fig = CourseFigure(figsize=(11, 4.6), layout="constrained")
+def query_token_wins(wins: Sequence[int] | torch.Tensor, title: str | None = None) -> Figure:
+    """How often each query token gives the max score for its own caption-image pair: one bar per query
+    token, so a model that uses one query token for everything shows a single bar."""
+    counts = np.asarray(wins.tolist() if isinstance(wins, torch.Tensor) else list(wins))
+    fig = CourseFigure(figsize=(1.5 + 0.3 * len(counts), 2.8), layout="constrained")
     ax = fig.subplots()
-    ax.set(xlim=(0, 1), ylim=(0.02, 1.07))
-    ax.axis("off")
-    image, query, prompt = "#deebf7", TOKEN_COLORS["queries"], TOKEN_COLORS["prompt P"]
-    rtc, loss = TOKEN_COLORS["prompt_tokens"], "#fcbba1"
-    boxes = {
-        "ref": ((0.07, 0.82), "reference image", image, 0.12),
-        "cap": ((0.07, 0.5), "caption", TOKEN_COLORS["caption"], 0.12),
-        "tgt": ((0.07, 0.12), "target image", image, 0.12),
-        "vit_r": ((0.25, 0.82), "ViT + ln_vision\nE_r (T x Dv)", image, 0.15),
-        "vit_t": ((0.25, 0.12), "ViT + ln_vision\nE_t (T x Dv)", image, 0.15),
-        "fusion": ((0.46, 0.82), "fusion pass: queries +\ncaption, cross-attn to E_r", query, 0.19),
-        "rtc": ((0.46, 0.4), "RTC pass: [CLS] +\nprompt_tokens + caption", rtc, 0.19),
-        "image": ((0.46, 0.12), "image pass: queries,\ncross-attn to E_t", query, 0.19),
-        "text": ((0.68, 0.82), "text pass: P + caption,\nno image; f at [CLS]", prompt, 0.18),
-        "h": ((0.68, 0.4), "h at [CLS]", rtc, 0.12),
-        "g": ((0.68, 0.12), "g (Q x D)\none per query", query, 0.12),
-        "itc": ((0.9, 0.82), "loss_itc\nmax_q <f, g_q> / temp", loss, 0.17),
-        "rtc_loss": ((0.9, 0.4), "loss_rtc\nmax_q <h, g_q> / temp", loss, 0.17),
-        "align": ((0.9, 1.0), "loss_align: MSE(mean P,\nmean prompt_tokens)", loss, 0.17),
-    }
-    for xy, text, color, width in boxes.values():
-        _box(ax, xy, text, color, width)
-
-    def edge(name: str, side: str) -> tuple[float, float]:
-        (x, y), _, _, width = boxes[name]
-        return {"l": (x - width / 2, y), "r": (x + width / 2, y), "t": (x, y + 0.05), "b": (x, y - 0.05),
-                "tr": (x + width / 2, y + 0.05), "bl": (x - width / 2 + 0.02, y - 0.05)}[side]
-
-    for a, sa, b, sb, label in [
-        ("ref", "r", "vit_r", "l", ""), ("vit_r", "r", "fusion", "l", ""), ("cap", "r", "fusion", "b", ""),
-        ("cap", "r", "text", "b", ""), ("cap", "r", "rtc", "l", ""), ("tgt", "r", "vit_t", "l", ""),
-        ("vit_t", "r", "image", "l", ""), ("fusion", "r", "text", "l", "P"), ("fusion", "t", "align", "l", "P"),
-        ("text", "r", "itc", "l", "f"), ("rtc", "r", "h", "l", ""), ("h", "r", "rtc_loss", "l", "h"),
-        ("image", "r", "g", "l", ""), ("g", "r", "rtc_loss", "b", "g"), ("g", "tr", "itc", "bl", "g"),
-    ]:
-        _link(ax, edge(a, sa), edge(b, sb), label)
+    bars = ax.bar(np.arange(len(counts)), counts, color=TOKEN_COLORS["queries"], edgecolor="#555555")
+    ax.bar_label(bars, labels=[str(c) if c else "" for c in counts], fontsize=7)
+    ax.set_xticks(np.arange(len(counts)), [str(i) for i in range(len(counts))], fontsize=7)
+    ax.set(xlabel="query token", ylabel="pairs it wins")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10)
     return fig
 
 

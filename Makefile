@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models course lab test test-unit test-notebooks test-full install-cells lint clean
+.PHONY: setup toy models tiny-weights course lab student test test-unit test-notebooks test-full test-student install-cells lint clean
 
 setup: $(STAMP)
 
@@ -49,7 +49,7 @@ lab: setup toy
 # much of the time (subprocesses starting, single-threaded steps), and a tiny-mode kernel uses one core.
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
-	$(MAKE) --no-print-directory -j3 --output-sync=target test-unit test-notebooks test-full
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-unit test-notebooks test-full test-student
 
 test-unit: setup toy models
 	$(PY) -m pytest tests --durations=15 -p no:cacheprovider
@@ -63,6 +63,18 @@ STANDINS := build/standins
 test-full: setup toy models
 	$(PY) tests/standins.py $(STANDINS)
 	env $$(cat $(STANDINS)/full.env) $(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+# After a change to the toy data or the tiny recipes: ship what `make models` trained (sprc_lib/course/shipped.py).
+tiny-weights: models
+	$(PY) -c "from sprc_lib.course.shipped import main; main(['$(TOY)'])"
+
+# Copies for a class: the notebooks without solutions (stubs + checks) and a solutions notebook per chapter.
+student: setup
+	$(PY) -m sprc_lib.course.student notebooks build/student
+
+# The student copies run their lessons and stop at the first exercise's check, with quiet outputs.
+test-student: student toy models
+	$(PY) -m pytest tests/student_run.py -p no:cacheprovider
 
 # The Colab install cell is declared once (sprc_lib/course/colab.py); this writes it into every notebook.
 install-cells: setup

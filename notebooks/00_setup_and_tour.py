@@ -233,7 +233,7 @@ print(format_table(["module", "what it is for"], rows))
 # ## 6. A first CIR query, ranked
 #
 # Here is where the course is going. `course.trained("CIRR")` returns an SPRC model trained on CIRR: in
-# tiny mode the tiny one (trained on first use, a couple of CPU minutes, then reused from disk), in full
+# tiny mode the tiny one (on a fresh machine copied from the weights shipped with the course, seconds), in full
 # mode the model folder `SPRC_CIRR_MODEL` names. A `Retriever` encodes every image of the validation
 # gallery once, then scores every validation CIR query against all of them, ranking exactly as the
 # metrics of notebook 05 count. CIRR's protocol never counts the reference image itself as an answer,

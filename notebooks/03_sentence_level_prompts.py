@@ -136,11 +136,11 @@ viz.sprc_diagram()
 
 # %% [markdown]
 # In tiny mode we use the tiny SPRC trained on toy [CIRR](https://github.com/Cuberick-Orion/CIRR)
-# (trained on first use and then reused); in full mode the trained SPRC that `SPRC_CIRR_MODEL` names (a
-# run of notebook 04, or the authors' model converted in notebook 06), else BLIP-2's weights with fresh
-# prompt tokens (the passes run the same, but the composed features are untrained). The walk-through
-# uses BATCH **validation** triplets: the model never trained on them, so what the scores show is what
-# it learned, not what it memorised.
+# (shipped with the course; trained here only for other toy data); in full mode the trained SPRC that
+# `SPRC_CIRR_MODEL` names (a run of notebook 04, or the authors' model converted in notebook 06), else
+# BLIP-2's weights with fresh prompt tokens (the passes run the same, but the composed features are
+# untrained). The walk-through uses BATCH **validation** triplets: the model never trained on them, so
+# what the scores show is what it learned, not what it memorised.
 
 # %%
 torch.manual_seed(SEED)

@@ -14,26 +14,27 @@
 # ---
 
 # %% [markdown]
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/04_training.ipynb)
-#
 # # 04 · Training SPRC: the recipe, live curves, checkpoints, the feature cache, many GPUs
 #
-# Notebook 03 took SPRC apart pass by pass. Here we train it the way the authors did, with the
-# library's `Trainer`: a loop you can read top to bottom in `sprc_lib/training/trainer.py`.
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/04_training.ipynb)
 #
-# **What you will learn**
+# Notebook 03 took SPRC apart pass by pass. Here we train it the way the authors of the
+# [paper](https://arxiv.org/abs/2310.05473) did in [their code](https://github.com/chunmeifeng/SPRC),
+# with the library's `Trainer`: a loop you can read top to bottom in `sprc_lib/training/trainer.py`.
 #
-# - the reference recipe for CIRR and FashionIQ, including three quirks of the authors' code that
+# In **tiny** mode (the default) everything runs on a CPU in a few minutes, on the toy CIRR data with
+# the tiny model. In **full** mode the same cells train the paper's model on real CIRR.
+#
+# ## What you will learn
+#
+# - the paper's recipe for CIRR and FashionIQ, including the quirks of the authors' code that
 #   matter if you want their numbers;
 # - how to watch a run live (loss terms, learning rate, validation recall) and what each of the
 #   three losses does over time;
 # - what a checkpoint holds, and how a stopped run resumes exactly where it stopped;
-# - the frozen-ViT feature cache: why it is exact, and how much faster it makes a step (measured
-#   here, side by side);
+# - the frozen-ViT feature cache: why it is exact, and what it saves per step (measured here, side
+#   by side);
 # - the commands for a real run on a Colab GPU, and on several GPUs or machines with `torchrun`.
-#
-# In **tiny** mode (the default) everything runs on a CPU in a couple of minutes, on the toy CIRR
-# data with the tiny model. In **full** mode the same cells train the paper's model on real CIRR.
 
 # %%
 # Colab only: install the course library from one pinned source, then check it (about a minute).
@@ -96,11 +97,15 @@ from sprc_lib.course import (
     plot_schedules,
     setup,
 )
+from sprc_lib.course.curves import hide_progress
+from sprc_lib.course.exercises import check
 from sprc_lib.features import cache_bytes
+from sprc_lib.model import LOSS_NAMES, SPRCModel
+from sprc_lib.model.config import blip2_vitg_config
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real CIRR): set SPRC_MODE=full or edit this
-EPOCHS = 2  # the demo run in this notebook; a real run is the command in part 7
+EPOCHS = 2  # the demo run in this notebook; a real run is the command in section 7
 STOP_AT_STEP = None  # the demo run stops here on purpose, then resumes (None: halfway through its second epoch)
 TIMED_STEPS = 8  # steps timed per path and round (pixels vs cache, two rounds each)
 BATCH_SIZE = None  # None: the recipe's (tiny 32, paper 128); lower it if a GPU runs out of memory
@@ -114,26 +119,30 @@ CHANCE = chance("CIRR", DATA)
 print(f"mode {MODE}: preset {PRESET}, {len(CIRRDataset(DATA, 'train', 'relative'))} CIRR training triplets")
 
 # %% [markdown]
-# ## 1. The recipe, and the reference's quirks
+# ## 1. The recipe, and the quirks of the authors' code
 #
-# The authors trained with two scripts that differ in more than their numbers. The library holds
-# both recipes in `sprc_lib.training.recipes` (the toy track's beside them), and the trainer uses the
-# paper's by default for the paper's model:
+# The authors trained with one script of [their code](https://github.com/chunmeifeng/SPRC),
+# `src/blip_fine_tune_2.py`, whose CIRR and FashionIQ training functions differ in more than their
+# numbers. The library holds both recipes in `sprc_lib.training.recipes` (the toy track's beside
+# them), and the trainer uses the paper's by default for the paper's model:
 
 # %%
 FIELDS = ["num_epochs", "learning_rate", "batch_size", "loss_rtc", "loss_align", "div_factor", "pct_start",
           "warmup_epochs", "schedule_epochs", "best_from_epoch", "weight_decay", "betas", "eps", "transform"]
 recipes = {"CIRR (paper)": PAPER["CIRR"], "FashionIQ (paper)": PAPER["FashionIQ"], "CIRR (toy)": TOY["CIRR"]}
 print(format_table(["field", *recipes], [[f, *(str(getattr(r, f)) for r in recipes.values())] for f in FIELDS]))
+toy, paper_cirr = TOY["CIRR"], PAPER["CIRR"]
+assert toy.learning_rate > paper_cirr.learning_rate and toy.batch_size < paper_cirr.batch_size  # see the text after the memory plan
+assert toy.schedule_epochs is None and paper_cirr.schedule_epochs > paper_cirr.num_epochs
 
 # %% [markdown]
-# What the table does not say on its own:
+# What the table does not say on its own (each point is in that script):
 #
 # - **CIRR's schedule is laid out over 80 epochs while the run stops at 50.** OneCycleLR warms up
 #   for 1/50 of its length, then anneals along a cosine towards `lr / div_factor / 1e4`. Laid over
 #   80 epochs, the run stops at 5/8 of the way, with the learning rate still about a third of its
-#   peak. That is what produced the released numbers, so it stays the default;
-#   `--schedule-over-run` lays the schedule over the epochs actually run.
+#   peak (the cell under the figure computes it). That is what produced the released numbers, so it
+#   stays the default; `--schedule-over-run` lays the schedule over the epochs actually run.
 # - **CIRR keeps a best model only after epoch 18** (`best_from_epoch` 19; epochs count from 0),
 #   chosen by the arithmetic mean of R@1, 5, 10, 50 and Rs@1, 2, 3. Early epochs never get saved,
 #   however good they look.
@@ -144,16 +153,27 @@ print(format_table(["field", *recipes], [[f, *(str(getattr(r, f)) for r in recip
 #   together, picking one of four caption orders at random for each triplet.
 #
 # Both use AdamW (betas 0.9/0.98, eps 1e-7, weight decay 0.05 on every trainable tensor), shuffled
-# batches of 128 (the trainer drops an incomplete last batch, as the reference's CIRR loader does),
+# batches of 128 (the trainer drops an incomplete last batch, as the authors' CIRR loader does),
 # and mixed precision with the frozen ViT in fp16.
 # The learning rate per step, straight from the trainer's own scheduler:
 
 # %%
 display(plot_schedules({
-    "CIRR: 50 epochs of an 80-epoch schedule (reference)": (PAPER["CIRR"], False),
+    "CIRR: 50 epochs of an 80-epoch schedule (the authors')": (PAPER["CIRR"], False),
     "CIRR with --schedule-over-run": (PAPER["CIRR"], True),
     "FashionIQ: 1.5-epoch warm-up from lr/100": (PAPER["FashionIQ"], False),
 }))
+cirr_rates = learning_rates(PAPER["CIRR"], steps_per_epoch=20)
+last_share = cirr_rates[-1] / max(cirr_rates)
+print(f"CIRR as the authors ran it: the last step's learning rate is {last_share:.0%} of the peak")
+assert 0.25 < last_share < 0.4, "about a third of the peak, as the text says"
+
+# %% tags=["try"]
+# Try it: lay CIRR's 50 epochs on a schedule of another length (the authors' 80; try 50, 120 or 400,
+# at least 50 so the run fits in it), rerun, and see how far the last step's learning rate has come down.
+SCHEDULE_EPOCHS = 80
+rates = learning_rates(PAPER["CIRR"].with_overrides(schedule_epochs=SCHEDULE_EPOCHS), steps_per_epoch=20)
+print(f"50 epochs of a schedule laid over {SCHEDULE_EPOCHS}: the last step at {rates[-1] / max(rates):.1%} of the peak")
 
 # %% [markdown]
 # Before renting a GPU: will one step of the recipe fit it? The planner adds up the weights, the
@@ -177,8 +197,9 @@ assert plans[1].peak < plans[0].peak  # micro-batches hold one micro-batch's act
 # ## 2. Before training: the frozen-ViT feature cache
 #
 # The ViT is frozen and the image transform is deterministic, so the ViT's output for an image
-# never changes during training. At paper scale the ViT-g forward on two images per triplet is
-# most of a step's cost. The cache runs the ViT once per image and stores its tokens on disk
+# never changes during training, yet training from pixels runs it on two images per triplet at every
+# step. The paper's ViT-g is by far the largest part of the model (the second cell below counts it).
+# The cache runs the ViT once per image and stores its tokens on disk
 # (fp16, memory-mapped), *before* the trainable `ln_vision`, so training from the cache computes
 # exactly what training from pixels computes (the library's tests check losses and gradients).
 #
@@ -214,7 +235,19 @@ paper = cache_bytes(16_939 + 2_297, 257, 1408)  # real CIRR train + val at ViT-g
 print(f"this cache: {len(paths)} images x {token.shape[0]} tokens x {token.shape[1]} x 2 bytes = "
       f"{cache_bytes(len(paths), *token.shape) / 2**20:.1f} MiB; at paper scale {paper / 1e9:.1f} GB (the cache says "
       "its size before it starts, and refuses when the disk is short)")
-del start_model
+vit_params = sum(p.numel() for p in start_model.model.vit_parameters())  # what the cache saves running
+trainable_params = sum(p.numel() for p in start_model.model.parameters() if p.requires_grad)
+with torch.device("meta"):  # the paper's sizes, without allocating them
+    paper_model = SPRCModel(blip2_vitg_config())
+paper_vit = sum(p.numel() for p in paper_model.vit_parameters())
+paper_trainable = sum(p.numel() for p in paper_model.parameters() if p.requires_grad)
+print(format_table(["model", "frozen ViT", "trainable rest", "ViT / rest"], [
+    ["the one trained here", f"{vit_params:,}", f"{trainable_params:,}", f"{vit_params / trainable_params:.1f}"],
+    ["the paper's (ViT-g)", f"{paper_vit:,}", f"{paper_trainable:,}", f"{paper_vit / paper_trainable:.1f}"]]))
+assert 4.5 < paper_vit / paper_trainable < 6  # "by far the largest part", "about five times" (section 6)
+if MODE == "tiny":
+    assert vit_params < trainable_params  # the tiny ViT is the smaller part (section 6)
+del start_model, paper_model
 
 # %% [markdown]
 # ## 3. A training run, watched live
@@ -222,10 +255,11 @@ del start_model
 # `train(config, callback=...)` calls the callback after every step (`"step"`: the three losses,
 # their weighted sum, the learning rate), every epoch (`"epoch"`) and every validation
 # (`"validation"`: the recalls). `LiveCurves` is such a callback: it redraws one figure in place
-# while the run goes on (the dotted lines are chance level). We stop the run on purpose at step
-# `STOP_AT_STEP`, as a crash or a Colab timeout would, and resume it in part 5. (Interrupting the
-# kernel while a run trains does the same: the run finishes the step in flight, saves a checkpoint,
-# and `train` returns with `stopped="SIGINT"`, ready to resume.)
+# while the run goes on (the dotted lines are chance level; `show_here()` puts the figure in the cell
+# before the run starts, and `finish()` draws the last steps of a run that stops mid-epoch). We stop
+# the run on purpose at step `STOP_AT_STEP`, as a crash or a Colab timeout would, and resume it in
+# section 5. (Interrupting the kernel while a run trains does the same: the run finishes the step in
+# flight, saves a checkpoint, and `train` returns with `stopped="SIGINT"`, ready to resume.)
 
 # %%
 RUN = SCRATCH / "cirr_run"
@@ -236,7 +270,9 @@ config = TrainConfig(dataset="CIRR", data_path=str(DATA), preset=PRESET, model_p
 steps_per_epoch = len(CIRRDataset(DATA, "train", "relative")) // config.value("batch_size")
 STOP_AT_STEP = course.bounded(STOP_AT_STEP or steps_per_epoch * 3 // 2)
 live = LiveCurves(chance=CHANCE, title=f"CIRR, {PRESET} preset")
+live.show_here()  # the figure first, the run's progress bar under it
 first = train(config, callback=live, stop_after_steps=STOP_AT_STEP)
+live.finish()  # stopped mid-epoch: draw the last steps
 print(f"{steps_per_epoch} steps per epoch; stopped after {len(live.steps)} steps; finished: {first.finished}")
 assert not first.finished and live.steps[-1].step == STOP_AT_STEP
 peak, reached = config.value("learning_rate"), max(record.lr for record in live.steps)
@@ -246,7 +282,7 @@ assert reached > 0.9 * peak  # past the warm-up: the schedule is laid over these
 # %% [markdown]
 # In full mode the run also writes its curves for TensorBoard (`report_to="tensorboard"`, the
 # command's `--report-to tensorboard`) into the run folder's `tensorboard/`; on Colab the cell below
-# shows them inside the notebook. The CSV files (part 5) are written either way.
+# shows them inside the notebook. The CSV files (section 5) are written either way.
 
 # %%
 if MODE == "full":
@@ -260,27 +296,44 @@ if MODE == "full":
 # %% [markdown]
 # ## 4. What the three losses do over time
 #
-# Each term on its own axis (their scales differ tenfold; faint: one batch, solid: a moving
-# average):
+# Each term on its own axis, since their scales differ (faint: one batch, solid: a moving average).
+# The [paper](https://arxiv.org/abs/2310.05473) defines the three; the authors' code weights them as
+# section 1 showed:
 #
-# - **`loss_itc`**, the composed query (reference image + text through the sentence-level prompt)
-#   against the target images of the batch. It is the retrieval objective itself and falls fastest.
+# - **`loss_itc`**, the CIR query (reference image + text through the sentence-level prompt)
+#   against the target images of the batch. It is the retrieval objective itself, and of the three
+#   it falls the most in absolute terms.
 # - **`loss_rtc`**, the same contrast with the text alone, the learned prompt tokens standing in
-#   for the image. Text alone cannot say which of several similar scenes is meant, so it stays high
-#   and falls slowly; its job is to shape the prompt and text path, not to be solved.
+#   for the image. Text alone cannot say which of several similar scenes is meant, so it ends the
+#   highest of the three and falls the least, relative to where it starts; its job is to shape the
+#   prompt and text path, not to be solved.
 # - **`loss_align`**, the mean of the sentence-level prompt pulled towards the mean of the learned
-#   prompt tokens (MSE). The smallest of the three: it may rise for a few steps while the prompts
-#   first move, then falls within the first epoch and stays near its floor.
+#   prompt tokens (MSE), the authors' shared `prompt_tokens` rather than a per-sample prompt (see the
+#   authors' [issue 17](https://github.com/chunmeifeng/SPRC/issues/17)). The smallest of the three at
+#   every step; it may rise for a few steps while the prompts first move, and relative to where it
+#   starts it falls the most, from a small value.
+#
+# The table under the figure compares the first and last 20 steps; on an unbounded run the cell
+# checks each of these sentences on them.
 
 # %%
 display(plot_loss_terms(live))
-first_part = {name: sum(live.loss_series(name)[1][:20]) / 20 for name in ("loss_itc", "loss_rtc", "loss_align")}
-last_part = {name: sum(live.loss_series(name)[1][-20:]) / 20 for name in first_part}
-print(format_table(["loss", "first 20 steps", "last 20 steps", "change"],
-                   [[n, f"{first_part[n]:.3f}", f"{last_part[n]:.3f}", f"{last_part[n] / first_part[n] - 1:+.0%}"]
-                    for n in first_part]))
+first_part = {name: sum(live.loss_series(name)[1][:20]) / 20 for name in LOSS_NAMES}
+last_part = {name: sum(live.loss_series(name)[1][-20:]) / 20 for name in LOSS_NAMES}
+fall = {n: first_part[n] - last_part[n] for n in LOSS_NAMES}  # absolute
+change = {n: last_part[n] / first_part[n] - 1 for n in LOSS_NAMES}  # relative to the start
+print(format_table(["loss", "first 20 steps", "last 20 steps", "fall", "change"],
+                   [[n, f"{first_part[n]:.3f}", f"{last_part[n]:.3f}", f"{fall[n]:.3f}", f"{change[n]:+.0%}"]
+                    for n in LOSS_NAMES]))
+print(f"largest fall: {max(fall, key=fall.get)}; largest relative fall: {min(change, key=change.get)}; "
+      f"smallest relative fall: {max(change, key=change.get)}")
+align = live.loss_series("loss_align")[1]
+assert all(a < min(r.losses["loss_itc"], r.losses["loss_rtc"]) for a, r in zip(align, live.steps, strict=True))
 if course.max_steps is None:  # a bounded run (SPRC_MAX_STEPS: CI's stand-in of the full track) claims nothing here
     assert last_part["loss_itc"] < 0.8 * first_part["loss_itc"], "the retrieval loss should fall clearly"
+    assert max(fall, key=fall.get) == "loss_itc", "loss_itc falls the most in absolute terms"
+    assert min(change, key=change.get) == "loss_align", "loss_align falls the most relative to its start"
+    assert max(change, key=change.get) == "loss_rtc" and max(last_part, key=last_part.get) == "loss_rtc"
 
 # %% [markdown]
 # ## 5. Checkpoints, and resuming a stopped run
@@ -331,7 +384,7 @@ display(plot_history(RUN, chance=CHANCE))
 final = done.val_history[-1]
 print(format_table(["metric", "after training", "chance"],
                    [[k, f"{final[k]:.1f}", f"{CHANCE[k]:.1f}"] for k in ("recall_at1", "recall_at10", "recall_at50")]))
-if course.max_steps is None:  # as in part 4: only an unbounded run makes a claim about learning
+if course.max_steps is None:  # as in section 4: only an unbounded run makes a claim about learning
     assert final["recall_at10"] > 5 * CHANCE["recall_at10"], "two epochs should put recall far above chance"
     assert done.train_history[-1]["loss"] < done.train_history[0]["loss"]
 
@@ -342,15 +395,17 @@ if course.max_steps is None:  # as in part 4: only an unbounded run makes a clai
 # every step, one reading the cache, twice each in turn (so a burst of load from another program
 # cannot favour one path); each path keeps its better round. `StepTimer` (another callback) takes
 # the time between steps, data loading included, as a real run sees it: wall time on a GPU, and on
-# a CPU this process's CPU time, the work a step costs, which a busy machine cannot inflate.
+# a CPU this process's CPU time, the work a step costs, which a busy machine cannot inflate. The
+# timing runs' progress bars and messages are hidden (`hide_progress`): only the table matters here.
 
 # %%
 def time_steps(feature_cache: Path | None, name: str) -> float:
     timer = StepTimer.on(course.device)
-    train(TrainConfig(dataset="CIRR", data_path=str(DATA), preset=PRESET, model_path=str(START_WEIGHTS),
-                      output_dir=str(SCRATCH / name), batch_size=BATCH_SIZE, num_workers=0,
-                      feature_cache=str(feature_cache) if feature_cache else None),
-          callback=timer, stop_after_steps=course.bounded(TIMED_STEPS))
+    with hide_progress(stdout=True):
+        train(TrainConfig(dataset="CIRR", data_path=str(DATA), preset=PRESET, model_path=str(START_WEIGHTS),
+                          output_dir=str(SCRATCH / name), batch_size=BATCH_SIZE, num_workers=0,
+                          feature_cache=str(feature_cache) if feature_cache else None),
+              callback=timer, stop_after_steps=course.bounded(TIMED_STEPS))
     return timer.seconds_per_step(skip=2)
 
 
@@ -365,11 +420,12 @@ if course.max_steps is None:  # a bounded run (CI's stand-ins) times too few ste
     assert cached_s < pixels_s, "reading cached tokens should beat decoding images and running the ViT"
 
 # %% [markdown]
-# The tiny model's ViT is small next to its Q-Former, so the cache saves mostly the image
-# decoding here. The paper's ViT-g (39 blocks, width 1408, 257 tokens) costs several times the
-# trainable part of a step, so there the cache removes most of each step. Measure it on your
-# own machine with the library's benchmark, which times both paths on the same batch in one
-# process and prints the ratio and the peak memory of each:
+# What the cache saves is the image decoding and the frozen ViT's forward. Section 2 counted the
+# ViT beside the trainable rest: the tiny model's ViT is the smaller part, so here the cache saves
+# little more than the decoding; the paper's ViT-g (39 blocks of width 1408, 257 tokens per image)
+# has about five times the parameters of everything trained, and runs on two images per triplet.
+# Measure what the cache saves there with the library's benchmark, which times both paths on the
+# same batch in one process and prints the ratio and the peak memory of each:
 #
 #     python -m sprc_lib bench --preset proportional      # CPU: a model with the paper's cost proportions
 #     python -m sprc_lib bench --preset blip2-vitg --batch-size 128   # a GPU: the paper's model
@@ -417,7 +473,7 @@ if course.max_steps is None:  # a bounded run (CI's stand-ins) times too few ste
 # **Expected time per epoch**: run `python -m sprc_lib bench --preset blip2-vitg --batch-size 128`
 # on the GPU you got and read the cached train step's triplets/s; an epoch is the training triplets
 # divided by it (plus a validation, and the one-off cache build). The cell below does that
-# arithmetic with the throughput measured in part 6: the toy epoch in tiny mode; in full mode,
+# arithmetic with the throughput measured in section 6: the toy epoch in tiny mode; in full mode,
 # where the same cells ran the paper's model on your GPU, a real CIRR epoch.
 
 # %%
@@ -429,11 +485,17 @@ print(f"CIRR train ({MODE}): {n:,} triplets at {throughput:,.0f} triplets/s -> {
 # ### Several GPUs, several machines: `torchrun`
 #
 # The trainer runs under PyTorch's `torchrun` as DistributedDataParallel: each process (one per
-# GPU) takes its slice of every global batch, rank 0 alone logs, validates and writes checkpoints,
-# and a checkpoint resumes with any number of processes. With `--global-negatives` the contrastive
-# losses gather every GPU's queries and targets, so each query is contrasted with all
-# `batch-size x GPUs` targets; without it each GPU contrasts only its own batch, as the authors' code
-# does. `--batch-size` is per GPU.
+# GPU) takes its slice of every global batch, every process indexes its share of the validation
+# gallery, rank 0 alone logs, shows progress and writes files (checkpoints, CSVs), and a checkpoint
+# resumes with any number of processes. `--batch-size` is per GPU.
+#
+# Without `--global-negatives` each GPU contrasts its CIR queries with the targets of its own slice
+# only, as the authors' loss does with the batch it is given (their training script runs one
+# process). With it, the two contrastive losses gather the **target features**
+# of every GPU (`sprc_lib.distributed.all_gather_with_grad`: each GPU's gradients flow back to the GPU
+# that computed them), while the CIR queries stay on their own GPU: both losses run one way only,
+# query -> target, so each query is scored against all `batch-size x GPUs` targets without any
+# query being gathered. `loss_align` needs no other GPU's data and is unchanged.
 #
 # One machine with 4 GPUs:
 #
@@ -455,46 +517,112 @@ print(f"CIRR train ({MODE}): {n:,} triplets at {throughput:,.0f} triplets/s -> {
 # ## Exercises
 #
 # **Exercise 1.** How far below its peak is the learning rate at the end of a paper-recipe CIRR run,
-# with the reference's 80-epoch layout and with `over_run=True`? (`learning_rates` from `sprc_lib.course`
-# gives the rate of every step.)
+# with the authors' 80-epoch layout and with `over_run=True`? Put the last step's rate as a share of
+# the peak in `end_share[over_run]`. (`learning_rates` from `sprc_lib.course` gives the rate of every step.)
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["solution"]
+end_share = {}
 for over_run in (False, True):
     rates = learning_rates(PAPER["CIRR"], steps_per_epoch=50, over_run=over_run)
-    print(f"over_run={over_run}: last lr = {rates[-1] / max(rates):.1%} of the peak")
+    end_share[over_run] = rates[-1] / max(rates)
+    print(f"over_run={over_run}: last lr = {end_share[over_run]:.1%} of the peak")
+
+# %% tags=["check"]
+check(lambda: 0.25 < end_share[False] < 0.4 and end_share[True] < 0.01,
+      "end_share[False] (80-epoch layout) should be about a third, end_share[True] close to 0: "
+      "divide the last rate by the largest")
 
 # %% [markdown]
 # **Exercise 2.** From the run folder's `train_metrics.csv`, which loss term fell most, relatively,
-# from the first epoch to the last? Is it the one that matters for retrieval?
+# from the first epoch to the last (`fell_most`)? Is it the one that matters for retrieval?
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["solution"]
 rows = read_csv(RUN / "train_metrics.csv")
-for name in ("loss_itc", "loss_rtc", "loss_align"):
-    print(f"{name}: {rows[0][name]:.3f} -> {rows[-1][name]:.3f} ({rows[-1][name] / rows[0][name] - 1:+.0%})")
-# loss_itc falls most: it is the retrieval objective; loss_rtc (text only) stays high by design.
+relative = {name: rows[-1][name] / rows[0][name] - 1 for name in LOSS_NAMES}
+for name in LOSS_NAMES:
+    print(f"{name}: {rows[0][name]:.3f} -> {rows[-1][name]:.3f} ({relative[name]:+.0%}, "
+          f"{rows[-1][name] - rows[0][name]:+.3f} in absolute terms)")
+fell_most = min(relative, key=relative.get)
+print(f"{fell_most} fell most, relatively; the retrieval objective is loss_itc: "
+      f"{'the same' if fell_most == 'loss_itc' else 'another term'}. A relative fall says little across terms: "
+      "each starts at its own scale and has its own floor, and only loss_itc is the ranking the recalls count.")
+
+# %% tags=["check"]
+check(lambda: fell_most == min(LOSS_NAMES, key=lambda n: rows[-1][n] / rows[0][n]),
+      "compare last / first epoch for each loss term in train_metrics.csv (read_csv gives one dict per epoch)")
 
 # %% [markdown]
-# **Exercise 3.** Predict what resuming the *finished* run does, then try it. (Hint: the checkpoint's
-# position says which epoch comes next.)
+# **Exercise 3.** Predict what resuming the *finished* run does, then try it, counting the steps it
+# trains in `steps_trained` (a callback sees every step). (Hint: the checkpoint's position says which
+# epoch comes next.)
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-again = resume_training(RUN)
-print(f"finished: {again.finished}; epochs in the history: {len(again.train_history)}")
-# Nothing is trained: the checkpoint's next epoch equals the number of epochs, so the loop has no work.
+# %% jupyter={"source_hidden": true} tags=["solution"]
+events = []
+again = resume_training(RUN, callback=lambda kind, info: events.append(kind))
+steps_trained = events.count("step")
+position = torch.load(RUN / CHECKPOINT, map_location="cpu", weights_only=True)["position"]
+print(f"finished: {again.finished}; epochs in the history: {len(again.train_history)}; steps trained: "
+      f"{steps_trained}; the checkpoint's next epoch: {position['epoch']} of {EPOCHS}")
+assert steps_trained == 0 and position["epoch"] == EPOCHS  # the loop had no epoch left to run
+
+# %% tags=["check"]
+check(lambda: steps_trained == 0 and again.finished,
+      "resume the finished run with a callback that counts the 'step' events: how many does it see?")
 
 # %% [markdown]
-# ## Recap
+# ## Questions
 #
-# - The reference recipe has quirks that shaped its numbers: CIRR's schedule over 80 epochs while
-#   training 50, keep-best only after epoch 18, auxiliary losses at 0.4; FashionIQ's 1.5-epoch warm-up
-#   from lr/100 and unweighted losses over three categories. The library reproduces them by default.
+# **Question 1.** The feature cache stores the ViT's tokens *before* `ln_vision`. Why would a cache
+# of the tokens after `ln_vision`, or of the Q-Former's outputs, be wrong for training, when this one
+# is exact?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** A cache is exact only for what cannot change during training. The ViT is frozen and the
+# transform deterministic, so its output for an image is the same at every step. `ln_vision` and the
+# Q-Former are trained: their outputs change with every optimiser step, so cached values would be
+# stale after the first one, and no gradient could reach their weights through a stored tensor.
+
+# %% [markdown]
+# **Question 2.** With `--global-negatives`, only the target features are gathered across GPUs, not
+# the CIR queries. Why is that enough for each query to see all `batch-size x GPUs` targets, and what
+# would gathering the queries as well add?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** Both contrastive losses are one-way: each query's softmax runs over targets, so a query
+# needs every target, and a target never needs the other queries. Gathering the targets (with their
+# gradients sent back to the GPU that computed them) gives every local query the full set of
+# negatives. Gathering the queries too would only matter for a target -> query loss, which SPRC does
+# not have; it would cost communication for nothing.
+
+# %% [markdown]
+# ## Key takeaways
+#
+# - The authors' recipe has quirks that shaped its numbers: CIRR's schedule over 80 epochs while
+#   training 50, keep-best only from epoch 19 on (counted from 0), auxiliary losses at 0.4; FashionIQ's
+#   1.5-epoch warm-up from lr/100 and unweighted losses over three categories. The library reproduces
+#   them by default.
 # - A callback sees every step and validation; `LiveCurves` draws them while the run goes on.
-#   `loss_itc` carries retrieval, `loss_rtc` stays high by design, `loss_align` settles early.
+#   `loss_itc` carries retrieval; `loss_rtc` (text alone) is not meant to be solved; `loss_align` is
+#   small throughout.
 # - A checkpoint holds the model, optimiser, scheduler, scaler, RNG states and position, written
 #   atomically; `resume` continues a stopped run exactly.
-# - The frozen-ViT feature cache computes each image's ViT tokens once; training from it is exact
-#   and faster, by far at paper scale (`python -m sprc_lib bench`).
-# - At full scale: one command on Colab, `torchrun` for several GPUs or machines.
+# - The frozen-ViT feature cache computes each image's ViT tokens once; training from it is exact, and
+#   `python -m sprc_lib bench` measures what it saves on your machine.
+# - At full scale: one command on Colab, `torchrun` for several GPUs or machines; `--global-negatives`
+#   gathers the targets, so a query sees the whole global batch.
 #
-# Next, notebook 05 evaluates trained models: the metrics by hand and by library, the CIRR test
+# ## Further reading
+#
+# - [SPRC paper](https://arxiv.org/abs/2310.05473): the three losses and the training set-up this
+#   notebook runs.
+# - [The authors' code](https://github.com/chunmeifeng/SPRC): the CIRR and FashionIQ training scripts
+#   whose recipes and quirks section 1 lists.
+# - [SPRC issue 17](https://github.com/chunmeifeng/SPRC/issues/17): the authors on aligning with the
+#   shared prompt tokens rather than a per-sample prompt (`loss_align`).
+# - [BLIP-2](https://arxiv.org/abs/2301.12597): the frozen ViT-g and the Q-Former, and why the ViT can
+#   stay frozen (what makes the feature cache exact).
+# - [CLIP4Cir](https://github.com/ABaldrati/CLIP4Cir): the training code SPRC's CIRR and FashionIQ
+#   loaders and validation follow.
+#
+# **Next:** notebook 05 evaluates trained models: the metrics by hand and by library, the CIRR test
 # server files, and where the model goes wrong.

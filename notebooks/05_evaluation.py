@@ -14,15 +14,20 @@
 # ---
 
 # %% [markdown]
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/05_evaluation.ipynb)
-#
 # # 05 · Evaluating SPRC: the metrics, the CIRR test server, and where the model goes wrong
 #
-# A recall figure is a count over rankings. This notebook computes the figures by hand on five
-# images, then with the library on CIRR and FashionIQ, writes the files the CIRR test server
-# expects, and then looks at the rankings themselves: the best, the worst, and your own queries.
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/05_evaluation.ipynb)
 #
-# **What you will learn**
+# A recall figure is a count over rankings. This notebook computes the figures by hand on five
+# images, then with the library on [CIRR](https://github.com/Cuberick-Orion/CIRR) and
+# [FashionIQ](https://github.com/XiaoxiaoGuo/fashion-iq), writes the files the CIRR test server
+# expects, and then looks at the rankings themselves: the best, the worst, and your own CIR queries
+# (a reference image and a modification text).
+#
+# Tiny mode (the default) evaluates the tiny models trained on the toy data (trained once by the
+# course, reused here). Full mode evaluates your models on the real validation splits.
+#
+# ## What you will learn
 #
 # - Recall@K, why CIRR removes the reference image from each ranking, and what Recall_subset@K
 #   measures, worked by hand before the library does it;
@@ -30,9 +35,6 @@
 # - how to write and check the two CIRR test-server files, and what a rejected file looks like;
 # - how to read top-k grids and failure cases, and how to probe a model with your own text in an
 #   interactive explorer.
-#
-# Tiny mode (the default) evaluates the tiny models trained on the toy data (trained once by the
-# course, reused here). Full mode evaluates your models on the real validation splits.
 
 # %%
 # Colab only: install the course library from one pinned source, then check it (about a minute).
@@ -88,6 +90,7 @@ from sprc_lib.course import (
     retrieval_grid,
     setup,
 )
+from sprc_lib.course.exercises import check
 from sprc_lib.evaluation.metrics import FASHIONIQ_RECALL_KS
 
 # %% tags=["parameters"]
@@ -102,7 +105,7 @@ course = setup(MODE, DATA_PATH)  # the data, cache and device of this mode
 DATA = course.data
 SCRATCH = Path(tempfile.mkdtemp(prefix="sprc05-"))  # submission files; nothing lands in the repo
 course.need_data("CIRR"), course.need_data("FashionIQ")
-# tiny: the tiny models (trained on first use, then reused); full: the folders SPRC_CIRR_MODEL and
+# tiny: the tiny models (shipped with the course, or trained for other toy data); full: SPRC_CIRR_MODEL and
 # SPRC_FIQ_MODEL name (a run's best/ from notebook 04, or the authors' models converted in notebook 06)
 cirr_ctx = course.context(*course.trained("CIRR"))
 fiq_ctx = course.context(*course.trained("FashionIQ"))
@@ -114,12 +117,14 @@ fiq_ctx.warm(validation_galleries("FashionIQ", DATA))
 # %% [markdown]
 # ## 1. The metrics by hand, on five images
 #
-# A gallery of five images, A to E, and two composed queries. The model gives every gallery image a
+# A gallery of five images, A to E, and two CIR queries. The model gives every gallery image a
 # score per query (higher = closer to what the query asks for); a ranking sorts them. On CIRR, a
-# query's **reference image is removed from its ranking**: the reference is almost always very
-# similar to itself, would take the first place, and is never the answer. Each query also has a
-# small **group** of images (its `img_set`; six on CIRR, four here) that contains the reference and
-# the target; **Recall_subset@K** asks for the target within the top K of the group's ranking.
+# query's **reference image is removed from its ranking** (the protocol of the
+# [CIRR paper](https://arxiv.org/abs/2108.04024)): the reference is never the answer, yet a model
+# that composes it with the text may score it high (exercise 1 counts how often it would come first
+# here). Each query also has a small **group** of images (its `img_set`; six on CIRR, four here)
+# that contains the reference and the target; **Recall_subset@K** asks for the target within the
+# top K of the group's ranking.
 
 # %%
 names = ["A", "B", "C", "D", "E"]
@@ -127,19 +132,22 @@ queries = [  # (reference, target, group, scores for A..E)
     ("A", "C", ["A", "B", "C", "D"], [0.95, 0.70, 0.80, 0.40, 0.60]),
     ("B", "E", ["B", "A", "D", "E"], [0.50, 0.90, 0.85, 0.30, 0.55]),
 ]
-by_hand = []
+by_hand, kept_ranks = [], []
 for reference, target, group, scores in queries:
     ranking = [n for _, n in sorted(zip(scores, names, strict=True), reverse=True)]
     removed = [n for n in ranking if n != reference]
     subset = [n for n in removed if n in group]
     rank, subset_rank = removed.index(target) + 1, subset.index(target) + 1
     by_hand.append((rank, subset_rank))
+    kept_ranks.append(ranking.index(target) + 1)
     print(f"reference {reference}, target {target}: ranking {' '.join(ranking)} -> without the reference "
           f"{' '.join(removed)} (target rank {rank}); group ranking {' '.join(subset)} (target rank {subset_rank})")
 
 recall_at = {k: 100 * sum(rank <= k for rank, _ in by_hand) / len(by_hand) for k in (1, 2, 3)}
 subset_at = {k: 100 * sum(rank <= k for _, rank in by_hand) / len(by_hand) for k in (1, 2, 3)}
 print(f"R@1 = {recall_at[1]:.0f}, R@2 = {recall_at[2]:.0f}, Rs@1 = {subset_at[1]:.0f}, Rs@2 = {subset_at[2]:.0f}")
+assert by_hand[0][0] == 1 and kept_ranks[0] == 2  # query 1: first only once the reference is removed
+assert by_hand[1] == (2, 1)  # query 2: a miss at R@1, a hit at Rs@1
 
 # %% [markdown]
 # Query 1 finds its target only because the reference is removed (with it, C would be second).
@@ -154,11 +162,11 @@ library = cirr_metrics(torch.tensor([s for *_, s in queries]), names, [q[0] for 
                        [q[1] for q in queries], [q[2] for q in queries])
 print({k: library[k] for k in ("recall_at1", "recall_at5", "recall_subset_at1", "recall_subset_at2")})
 assert library["recall_at1"] == recall_at[1] and library["recall_subset_at1"] == subset_at[1]
-assert library["recall_subset_at2"] == subset_at[2]
+assert library["recall_subset_at2"] == subset_at[2] and library["recall_at5"] == 100
 
 # %% [markdown]
 # R@5 is 100 here because only four images are left to rank. FashionIQ keeps the reference in
-# the ranking, so under its protocol query 1's target would be second.
+# the ranking, so under its protocol query 1's target would be second (`kept_ranks`).
 #
 # ## 2. CIRR val: reference removed, subset recall, chance
 #
@@ -188,10 +196,12 @@ display(img_set_figure(retriever, 1))
 # %% [markdown]
 # ## 3. FashionIQ val, per category
 #
-# FashionIQ evaluates each category against its own gallery (the category's val images), keeps the
-# reference in the ranking, joins the two captions of a triplet into one query ("Is red and has
-# long sleeves"), and reports R@10 and R@50 per category, their means, and the average of the two
-# means (the figure the reference keeps its best model by).
+# FashionIQ ([paper](https://arxiv.org/abs/1905.12794)) has no public test labels, so results are
+# reported on val, with the protocol of [CLIP4Cir](https://github.com/ABaldrati/CLIP4Cir) that the
+# authors' code follows: each category against its own gallery (the category's val images), the
+# reference kept in the ranking, the two captions of a triplet joined into one query ("Is red and has
+# long sleeves"), and R@10 and R@50 per category, their means, and the average of the two means (the
+# figure the authors' code keeps its best model by).
 
 # %%
 fiq = validate(fiq_ctx, "FashionIQ", DATA)
@@ -205,11 +215,13 @@ assert fiq["average_recall_at10"] > 3 * fiq_chance["average_recall_at10"]
 # %% [markdown]
 # ## 4. The CIRR test server: writing and checking the two files
 #
-# CIRR's test labels are hidden. You upload two JSON files to the CIRR evaluation server (its
-# address is in the CIRR repository's `Test-split_server.md`): for every test pair id, the top 50
-# gallery images, and the top 3 of its group, each without the reference. A rejected upload costs
-# a round trip and the server limits submissions, so the library checks everything the server
-# would check before it writes anything. On toy data the "test1" split has the real layout.
+# CIRR's test labels are hidden. You upload two JSON files to the
+# [CIRR evaluation server](https://cirr.cecs.anu.edu.au/) (the CIRR repository's
+# [`Test-split_server.md`](https://github.com/Cuberick-Orion/CIRR/blob/main/Test-split_server.md)
+# gives the format): for every test pair id, the top 50 gallery images, and the top 3 of its group,
+# each without the reference, plus a `version` and a `metric` entry; each file may be at most 5 MB.
+# A rejected upload costs a round trip through the web form, so the library checks everything the
+# server would check before it writes anything. On toy data the "test1" split has the real layout.
 
 # %%
 recall_file, subset_file = cirr_test_submission(cirr_ctx, DATA, SCRATCH, "sprc")
@@ -218,6 +230,7 @@ first_id = next(k for k in recall if k not in ("version", "metric"))
 print(recall_file.name, f"{recall_file.stat().st_size:,} bytes;", subset_file.name, f"{subset_file.stat().st_size:,} bytes")
 print({k: recall[k] for k in ("version", "metric")}, f"pair {first_id}: {recall[first_id][:4]} ... (50 names)")
 print(f"recall_subset pair {first_id}: {recall_subset[first_id]}")
+assert max(recall_file.stat().st_size, subset_file.stat().st_size) < 5 * 2**20  # the server's limit
 
 # %% [markdown]
 # `validate_cirr_submission` is the check `cirr_test_submission` ran before writing. It passes on
@@ -253,6 +266,11 @@ for what, (r, s) in {"reference in its own list": (with_reference, recall_subset
 # %%
 display(retrieval_grid(retriever, retriever.retrievals(K, range(SHOWN_QUERIES)), title="CIRR val: first queries"))
 
+# %% tags=["try"]
+# Try it: pick other CIRR val queries (any indices below len(retriever.queries)), or another K, and rerun.
+PICKED = [10, 11, 12]
+display(retrieval_grid(retriever, retriever.retrievals(K, PICKED), title="CIRR val: the queries you picked"))
+
 # %% [markdown]
 # ## 6. Failure cases: the targets ranked worst
 #
@@ -266,16 +284,16 @@ worst_ranks = [r.target_rank for r in worst]
 assert worst_ranks == sorted(worst_ranks, reverse=True) and worst_ranks[0] == max(ranks)
 
 # %% [markdown]
-# Before blaming the model, look at what it returned. Three patterns are worth looking for:
+# Before blaming the model, look at what it returned. Three patterns are worth looking for in the
+# grid (which of them you find depends on the model and the queries):
 #
-# - **The model retrieved what the text asked for, on the wrong scene.** The top images often carry
-#   the requested change (the new colour, the added object) on images that share little else with
-#   the reference: the text's signal overrode the image's. Composed retrieval must keep what the
-#   text does not mention.
+# - **What the text asked for, on the wrong scene.** Top images that carry the requested change (the
+#   new colour, the added object) but share little else with the reference: the text's signal
+#   overrode the image's. Composed retrieval must keep what the text does not mention.
 # - **Small, local edits.** Recolouring or removing one object among several, or changing a size,
-#   touches few pixels; the top images are near-copies of the reference that did not make the change.
-# - **Several edits in one sentence** ("make it bigger, then paint it yellow"): the model gets one
-#   of them. Exercise 2 measures this.
+#   touches few pixels; look for top images that are near-copies of the reference without the change.
+# - **Several edits in one sentence** ("make it bigger, then paint it yellow"): top images that make
+#   one of them. Exercise 2 compares such queries with the others.
 #
 # On real CIRR add annotation issues: captions that are ambiguous or wrong, and other gallery
 # images that fit the text as well as the labelled target (CIRR's `target_soft` marks some). A
@@ -314,20 +332,33 @@ ExplorerWidget(explorer)
 # ## Exercises
 #
 # **Exercise 1.** How much do the CIRR recalls drop if the reference is *not* removed from the
-# rankings? (`retriever.all_scores()` gives the score matrix; `sprc_lib.evaluation.metrics.rank_gallery`
+# rankings, and in what share of the queries (`reference_first`, in %) would the reference itself
+# come first? (`retriever.all_scores()` gives the score matrix; `sprc_lib.evaluation.metrics.rank_gallery`
 # ranks it, with or without an `exclude`.)
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["solution"]
 scores = retriever.all_scores()
 column = {name: i for i, name in enumerate(retriever.gallery_names)}
 targets = torch.tensor([column[q.target] for q in retriever.queries])
+references = torch.tensor([column[q.reference] for q in retriever.queries])
 order = rank_gallery(scores)  # nothing removed
 kept_rank = (order == targets[:, None]).int().argmax(dim=1) + 1
+reference_rank = (order == references[:, None]).int().argmax(dim=1) + 1
+reference_first = 100 * (reference_rank == 1).float().mean().item()
+above = reference_rank < kept_rank  # the queries whose target the reference pushes down one place
+removed_rank = torch.tensor(ranks)  # the ranks the recalls count (section 2)
+assert torch.equal(kept_rank, removed_rank + above.int())  # keeping it moves a target by that one place only
 for k in (1, 5, 10):
     print(f"R@{k}: {100 * (kept_rank <= k).float().mean():.1f} with the reference kept, "
           f"{cirr[f'recall_at{k}']:.1f} with it removed")
-# The reference usually takes first place (it is most like itself) and pushes each target down one
-# place: every recall drops, R@1 the most relative to its size.
+print(f"the reference comes first in {reference_first:.1f}% of the queries and above its target in "
+      f"{100 * above.float().mean():.1f}%; R@1 loses exactly the queries whose target was first and the "
+      f"reference above it ({100 * (above & (removed_rank == 1)).float().mean():.1f}%)")
+
+# %% tags=["check"]
+check(lambda: abs(reference_first - 100 * (rank_gallery(retriever.all_scores())[:, 0] == torch.tensor(
+          [retriever.gallery_names.index(x.reference) for x in retriever.queries])).float().mean().item()) < 1e-6,
+      "rank the gallery with nothing excluded and count, in %, the queries whose first image is their reference")
 
 # %% [markdown]
 # **Exercise 2.** Is the model worse on some kinds of edit? Split the CIRR val queries by a keyword
@@ -342,38 +373,91 @@ kinds = {
     "several edits": ("then", " and ", "also", ";"),
 }
 results = retriever.retrievals(k=K)
-table = []
+recall_by_kind, counts = {}, {}
 for kind, words in kinds.items():
     picked = [r for r in results if any(w in f" {r.query.text.lower()} " for w in words)]
     if picked:
-        table.append([kind, str(len(picked)), f"{100 * sum(r.target_rank <= 10 for r in picked) / len(picked):.1f}"])
-table.append(["all", str(len(results)), f"{cirr['recall_at10']:.1f}"])
-print(format_table(["edit kind", "queries", "R@10"], table))
-# The kinds far below "all" are where the model is weak; compare them with the failure grid above.
+        counts[kind] = len(picked)
+        recall_by_kind[kind] = 100 * sum(r.target_rank <= 10 for r in picked) / len(picked)
+table = [[kind, str(counts[kind]), f"{recall_by_kind[kind]:.1f}"] for kind in recall_by_kind]
+print(format_table(["edit kind", "queries", "R@10"], [*table, ["all", str(len(results)), f"{cirr['recall_at10']:.1f}"]]))
+weakest = min(recall_by_kind, key=recall_by_kind.get)
+print(f"weakest kind: {weakest}, R@10 {recall_by_kind[weakest]:.1f} against {cirr['recall_at10']:.1f} over all "
+      f"queries, on {counts[weakest]} queries (one query there is worth {100 / counts[weakest]:.1f} points)")
+
+# %% tags=["check"]
+check(lambda: recall_by_kind[weakest] == min(recall_by_kind.values()) and 0 <= recall_by_kind[weakest] <= 100,
+      "count, per kind, the queries whose target_rank is at most 10, as a share of that kind's queries")
 
 # %% [markdown]
 # **Exercise 3.** Give the text of query 0 to a different reference image. Does the top-k follow the
-# text or the image? (Use `explorer.choose_query`, then `explorer.choose_reference`.)
+# text or the image? Count the images the two top-k share (`shared`). (Use `explorer.choose_query`,
+# then `explorer.choose_reference`.)
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-explorer.choose_query(0)
+# %% jupyter={"source_hidden": true} tags=["solution"]
+original = explorer.choose_query(0)
 other = retriever.queries[5].reference
 moved = explorer.choose_reference(other)
-display(retrieval_grid(retriever, [retriever.retrievals(K, [0])[0], moved]))
-# The top-k follows the image: the text edits the reference, it does not replace it. That is
-# composed retrieval: a model that followed only the text would return the same images for both.
+display(retrieval_grid(retriever, [original, moved]))
+shared = len(set(original.names) & set(moved.names))
+print(f"the two top-{K} share {shared} image(s): the top-k "
+      f"{'follows the image' if shared <= K // 2 else 'follows the text'} here. A model that followed only the "
+      "text would return the same images for both; composed retrieval edits the reference, it does not replace it.")
+
+# %% tags=["check"]
+check(lambda: original.query.text == moved.query.text and original.query.reference != moved.query.reference
+      and shared == len(set(original.names) & set(moved.names)),
+      "keep query 0's text, change only the reference, and count the names the two top-k have in common")
 
 # %% [markdown]
-# ## Recap
+# ## Questions
+#
+# **Question 1.** Recall_subset@1 has a chance level of 20 % on CIRR, Recall@1 well under 1 %. Why,
+# and what does the subset metric tell you that Recall@K does not?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** The subset ranking holds only the query's group without its reference: five images,
+# so a random ranking puts the target first one time in five. Recall@1 ranks the whole gallery minus
+# the reference, hundreds to thousands of images. CIRR builds each group from visually similar images,
+# so the subset metric asks whether the model makes the fine distinction the text describes among
+# near-duplicates, and it is less affected by other gallery images that fit the text as well as the
+# labelled target (false negatives).
+
+# %% [markdown]
+# **Question 2.** Section 2 printed an R@50 for the toy CIRR val. Would the same R@50 on real CIRR
+# val mean the same? What would you compare two models by instead?
+
+# %% [markdown] jupyter={"source_hidden": true} tags=["answer"]
+# **Answer.** No: a recall depends on the gallery. Chance R@K is K out of the images ranked, so on
+# the toy gallery of 360 images a random ranking already reaches R@50 = 50/359, about 14 %; on the
+# real val gallery of 2,297 it is 50/2,296, about 2 %. Compare models on the same split with the same
+# protocol, each figure beside its chance level; for the paper's numbers, the CIRR test server's
+# figures (notebook 06).
+
+# %% [markdown]
+# ## Key takeaways
 #
 # - R@K counts queries whose target is in the top K; CIRR removes the reference from each ranking
 #   and adds Recall_subset@K within the query's six-image group; FashionIQ ranks per category, keeps
 #   the reference, and reports R@10 and R@50.
-# - Always read a figure beside its chance level: a toy gallery of a few hundred images makes R@50
-#   easy, a real one of thousands does not.
+# - Always read a figure beside its chance level: on a toy gallery of a few hundred images a random
+#   ranking already reaches R@50 of about 14 %, on a real one of thousands about 2 %.
 # - The CIRR test server takes two files (top 50, top 3 of the group); the library validates them
 #   before writing, and names the pair id and the problem when something is wrong.
 # - Grids, failure cases and the explorer show *how* the model ranks: what it keeps from the image,
 #   what it takes from the text, and where the two disagree.
 #
-# Next, notebook 06 loads the authors' released checkpoints and reproduces the paper's numbers.
+# ## Further reading
+#
+# - [CIRR](https://github.com/Cuberick-Orion/CIRR) and its [paper](https://arxiv.org/abs/2108.04024):
+#   the dataset, the reference-removed protocol and Recall_subset@K.
+# - [CIRR evaluation server](https://cirr.cecs.anu.edu.au/) and its
+#   [instructions](https://github.com/Cuberick-Orion/CIRR/blob/main/Test-split_server.md): where the
+#   test figures come from, and the file format section 4 writes.
+# - [FashionIQ](https://github.com/XiaoxiaoGuo/fashion-iq) and its [paper](https://arxiv.org/abs/1905.12794):
+#   the three categories and their relative captions.
+# - [CLIP4Cir](https://github.com/ABaldrati/CLIP4Cir): the validation code the authors' code follows
+#   (caption joining, per-category FashionIQ galleries).
+# - [SPRC paper](https://arxiv.org/abs/2310.05473): the tables that notebook 06 compares with.
+#
+# **Next:** notebook 06 loads the authors' released checkpoints and reproduces the paper's numbers.

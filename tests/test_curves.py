@@ -7,6 +7,7 @@ import time
 import matplotlib.pyplot as plt
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from sprc_lib.course import curves, style
 from sprc_lib.course.curves import LiveCurves, StepTimer, learning_rates, plot_history, plot_loss_terms, plot_schedules
@@ -207,3 +208,52 @@ def test_every_curve_plot_is_a_course_figure_outside_pyplot_in_the_course_colour
     assert figs[0]._repr_png_().startswith(b"\x89PNG")
     loss_terms = figs[1]
     assert [ax.lines[0].get_color() for ax in loss_terms.axes] == [style.LOSS_COLORS[n] for n in LOSS_NAMES]
+
+
+def test_show_here_draws_at_once_and_finish_draws_the_last_steps(shown):
+    clock = FakeClock()
+    live = LiveCurves(show=True, every_s=2.0, clock=clock)
+    live.show_here()  # before the run: the figure comes first in the cell, the progress bar under it
+    assert [kind for kind, _ in shown] == ["display"]
+    live(*step(1))  # too soon after the first draw: only recorded
+    clock.now = 1.0
+    live(*step(2))
+    assert [kind for kind, _ in shown] == ["display"]
+    live.finish()  # the run stopped mid-epoch: no more events, so the last steps are drawn now
+    assert [kind for kind, _ in shown] == ["display", "update"] and live.redraws == 2
+
+
+def test_every_legend_sits_outside_its_axes(tmp_path):
+    write_run(tmp_path)
+    live = LiveCurves(show=False, chance={"recall_at10": 2.8})
+    for i in range(1, 4):
+        live(*step(i))
+    live(*validation(0, 3, 30.0))
+    figs = [live.figure(), plot_history(tmp_path), plot_schedules({"CIRR": (PAPER["CIRR"], False)}, 2)]
+    for fig in figs:
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        legends = [(ax, ax.get_legend()) for ax in fig.axes if ax.get_legend()] + [(fig.axes[0], lg)
+                                                                                   for lg in fig.legends]
+        assert legends
+        for ax, legend in legends:
+            box, plot = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert not box.overlaps(plot), f"a legend covers the plot of {ax.get_title()!r}"
+
+
+def test_hide_progress_drops_the_bars_and_keeps_warnings(capsys):
+    import sys
+
+    from tqdm.std import tqdm
+
+    with curves.hide_progress(stdout=True):
+        for _ in tqdm(range(3), desc="a bar", leave=False):
+            pass
+        print("a message of the run")
+        print("a warning", file=sys.stderr)
+    out, err = capsys.readouterr()
+    assert out == "" and err == "a warning\n"
+    with curves.hide_progress():
+        print("kept")
+    assert capsys.readouterr().out == "kept\n"

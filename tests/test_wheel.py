@@ -83,6 +83,10 @@ def test_the_wheel_works_outside_the_checkout_and_writes_beside_the_working_dire
     toy = work / "sprc-data" / "data" / "toy"  # the data home beside the working directory
     assert (toy / "cirr_dataset").is_dir() and (toy / "fashionIQ_dataset").is_dir()
     run("check-data", "--dataset", "CIRR", "--data-path", str(toy))
+    fits = f"from sprc_lib.course.shipped import shipped; print([shipped(n, {str(toy)!r}) is not None for n in " \
+           "('tiny-blip2', 'CIRR', 'FashionIQ')])"
+    shipped = subprocess.run([python, "-c", fits], cwd=work, env=_clean_env(), capture_output=True, text=True)
+    assert shipped.stdout.strip() == "[True, True, True]", shipped.stderr[-2000:]  # the wheel carries the tiny track
     run("train", "--dataset", "CIRR", "--data-path", str(toy), "--model-path", str(REPO / "data/toy/tiny-blip2"),
         "--batch-size", "4", "--num-workers", "0", "--stop-after-steps", "1")
     (run_dir,) = (work / "sprc-data" / "runs").iterdir()  # a run without --output-dir lands in the data home

@@ -7,6 +7,13 @@ PNG through one `IPython.display` handle that is updated in place. Redraws are
 throttled so that drawing takes at most a tenth of the run: a PNG costs 0.2-2 s on a CPU (more on a
 busy one), about as much as several toy training steps. Where no notebook front end is attached (a
 script, a terminal IPython, a test) it only records, and `figure()` draws the same plot at the end.
+`show_here()` puts the figure in the cell before the run starts (so the run's progress bar is drawn
+under it, in one piece), and `finish()` draws the last steps of a run that stopped mid-epoch (no event
+follows its last step, and the throttle may have skipped it).
+
+Every legend sits outside its axes, so it never covers a curve. `hide_progress()` keeps the progress
+bars (and, if asked, the messages) of runs whose output is not the point, such as timing runs, out
+of a notebook's outputs.
 
 The static plots (`plot_history`, `plot_loss_terms`, `plot_schedules`) are `CourseFigure`s too: a
 notebook shows one when it is the cell's last expression or passed to `display`.
@@ -15,10 +22,14 @@ notebook shows one when it is the cell's last expression or passed to `display`.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from matplotlib.axes import Axes
@@ -116,9 +127,17 @@ class LiveCurves:
         self.redraws += 1
 
     def show_here(self) -> None:
-        """Draw the next refresh as a new image in the current cell (e.g. when a resumed run continues)."""
+        """Draw the curves now as a new image in the current cell, which later refreshes update (call it
+        before a run, or when a resumed run continues in a new cell): the run's progress bar then goes
+        under the figure instead of being cut in two by it."""
         self._handle = None
         self._next_draw = -float("inf")
+        self.refresh(force=True)
+
+    def finish(self) -> None:
+        """Draw the run's last state: a run that stops mid-epoch sends no event after its last step,
+        which the throttle may have left undrawn."""
+        self.refresh(force=True)
 
     def loss_series(self, name: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one loss term: `loss` (the weighted total) or one of `LOSS_NAMES`."""
@@ -130,7 +149,7 @@ class LiveCurves:
 
     def figure(self) -> Figure:
         """The current curves: losses per step (smoothed), learning rate, and validation recalls per epoch."""
-        fig = CourseFigure(figsize=(13, 3.4), layout="constrained")
+        fig = CourseFigure(figsize=(14, 3.4), layout="constrained")
         loss_ax, lr_ax, recall_ax = fig.subplots(1, 3)
         for name in ("loss", *LOSS_NAMES):
             if self.steps and name in self.steps[0].losses:
@@ -139,7 +158,7 @@ class LiveCurves:
                 loss_ax.plot(x, smooth(y, self.window), color=LOSS_COLORS[name], label=name)
         loss_ax.set(xlabel="step", ylabel="loss", yscale="log", title="losses (faint: per batch)")
         if self.steps:
-            loss_ax.legend(fontsize=8)
+            legend_outside(loss_ax)
         lr_ax.plot([r.step for r in self.steps], [r.lr for r in self.steps], color="tab:purple")
         lr_ax.set(xlabel="step", title="learning rate")
         lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
@@ -148,6 +167,13 @@ class LiveCurves:
         if self.title:
             fig.suptitle(self.title)
         return fig
+
+
+def legend_outside(ax: Axes, title: str | None = None) -> None:
+    """The axes' legend to the right of it, outside the plot, so it covers no curve (constrained layout
+    makes room for it)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, title=title,
+              title_fontsize=8)
 
 
 def _draw_recalls(ax: Axes, rows: list[dict[str, float]], epochs: list[int], chance: dict[str, float] | None) -> None:
@@ -161,7 +187,7 @@ def _draw_recalls(ax: Axes, rows: list[dict[str, float]], epochs: list[int], cha
         if chance and key in chance:
             ax.axhline(chance[key], color=color, linestyle=":", linewidth=1)
     ax.set_xticks(epochs)
-    ax.legend(fontsize=8, title="dotted: chance" if chance else None, title_fontsize=8)
+    legend_outside(ax, title="dotted: chance" if chance else None)
 
 
 @dataclass
@@ -188,6 +214,34 @@ class StepTimer:
         return statistics.median(gaps)
 
 
+class _WithoutBars:
+    """A stderr that drops progress-bar frames (tqdm redraws with carriage returns) and passes the rest on."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return len(text) if "\r" in text else self.stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def hide_progress(stdout: bool = False) -> Iterator[None]:
+    """Runs inside draw no progress bars (and, with `stdout`, print nothing), warnings still show: for
+    runs whose output is not the point, such as the short timing runs of a comparison."""
+    stderr, sys.stderr = sys.stderr, _WithoutBars(sys.stderr)
+    try:
+        if stdout:
+            with redirect_stdout(StringIO()):
+                yield
+        else:
+            yield
+    finally:
+        sys.stderr = stderr
+
+
 def plot_history(run_dir: str | Path, chance: dict[str, float] | None = None) -> Figure:
     """A finished (or stopped) run from its folder: mean losses per epoch and the validation recalls."""
     run_dir = Path(run_dir)
@@ -195,14 +249,14 @@ def plot_history(run_dir: str | Path, chance: dict[str, float] | None = None) ->
     val_rows = read_csv(run_dir / "validation_metrics.csv")
     if not train_rows:
         raise MissingFileError(f"{run_dir}: no train_metrics.csv rows yet (a run writes one per finished epoch)")
-    fig = CourseFigure(figsize=(10, 3.4), layout="constrained")
+    fig = CourseFigure(figsize=(12, 3.4), layout="constrained")
     loss_ax, recall_ax = fig.subplots(1, 2)
     epochs = [r["epoch"] + 1 for r in train_rows]
     for name in ("loss", *LOSS_NAMES):
         loss_ax.plot(epochs, [r[name] for r in train_rows], "o-", color=LOSS_COLORS[name], label=name)
     loss_ax.set(xlabel="epoch", ylabel="mean loss", yscale="log", title="train_metrics.csv")
     loss_ax.set_xticks(epochs)
-    loss_ax.legend(fontsize=8)
+    legend_outside(loss_ax)
     _draw_recalls(recall_ax, val_rows, [r["epoch"] + 1 for r in val_rows], chance)
     recall_ax.set_title("validation_metrics.csv")
     return fig
@@ -234,12 +288,12 @@ def learning_rates(recipe: Recipe, steps_per_epoch: int, over_run: bool = False)
 
 def plot_schedules(schedules: dict[str, tuple[Recipe, bool]], steps_per_epoch: int = 100) -> Figure:
     """Learning rate against epoch for each `label: (recipe, over_run)`, relative to the recipe's peak."""
-    fig = CourseFigure(figsize=(7, 3.2), layout="constrained")
+    fig = CourseFigure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     for label, (recipe, over_run) in schedules.items():
         rates = learning_rates(recipe, steps_per_epoch, over_run)
         epochs = [i / steps_per_epoch for i in range(len(rates))]
         ax.plot(epochs, [r / recipe.learning_rate for r in rates], label=label)
     ax.set(xlabel="epoch", ylabel="lr / peak lr", ylim=(0, 1.05), title="OneCycleLR as each recipe lays it out")
-    ax.legend(fontsize=8)
+    fig.legend(loc="outside lower center", fontsize=8)  # under the axes: the labels are long
     return fig

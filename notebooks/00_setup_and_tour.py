@@ -321,8 +321,9 @@ check(lambda: spaced == "full" and unknown.startswith("ValueError") and course_m
 # %% [markdown]
 # **Exercise 3** (needs the model of section 6). Write your own modification for the example's
 # reference image from section 1, e.g. "make the square green", and look at the top five
-# (`retriever.search(Query(reference, text), k=TOP_K)`). Then change only the colour word ("make the
-# square yellow"): how many of the five images stay in the top five (`kept`)?
+# (`retriever.search(Query(example.reference, text), k=TOP_K)`; keep both results in a list,
+# `my_results`). Then change only the colour word ("make the square yellow"): how many of the five
+# images stay in the top five (`kept`)?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 my_texts = ["make the square green", "make the square yellow"] if MODE == "tiny" else ["make it green", "make it yellow"]

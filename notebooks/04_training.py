@@ -225,14 +225,16 @@ token = cache.token(paths[0])
 meta = json.loads((cache.dir / "meta.json").read_text())
 chunks = sorted(cache.dir.glob("chunk_*.npy"))
 print(f"one image -> {tuple(token.shape)} ViT tokens in {token.dtype} (CLS + patches, before ln_vision)")
+held = sum(len(json.loads(c.with_suffix(".json").read_text())) for c in chunks)
 print(f"cache folder <cache>/{cache.dir.name}: meta.json and {len(chunks)} chunks (each a .npy of tokens and a "
-      f".json listing its images), {sum(c.stat().st_size for c in chunks) / 2**20:.1f} MiB")
+      f".json listing its images), {sum(c.stat().st_size for c in chunks) / 2**20:.1f} MiB for the {held} images "
+      "cached with this backbone so far (other runs' too: FashionIQ, CIRR test)")
 print(f"keyed by: backbone sha256 {meta['backbone'][:12]}..., dtype {meta['dtype']}, transform:")
 print(meta["transform"])
 vision = start_model.model.config.vision_config
 assert token.shape == (start_model.model.vision_model.embeddings.num_positions, vision.hidden_size)
 paper = cache_bytes(16_939 + 2_297, 257, 1408)  # real CIRR train + val at ViT-g's 257 tokens of width 1408
-print(f"this cache: {len(paths)} images x {token.shape[0]} tokens x {token.shape[1]} x 2 bytes = "
+print(f"this notebook's part: {len(paths)} images x {token.shape[0]} tokens x {token.shape[1]} x 2 bytes = "
       f"{cache_bytes(len(paths), *token.shape) / 2**20:.1f} MiB; at paper scale {paper / 1e9:.1f} GB (the cache says "
       "its size before it starts, and refuses when the disk is short)")
 vit_params = sum(p.numel() for p in start_model.model.vit_parameters())  # what the cache saves running
@@ -308,8 +310,8 @@ if MODE == "full":
 #   highest of the three and falls the least, relative to where it starts; its job is to shape the
 #   prompt and text path, not to be solved.
 # - **`loss_align`**, the mean of the sentence-level prompt pulled towards the mean of the learned
-#   prompt tokens (MSE), the authors' shared `prompt_tokens` rather than a per-sample prompt (see the
-#   authors' [issue 17](https://github.com/chunmeifeng/SPRC/issues/17)). The smallest of the three at
+#   prompt tokens (MSE), the authors' shared `prompt_tokens` rather than a per-sample prompt (see
+#   [issue 17](https://github.com/chunmeifeng/SPRC/issues/17) on the authors' repository). The smallest of the three at
 #   every step; it may rise for a few steps while the prompts first move, and relative to where it
 #   starts it falls the most, from a small value.
 #
@@ -617,8 +619,8 @@ check(lambda: steps_trained == 0 and again.finished,
 #   notebook runs.
 # - [The authors' code](https://github.com/chunmeifeng/SPRC): the CIRR and FashionIQ training scripts
 #   whose recipes and quirks section 1 lists.
-# - [SPRC issue 17](https://github.com/chunmeifeng/SPRC/issues/17): the authors on aligning with the
-#   shared prompt tokens rather than a per-sample prompt (`loss_align`).
+# - [SPRC issue 17](https://github.com/chunmeifeng/SPRC/issues/17): a user's question on the authors'
+#   repository about aligning with shared prompt tokens rather than a per-sample prompt (`loss_align`).
 # - [BLIP-2](https://arxiv.org/abs/2301.12597): the frozen ViT-g and the Q-Former, and why the ViT can
 #   stay frozen (what makes the feature cache exact).
 # - [CLIP4Cir](https://github.com/ABaldrati/CLIP4Cir): the training code SPRC's CIRR and FashionIQ

@@ -345,8 +345,11 @@ check(lambda: project_names[2] == "vision_model.post_layernorm.weight" and len(p
       "rename the three keys with lavis_to_project and list the keys of the state dict it returns, in order")
 
 # %% [markdown]
-# **Exercise 2.** What does the converter say about a damaged file? Drop one tensor from the state
-# dict, remove another's last row, and load it with `sprc_lib.model.lavis.load_lavis_state`.
+# **Exercise 2.** What does the converter say about a damaged file? In a copy of `state` (`damaged`),
+# delete `"prompt_tokens"` and cut the last row off `"text_proj.weight"`, then load it with
+# `load_lavis_state({LAVIS_MODEL_KEY: damaged}, course.sizes(len(tokenizer)), "damaged file")` (from
+# `sprc_lib.model.lavis`) and keep the text of the `CheckpointError` it raises in `message`. Are both
+# problems named? (The converter names the second by this project's key, `text_projection.weight`.)
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 from sprc_lib.model.lavis import CheckpointError, load_lavis_state
@@ -365,7 +368,8 @@ print(f"both problems named, by key: {named}; so nothing is silently left at its
 
 # %% tags=["check"]
 check(lambda: "prompt_tokens" in message and "text_projection.weight" in message,
-      "load the damaged dict with load_lavis_state and keep the CheckpointError's text in `message`")
+      "delete damaged['prompt_tokens'], cut damaged['text_proj.weight'] to [:-1], call load_lavis_state inside "
+      "try/except CheckpointError, and keep str(error) in `message`")
 
 # %% [markdown]
 # **Exercise 3.** The paper's CIRR "Avg" is not the mean of all seven recalls. Check which of the

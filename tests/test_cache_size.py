@@ -68,8 +68,8 @@ def test_warm_states_its_size_then_fills_the_cache(cache, gallery, monkeypatch, 
     capsys.readouterr()
     cache.warm(gallery)
     out = capsys.readouterr().out
-    assert (f"feature cache: {n:,} images x {tokens} tokens x {width} x 2 bytes = {needed(cache, n) / 1e9:.1f} GB "
-            f"(computing {n - 5:,} new, {needed(cache, n - 5) / 1e9:.1f} GB) in {cache.dir}") in out
+    assert (f"feature cache: {n:,} images x {tokens} tokens x {width} x 2 bytes = {needed(cache, n) / 2**20:.1f} MiB "
+            f"(computing {n - 5:,} new, {needed(cache, n - 5) / 2**20:.1f} MiB) in {cache.dir}") in out  # toy: MiB
     assert cache.missing([gallery.image_path(name) for name in names]) == []
     assert cache.token(gallery.image_path(names[-1])).dtype == torch.float16
     chunks = list(cache.dir.glob("chunk_*.npy"))
@@ -77,3 +77,9 @@ def test_warm_states_its_size_then_fills_the_cache(cache, gallery, monkeypatch, 
     assert 0 <= headers <= 128 * len(chunks)  # the estimate is what the chunks hold, bar their .npy headers
     cache.warm(gallery)
     assert capsys.readouterr().out == ""  # nothing to compute: nothing to say
+
+
+def test_a_size_is_said_in_gb_when_real_and_in_mib_when_toy():
+    from sprc_lib.features import _size
+
+    assert _size(361 * 10**9) == "361.0 GB" and _size(17 * 2**20) == "17.0 MiB"

@@ -41,19 +41,19 @@ def tags(cell: NotebookNode) -> set[str]:
     return set(cell.get("metadata", {}).get("tags", []))
 
 
-def assigned_names(source: str) -> set[str]:
-    """Names a cell binds at top level (assignments, imports, defs), the ones its check may read."""
-    names: set[str] = set()
+def assigned_names(source: str) -> dict[str, None]:
+    """Names a cell binds at top level (assignments, loops, defs), in the order it binds them."""
+    names: dict[str, None] = {}
     for node in ast.parse(source).body:
         targets = [node] if isinstance(node, ast.FunctionDef | ast.ClassDef) else []
         if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.For | ast.With):
             targets = [node]
         for target in targets:
             if isinstance(target, ast.FunctionDef | ast.ClassDef):
-                names.add(target.name)
+                names.setdefault(target.name)
             for sub in ast.walk(target):
                 if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-                    names.add(sub.id)
+                    names.setdefault(sub.id)
     return names
 
 
@@ -63,10 +63,22 @@ def read_names(source: str) -> set[str]:
 
 def stub(solution: str, check_source: str) -> str:
     """The student's cell: the names the check reads, each `None`, under a header saying what to do."""
-    wanted = sorted(assigned_names(solution) & read_names(check_source))
+    read = read_names(check_source)
+    wanted = [name for name in assigned_names(solution) if name in read]  # in the order the solution computes them
     if not wanted:
         raise ValueError(f"this check reads nothing its solution sets:\n{check_source}")
     return "\n".join([STUB_HEADER, *(f"{name} = None" for name in wanted)])
+
+
+def statement_of(cell: NotebookNode) -> NotebookNode:
+    """An exercise's or question's own text: its Markdown cell from the last bold "Exercise"/"Question" on
+    (the cell may begin with the end of the lesson before it)."""
+    lines = cell.source.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(("**Exercise", "**Question"))]
+    cell = plain(cell)
+    if starts:
+        cell.source = "\n".join(lines[starts[-1] :])
+    return cell
 
 
 def plain(cell: NotebookNode) -> NotebookNode:
@@ -97,11 +109,11 @@ def split(nb: NotebookNode, title: str) -> tuple[NotebookNode, NotebookNode, int
             if check_cell is None or CHECK not in tags(check_cell):
                 raise ValueError(f"{title}: the solution in cell {i} has no check cell (tagged {CHECK!r}) after it")
             student.cells.append(nbformat.v4.new_code_cell(stub(cell.source, check_cell.source)))
-            solutions.cells += [plain(statement), plain(cell), plain(check_cell)] if statement else [plain(cell)]
+            solutions.cells += [statement_of(statement), plain(cell), plain(check_cell)] if statement else [plain(cell)]
             exercises += 1
         elif ANSWER in kind:
             student.cells.append(nbformat.v4.new_markdown_cell(ANSWER_STUB))
-            solutions.cells += [plain(statement), plain(cell)] if statement else [plain(cell)]
+            solutions.cells += [statement_of(statement), plain(cell)] if statement else [plain(cell)]
             answers += 1
         else:
             student.cells.append(copy.deepcopy(cell))

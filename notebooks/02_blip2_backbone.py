@@ -103,7 +103,8 @@ else:  # the 1.2B-parameter model is loaded once, below; its config says what cl
 
 # %% [markdown]
 # The course's `SPRCModel` holds the same parts under the same names, plus what SPRC adds (prompt tokens
-# and a temperature; notebook 03). `load_model` copies BLIP-2's weights into it:
+# and a temperature; notebook 03). `load_model` copies BLIP-2's weights into it; in tiny mode the table
+# below adds up to exactly the parameter count printed above (asserted):
 
 # %%
 model = load_model(weights).to(device).eval()
@@ -111,6 +112,7 @@ tokenizer = load_tokenizer(weights)
 if MODE == "tiny":
     assert torch.equal(model.query_tokens, blip.query_tokens)
     assert torch.equal(model.vision_projection.weight, blip.vision_projection.weight)
+    blip_total = sum(p.numel() for p in blip.parameters())
     del blip
 if device.type == "cuda":
     model.set_vit_dtype(torch.float16)  # the frozen ViT in half precision, as the paper keeps it
@@ -121,8 +123,11 @@ parts = {
     "query tokens": [model.query_tokens],
     "Q-Former (+ word embeddings)": [*model.qformer.parameters(), *model.embeddings.parameters()],
     "projections": [*model.vision_projection.parameters(), *model.text_projection.parameters()],
+    "ITM head (kept from BLIP-2, unused by SPRC)": list(model.itm_head.parameters()),
 }
 print(format_table(["part", "parameters"], [[name, f"{sum(p.numel() for p in ps):,}"] for name, ps in parts.items()]))
+if MODE == "tiny":
+    assert sum(p.numel() for ps in parts.values() for p in ps) == blip_total
 vision, qformer = model.config.vision_config, model.config.qformer_config
 S, P, Dv = vision.image_size, vision.patch_size, vision.hidden_size
 Q, H, D = model.config.num_query_tokens, qformer.hidden_size, model.config.image_text_hidden_size

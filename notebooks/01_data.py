@@ -92,7 +92,6 @@ from sprc_lib.data.schema import (
     fashioniq_split_path,
 )
 from sprc_lib.data.toy import MARKER, generate_toy_data, toy_specs
-from sprc_lib.data.unpack import unpack_dataset
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny": toy data; "full": the real datasets under `sprc_lib.paths.data_root()`
@@ -140,8 +139,7 @@ ARCHIVES = {}  # full mode: archives to unpack first, e.g. {"CIRR": "/content/dr
 
 # %%
 course = setup(MODE)  # tiny: the toy copies (generated on first use); full: SPRC_DATA
-for dataset, archive in ARCHIVES.items():
-    unpack_dataset(archive, course.data, dataset, skip_missing=SKIP_MISSING)
+course.unpack(ARCHIVES, skip_missing=SKIP_MISSING)  # unpack_dataset for each, or a stop naming what is wrong
 root = course.need_data("CIRR")  # or a stop that says where to get it and put it
 course.need_data("FashionIQ")
 is_toy = (root / MARKER).exists()  # the toy generator leaves this file; a real download has none

@@ -439,5 +439,5 @@ check(lambda: abs(r5_rs1 - PAPER["CIRR test"]["mean_r5_rs1"]) < 0.006
 # - [FashionIQ](https://github.com/XiaoxiaoGuo/fashion-iq): the val split the FashionIQ row is
 #   reported on.
 #
-# **Next:** this is the last notebook: from a picture of a query (00) to the paper's numbers (06).
-# Go back to notebook 04 to train your own model at full scale, and compare it here.
+# **Next:** notebook 07 adds the paper's second stage, SPRC²: a re-ranker that re-reads each query's
+# top K. Or go back to notebook 04 to train your own model at full scale, and compare it here.

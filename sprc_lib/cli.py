@@ -48,7 +48,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m sprc_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for register in _REGISTRY:
+    from sprc_lib.cli_eval import REGISTRY  # the evaluation commands, kept in their own module
+
+    for register in [*_REGISTRY, *REGISTRY]:
         register(sub)
     return parser
 
@@ -187,15 +189,25 @@ def _data_and_preset(data_path: str | Path | None, preset: str | None, dataset: 
     return str(data_path), preset
 
 
+# Settings only one of the two training commands has (the `reranker` setting is the command itself).
+_SPRC_ONLY = {"reranker", "stage1_model", "rerank_top_k", "rerank_fuse"}
+_RERANKER_ONLY = {"reranker", "global_negatives", "micro_batch", "loss_rtc", "loss_align"}
+
+
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "train", "train SPRC with the authors' recipe (resumable)")
-    settings.add_flags(p)
-    _blip_model_name(p)
-    p.add_argument("--resume", default=None, help="continue a stopped run in its folder (or its checkpoint.pt); "
-                   "settings not given come from the run")
-    p.add_argument("--stop-after-steps", type=int, default=None, help="stop (with a checkpoint) after N steps")
-    p.add_argument("--overwrite", action="store_true", help="replace the run that --output-dir already holds")
-    p.set_defaults(run=_run_train)
+    for name, text, left_out in (
+        ("train", "train SPRC with the authors' recipe (resumable)", _SPRC_ONLY),
+        ("train-reranker", "train SPRC²'s re-ranker (the ITM cross-encoder, hard negatives) like SPRC (resumable)",
+         _RERANKER_ONLY),
+    ):
+        p = _command(sub, name, text)
+        settings.add_flags(p, [n for n in settings.field_names() if n not in left_out])
+        _blip_model_name(p)
+        p.add_argument("--resume", default=None, help="continue a stopped run in its folder (or its checkpoint.pt); "
+                       "settings not given come from the run")
+        p.add_argument("--stop-after-steps", type=int, default=None, help="stop (with a checkpoint) after N steps")
+        p.add_argument("--overwrite", action="store_true", help="replace the run that --output-dir already holds")
+        p.set_defaults(run=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -203,6 +215,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     _check_model_name(args)
     given = settings.given_settings(args)
+    given["reranker"] = args.command == "train-reranker"  # on resume too: each command resumes its own runs
     if args.resume:
         if args.overwrite:
             raise UserError("--overwrite replaces a run, --resume continues one: pass one of them")
@@ -218,114 +231,6 @@ def _run_train(args: argparse.Namespace) -> int:
     if result.best:
         print(f"best epoch {result.best['epoch']}: {result.best['key']} = {result.best['score']:.2f}")
     return {"SIGINT": INTERRUPTED, "SIGTERM": TERMINATED}.get(result.stopped or "", 0)
-
-
-_EVAL_FLAGS = ["data_path", "preset", "model_path", "tokenizer", "num_workers", "batch_size", "transform",
-               "target_ratio", "feature_cache", "precision", "device", "skip_missing"]
-
-
-def _add_eval_flags(p: argparse.ArgumentParser, model_help: str) -> None:
-    settings.add_flags(p, _EVAL_FLAGS, help={"model_path": model_help, "batch_size": "batch size (default: 32)",
-                                             "transform": "image preprocessing (default: targetpad)",
-                                             "target_ratio": "TargetPad ratio (default: 1.25)"})
-    _blip_model_name(p)
-
-
-def _context(args: argparse.Namespace):
-    """The evaluation context the flags describe (the model loaded, on its device, with its cache)."""
-    from sprc_lib.evaluation import evaluation_context
-    from sprc_lib.model.loading import load_model_and_tokenizer
-
-    _check_model_name(args)
-    if args.transform == "squarepad" and args.target_ratio is not None:
-        raise UserError("--target-ratio only applies to --transform targetpad")
-    for name in ("batch_size", "num_workers"):
-        if getattr(args, name) is not None and getattr(args, name) < (1 if name == "batch_size" else 0):
-            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least "
-                            f"{1 if name == 'batch_size' else 0}")
-    if args.model_path is None:
-        raise UserError("--model-path is required: a saved model folder, a run's checkpoint.pt, or sprc_cirr.pt")
-    args.data_path, args.preset = _data_and_preset(args.data_path, args.preset, getattr(args, "dataset", "CIRR"))
-    model, tokenizer = load_model_and_tokenizer(args.model_path, args.tokenizer, args.preset)
-
-    def given(name: str):
-        value = getattr(args, name)
-        return settings.default(name) if value is None else value
-
-    return evaluation_context(
-        model, tokenizer, device=given("device"), precision=given("precision"), transform=args.transform or
-        "targetpad", target_ratio=args.target_ratio, feature_cache=args.feature_cache,
-        batch_size=args.batch_size or 32, num_workers=given("num_workers"), skip_missing=bool(args.skip_missing),
-    )
-
-
-def _register_validate(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "validate", "evaluate a model on CIRR or FashionIQ val, beside chance level")
-    settings.add_flags(p, ["dataset"])
-    _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_*.pt")
-    p.add_argument("--output", type=Path, default=None, help="also write the metrics as JSON here")
-    p.set_defaults(run=_run_validate)
-
-
-def _run_validate(args: argparse.Namespace) -> int:
-    import json
-
-    from sprc_lib.evaluation import chance, validate
-    from sprc_lib.tables import metrics_table
-
-    if args.dataset is None:
-        raise UserError("--dataset is required (CIRR or FashionIQ)")
-    ctx = _context(args)
-    metrics = validate(ctx, args.dataset, args.data_path)
-    print(f"{args.dataset} val, {args.model_path}")
-    print(metrics_table(metrics, chance(args.dataset, args.data_path, ctx.skip_missing)))
-    for line in ctx.skipped_lines():
-        print(line)
-    if args.output:
-        args.output.write_text(json.dumps(metrics, indent=2))
-    return 0
-
-
-def _register_cirr_submission(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "cirr-submission", "write the CIRR test1 files for the evaluation server")
-    _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_cirr.pt")
-    p.add_argument("--submission-name", default=None, help="files are recall_submission_<name>.json ...")
-    p.add_argument("--output-dir", type=Path, default=Path("submission"))
-    p.set_defaults(run=_run_cirr_submission)
-
-
-def _run_cirr_submission(args: argparse.Namespace) -> int:
-    from sprc_lib.evaluation import cirr_test_submission
-    from sprc_lib.evaluation.submission import check_output_dir
-
-    check_output_dir(args.output_dir)  # before the model loads and the test split is scored
-    ctx = _context(args)
-    path = Path(args.model_path)
-    name = args.submission_name or (f"{path.resolve().parent.name}_{path.name}" if path.is_dir() else path.stem)
-    paths = cirr_test_submission(ctx, args.data_path, args.output_dir, name)
-    for line in ctx.skipped_lines():
-        print(line)
-    print("wrote (validated):\n" + "\n".join(f"  {p}" for p in paths))
-    print("upload both to the CIRR evaluation server (see Test-split_server.md in the CIRR repository)")
-    return 0
-
-
-def _register_convert(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "convert", "convert a released LAVIS checkpoint (sprc_*.pt) to this project's format")
-    p.add_argument("--lavis-checkpoint", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="output folder (safetensors + config.json + tokenizer)")
-    p.add_argument("--preset", default="blip2-vitg", help="the sizes (a released file has none): tiny, blip2-vitg, "
-                   "or a BLIP-2 folder or hub id whose config gives them")
-    p.add_argument("--tokenizer", default=None, help="tokenizer to save beside it (default: BLIP-2's)")
-    p.set_defaults(run=_run_convert)
-
-
-def _run_convert(args: argparse.Namespace) -> int:
-    from sprc_lib.model.loading import convert_lavis_checkpoint
-
-    count = convert_lavis_checkpoint(args.lavis_checkpoint, args.out, args.preset, args.tokenizer)
-    print(f"converted {args.lavis_checkpoint} -> {args.out} ({count:,} parameters)")
-    return 0
 
 
 def _register_pretrain_tiny(sub: argparse._SubParsersAction) -> None:
@@ -351,7 +256,7 @@ def _run_pretrain_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-_REGISTRY += [_register_train, _register_validate, _register_cirr_submission, _register_convert,
+_REGISTRY += [_register_train,
               _register_pretrain_tiny]
 
 

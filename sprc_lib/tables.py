@@ -25,3 +25,13 @@ def metrics_table(metrics: dict[str, float], chance: dict[str, float] | None = N
     chance = chance or {}
     rows = [[name, f"{value:.2f}", f"{chance[name]:.2f}" if name in chance else "-"] for name, value in metrics.items()]
     return format_table(["metric", "value", "chance"], rows)
+
+
+def stages_table(stages: dict[str, dict[str, float]], chance: dict[str, float] | None = None) -> str:
+    """One row per metric (percent), one column per ranking (e.g. SPRC and SPRC²), the change and chance."""
+    chance = chance or {}
+    names = list(stages)
+    first, last = stages[names[0]], stages[names[-1]]
+    rows = [[metric, *(f"{stages[n][metric]:.2f}" for n in names), f"{last[metric] - first[metric]:+.2f}",
+             f"{chance[metric]:.2f}" if metric in chance else "-"] for metric in first]
+    return format_table(["metric", *names, "change", "chance"], rows)

@@ -4,7 +4,7 @@
 layout and dtypes, from the trained tiny models) under OUT/checkpoints and prints, and writes to
 OUT/full.env, the variables that point full mode at the stand-ins: the toy datasets (the real layouts),
 the tiny BLIP-2 (`Blip2ForImageTextRetrieval.save_pretrained` + a BertTokenizer with [DEC], as
-`Salesforce/blip2-itm-vit-g` is laid out), the released files, the trained models, and a step bound.
+`Salesforce/blip2-itm-vit-g` is laid out), the released files, the trained models and re-rankers, and a step bound.
 `make test` runs every notebook a second time with them.
 """
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from sprc_lib.course.setup import SHORT
-from sprc_lib.course.toy_track import ensure_toy, tiny_model, tiny_run_dir
+from sprc_lib.course.toy_track import ensure_toy, reranker_name, tiny_model, tiny_reranker, tiny_run_dir
 from sprc_lib.model.lavis import save_lavis_checkpoint
 from sprc_lib.training.pretrain import TINY_BLIP2
 
@@ -31,6 +31,8 @@ def build_standins(out: Path) -> dict[str, str]:
         env[f"SPRC_{short.upper()}_CHECKPOINT"] = str(save_lavis_checkpoint(model, out / "checkpoints" /
                                                                           f"sprc_{short}.pt"))
         env[f"SPRC_{short.upper()}_MODEL"] = str(tiny_run_dir(dataset, toy) / "best")
+        tiny_reranker(dataset, toy)
+        env[f"SPRC_{short.upper()}_RERANKER"] = str(toy / "runs" / reranker_name(dataset) / "best")
     return env
 
 

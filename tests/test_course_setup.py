@@ -34,7 +34,8 @@ def full(monkeypatch, tmp_path):
 def test_full_mode_reads_every_location_from_its_variable(full, monkeypatch):
     values = {"SPRC_BLIP2": "some/blip2", "SPRC_CIRR_CHECKPOINT": str(full / "a.pt"),
               "SPRC_FIQ_CHECKPOINT": str(full / "b.pt"), "SPRC_CIRR_MODEL": str(full / "cirr"),
-              "SPRC_FIQ_MODEL": str(full / "fiq"), "SPRC_MAX_STEPS": "7"}
+              "SPRC_FIQ_MODEL": str(full / "fiq"), "SPRC_CIRR_RERANKER": str(full / "rc"),
+              "SPRC_FIQ_RERANKER": str(full / "rf"), "SPRC_MAX_STEPS": "7"}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     course = setup("full")
@@ -56,11 +57,14 @@ def test_full_mode_defaults(full):
     (lambda c: c.need_data("CIRR"), ["cirr_dataset", "data/README.md", "unpack-data", "SPRC_DATA"]),
     (lambda c: c.released("FashionIQ"), ["sprc_fiq.pt", "notebook 06", "SPRC_FIQ_CHECKPOINT"]),
     (lambda c: c.trained("CIRR"), ["SPRC_CIRR_MODEL", "notebook 04", "notebook 06"]),
+    (lambda c: c.trained_reranker("FashionIQ"), ["SPRC_FIQ_RERANKER", "train-reranker", "best/"]),
+    (lambda c: c.unpack({"CIRR": "nowhere/cirr.zip"}), ["nowhere/cirr.zip", "ARCHIVES", "run this cell again"]),
 ])
 def test_what_only_the_user_can_supply_stops_with_what_to_do(full, call, words):
     with pytest.raises(CourseStop) as stop:
         call(setup("full"))
     assert all(word in str(stop.value) for word in words), str(stop.value)
+    assert "--data-path" not in str(stop.value)  # a notebook has no flags to pass
 
 
 def test_a_model_folder_that_is_not_there_is_named(full, monkeypatch):

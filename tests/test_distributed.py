@@ -228,3 +228,27 @@ def test_a_run_resumes_with_another_number_of_processes(small_toy, tiny_blip2, t
     assert saved["position"] == {"epoch": 1, "step_in_epoch": 0, "global_step": 5}
     assert (saved["scheduler"]["total_steps"], saved["scheduler"]["last_epoch"]) == (6, 6)
     assert len(saved["rng"]) == 1
+
+
+def test_two_processes_train_a_reranker_and_validate_it_as_one_process_would(small_toy, tiny_blip2, tmp_path):
+    """train-reranker under torchrun: rank 0 alone writes and speaks, its sharded two-stage validation gathers the
+    same metrics the single-process `validate --rerank-model` computes from the checkpoint."""
+    from sprc_lib.model.loading import load_model
+    from sprc_lib.model.rerank import RerankerModel
+
+    run = tmp_path / "reranker"
+    flags = ["train-reranker", "--dataset", "CIRR", "--data-path", str(small_toy), "--preset", "tiny", "--model-path",
+             str(tiny_blip2), "--stage1-model", str(tiny_blip2), "--output-dir", str(run), "--num-epochs", "1",
+             "--batch-size", "32", "--num-workers", "0", "--rerank-top-k", "2", "--rerank-fuse", "0"]
+    done = torchrun(*flags)
+    assert done.stdout.count("re-ranker: 2 process(es) x batch 32") == 1
+    saved = torch.load(run / CHECKPOINT, weights_only=True)
+    assert saved["world"]["world_size"] == 2 and saved["position"]["global_step"] == 3
+    assert isinstance(load_model(run / CHECKPOINT), RerankerModel)
+    out = tmp_path / "both.json"
+    assert cli(["validate", "--dataset", "CIRR", "--data-path", str(small_toy), "--preset", "tiny", "--model-path",
+                str(tiny_blip2), "--rerank-model", str(run / CHECKPOINT), "--rerank-top-k", "2", "--rerank-fuse", "0",
+                "--num-workers", "0", "--output", str(out)]) == 0
+    (row,) = read_csv(run / "validation_metrics.csv")
+    assert row.pop("epoch") == 0
+    assert row == json.loads(out.read_text())["SPRC²"]

@@ -182,3 +182,12 @@ def test_model_retriever_ranks_as_the_metrics_count(toy_root, tiny_blip2):
     assert len(fig.axes) == len(r.queries[0].members)
     with pytest.raises(ValueError, match="not an image of CIRR val"):
         r.search(Query("dev-0-0-imgX", "anything"))
+
+
+def test_a_saved_copy_without_widgets_reads_a_sentence_not_a_widget_repr(retriever):
+    """Where no widget can be drawn (an untrusted copy, another machine), JupyterLab shows the text/plain part."""
+    from sprc_lib.course.explorer import WIDGET_TEXT
+
+    bundle = ExplorerWidget(Explorer(retriever, k=3)).widget_bundle()
+    assert bundle["text/plain"] == WIDGET_TEXT and "VBox" not in bundle["text/plain"]
+    assert "model_id" in bundle["application/vnd.jupyter.widget-view+json"]  # the live controls are still there

@@ -18,7 +18,7 @@ LAYERS = [
     ("sprc_lib.features",),
     ("sprc_lib.evaluation",),
     ("sprc_lib.training",),
-    ("sprc_lib.course", "sprc_lib.cli", "sprc_lib.__main__"),
+    ("sprc_lib.course", "sprc_lib.cli", "sprc_lib.cli_eval", "sprc_lib.__main__"),
 ]
 MODULES = sorted(PACKAGE.rglob("*.py"))
 

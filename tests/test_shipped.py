@@ -13,7 +13,8 @@ from sprc_lib.course.shipped import SHIPPED, STAMP, shipped, toy_stamp
 from sprc_lib.paths import toy_root
 from sprc_lib.training.pretrain import TINY_BLIP2
 
-NAMES = {TINY_BLIP2: TINY_BLIP2, "CIRR": "runs/CIRR/best", "FashionIQ": "runs/FashionIQ/best"}
+NAMES = {TINY_BLIP2: TINY_BLIP2, "CIRR": "runs/CIRR/best", "FashionIQ": "runs/FashionIQ/best",
+         "CIRR-reranker": "runs/CIRR-reranker/best", "FashionIQ-reranker": "runs/FashionIQ-reranker/best"}
 
 
 def test_the_shipped_weights_fit_the_toy_data_this_version_generates(toy_root):

@@ -31,6 +31,7 @@ OTHER = {
     "feature_cache": None, "save_training": True,
     "save_best": True,
     "checkpoint_every": 7,
+    "reranker": True, "stage1_model": "another/sprc", "rerank_top_k": 5, "rerank_fuse": 0.25,
 }  # fmt: skip
 NAMES = [f.name for f in fields(TrainConfig)]
 
@@ -42,10 +43,11 @@ def flag(name: str) -> str:
 def test_every_setting_has_one_flag_a_kind_and_a_test_value():
     assert set(OTHER) == set(NAMES)
     parser = build_parser()
-    train_parser = parser._subparsers._group_actions[0].choices["train"]
-    options = {o for action in train_parser._actions for o in action.option_strings}
+    commands = parser._subparsers._group_actions[0].choices
+    options = {o for command in ("train", "train-reranker") for action in commands[command]._actions
+               for o in action.option_strings}
     for name in NAMES:
-        assert flag(name) in options, name
+        assert name == "reranker" or flag(name) in options, name  # `reranker` is which command runs
         assert settings.kind(name) in (FIXED, APPLIED), name
     args = parser.parse_args(["train", "--dataset", "cirr", "--no-save-training", "--num-epochs", "3"])
     assert settings.given_settings(args) == {"dataset": "CIRR", "save_training": False, "num_epochs": 3}
@@ -82,6 +84,10 @@ def test_a_fixed_setting_changed_on_resume_stops_and_names_it(saved_run, name, c
     before = (saved_run / CHECKPOINT).stat().st_mtime_ns
     value = OTHER[name]
     argv = [flag(name)] if isinstance(value, bool) else [flag(name), str(value)]
+    if name == "reranker":  # chosen by the command: an SPRC run resumed as a re-ranker run
+        assert main(["train-reranker", "--resume", str(saved_run)]) == 2
+        assert f"resume it with `python -m sprc_lib train --resume {saved_run}`" in capsys.readouterr().err
+        return
     assert main(["train", "--resume", str(saved_run), *argv]) == 2
     message = capsys.readouterr().err
     assert flag(name) in message and "start a new run" in message, message

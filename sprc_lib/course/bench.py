@@ -20,12 +20,14 @@ from transformers import Blip2QFormerConfig, Blip2VisionConfig
 
 from sprc_lib.env import autocast, autocast_dtype, pick_device
 from sprc_lib.model import SPRCConfig, SPRCModel, preset_config
+from sprc_lib.model.rerank import RerankerModel, reranker_config
 from sprc_lib.model.synthetic import random_triplets
 from sprc_lib.tables import format_table
 from sprc_lib.training.recipes import TOY, Recipe
 from sprc_lib.training.step import make_optimizer, optimizer_step
 
 VOCAB = 1000
+RERANK_KS = (10, 50, 200)  # SPRC²'s candidates per query: the authors re-rank CIRR's top 200
 
 
 def proportional_config(vocab_size: int = VOCAB) -> SPRCConfig:
@@ -149,6 +151,22 @@ def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, devi
             gallery = model.image_features(model.encode_image(tgt_tok))
             model.scores(model.composed_features(model.encode_image(ref_tok), ids, mask), gallery)
 
+    reranker = RerankerModel(reranker_config(model.config)).to(dev).eval()
+    if dev.type == "cuda":
+        reranker.set_vit_dtype(torch.float16)
+
+    def rerank(k: int) -> Callable[[], None]:
+        """One query's top `k` scored by the re-ranker: its reference and caption beside each candidate."""
+        picks = torch.arange(k, device=dev) % batch_size
+
+        @torch.no_grad()
+        def run() -> None:
+            with autocast(dev, dtype):
+                refs = reranker.encode_image(ref_tok[:1]).expand(k, -1, -1)
+                reranker.match_scores(refs, reranker.encode_image(tgt_tok[picks]), ids[:1].expand(k, -1),
+                                      mask[:1].expand(k, -1))
+        return run
+
     t = measure(
         {
             "reference": step(ref_px, tgt_px),
@@ -157,11 +175,13 @@ def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, devi
             "index_px": index(ref_px),
             "index_cache": index(ref_tok),
             "query": queries,
+            **{f"rerank_{k}": rerank(k) for k in RERANK_KS},
         },
         dev,
         repeats,
     )
-    reference, cached, vit, index_px, index_cache, query = t.values()
+    reference, cached, vit, index_px, index_cache, query = (t[k] for k in ("reference", "cached", "vit", "index_px",
+                                                                         "index_cache", "query"))
 
     def rate(t: Timing, items: int) -> str:
         return f"{items / t.seconds:,.1f}"
@@ -176,7 +196,9 @@ def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, devi
         ["index extraction from pixels", rate(index_px, b), mem(index_px), "1.00"],
         ["index extraction from cache", rate(index_cache, b), mem(index_cache),
          f"{index_px.seconds / index_cache.seconds:.2f}"],
-        ["queries (composed + scores vs batch gallery)", rate(query, b), mem(query), "-"],
+        ["stage-1 queries (composed + scores vs batch gallery)", rate(query, b), mem(query), "-"],
+        *[[f"SPRC² re-rank of one query's top {k}: {t[f'rerank_{k}'].seconds / (query.seconds / b):,.0f}x a "
+           "stage-1 query", rate(t[f"rerank_{k}"], 1), mem(t[f"rerank_{k}"]), "-"] for k in RERANK_KS],
     ]  # fmt: skip
     proportion = vit.seconds / cached.seconds
     header = (

@@ -361,12 +361,22 @@ class ExplorerWidget:
 
         return PNG(data=self.png, format="png")
 
+    def widget_bundle(self) -> dict:
+        """The controls' display data, with a plain-text line where ipywidgets puts the widget's repr: what a
+        saved copy shows in place of the controls where no widget can be drawn (an untrusted notebook)."""
+        bundle = self.box._repr_mimebundle_()
+        bundle["text/plain"] = WIDGET_TEXT
+        return bundle
+
     def _ipython_display_(self) -> None:
         from IPython.display import HTML, display
 
-        display(self.box)
+        display(self.widget_bundle(), raw=True)
         self._static = display(self._png(), display_id=True)
         display(HTML(STATIC_FALLBACK))
+
+
+WIDGET_TEXT = "(the explorer's controls: run the notebook to use them; the picture below is their last view)"
 
 
 # JupyterLab shows "Error displaying widget: model not found" for a widget of a notebook reopened without

@@ -16,16 +16,18 @@ from typing import Any
 import torch
 from transformers.utils import logging as hf_logging
 
-from sprc_lib.course.toy_track import ensure_toy, tiny_model
+from sprc_lib.course.toy_track import ensure_toy, tiny_model, tiny_reranker
 from sprc_lib.data.cirr import CIRRDataset
 from sprc_lib.data.errors import DataError
 from sprc_lib.data.fashioniq import FashionIQDataset
 from sprc_lib.data.schema import FASHIONIQ_CATEGORIES, check_root
+from sprc_lib.data.unpack import unpack_dataset
 from sprc_lib.env import on_colab, pick_device
 from sprc_lib.errors import UserError
 from sprc_lib.evaluation.context import EvalContext, evaluation_context
 from sprc_lib.model import SPRCConfig, SPRCModel
-from sprc_lib.model.loading import BLIP2_RETRIEVAL, blip2_sizes, load_model
+from sprc_lib.model.loading import BLIP2_RETRIEVAL, blip2_sizes, load_model, load_reranker
+from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.paths import data_root
 from sprc_lib.training.pretrain import TINY_BLIP2, read_pairs
@@ -40,6 +42,8 @@ LOCATIONS = {  # full mode's inputs: the variable and what it holds
     "SPRC_FIQ_CHECKPOINT": "the authors' sprc_fiq.pt (default: beside sprc_cirr.pt)",
     "SPRC_CIRR_MODEL": "a trained CIRR model folder: a run's best/ or a converted sprc_cirr (notebooks 00, 03, 05)",
     "SPRC_FIQ_MODEL": "the same for FashionIQ (notebook 05)",
+    "SPRC_CIRR_RERANKER": "a trained CIRR re-ranker folder: a `train-reranker` run's best/ (notebook 07)",
+    "SPRC_FIQ_RERANKER": "the same for FashionIQ (notebook 07)",
     "SPRC_MAX_STEPS": "a bound on every training run the notebooks start (CI's stand-in run); unset for a real run",
 }
 COLAB_CHECKPOINTS = Path("/content/drive/MyDrive/sprc")
@@ -86,6 +90,7 @@ class CourseSetup:
     device: torch.device
     checkpoints: dict[str, Path] = field(default_factory=dict)  # dataset -> the authors' released file
     models: dict[str, Path | None] = field(default_factory=dict)  # dataset -> a trained model folder, if given
+    rerankers: dict[str, Path | None] = field(default_factory=dict)  # dataset -> a trained re-ranker, if given
     max_steps: int | None = None  # a bound on each training run (SPRC_MAX_STEPS)
 
     def context(self, model: SPRCModel, tokenizer: Any, **options: Any) -> EvalContext:
@@ -98,6 +103,7 @@ class CourseSetup:
                 "SPRC_CIRR_CHECKPOINT": self.checkpoints.get("CIRR"),
                 "SPRC_FIQ_CHECKPOINT": self.checkpoints.get("FashionIQ"),
                 "SPRC_CIRR_MODEL": self.models.get("CIRR"), "SPRC_FIQ_MODEL": self.models.get("FashionIQ"),
+                "SPRC_CIRR_RERANKER": self.rerankers.get("CIRR"), "SPRC_FIQ_RERANKER": self.rerankers.get("FashionIQ"),
                 "SPRC_MAX_STEPS": self.max_steps}
 
     def bounded(self, steps: int) -> int:
@@ -126,12 +132,23 @@ class CourseSetup:
         is loaded with."""
         return blip2_sizes(self.weights, vocab_size)
 
+    def unpack(self, archives: dict[str, str | Path], skip_missing: bool = False) -> None:
+        """Unpack each dataset's archive into the data folder and check it (`unpack_dataset`); a missing or
+        wrong archive is a stop that names it and says what to do, not a traceback."""
+        for dataset, archive in archives.items():
+            try:
+                unpack_dataset(archive, self.data, dataset, skip_missing=skip_missing)
+            except DataError as err:
+                raise CourseStop(f"{err}. Fix the path in ARCHIVES (parameters cell), then run this cell "
+                                 "again") from None
+
     def need_data(self, dataset: str) -> Path:
         """The data folder, if it holds `dataset`; else a stop that says where to get it and put it."""
         try:
             check_root(self.data, dataset)
         except DataError as err:
-            raise CourseStop(f"{err}. Get {dataset} as data/README.md says (or unpack an archive with "
+            reason = str(err).removeprefix("--data-path ")  # a notebook has no flags; SPRC_DATA names the folder
+            raise CourseStop(f"{reason}. Get {dataset} as data/README.md says (or unpack an archive with "
                              f"`python -m sprc_lib unpack-data ARCHIVE --out {self.data}`), or set SPRC_DATA to "
                              "the folder that holds it, then run this cell again") from None
         return self.data
@@ -159,6 +176,20 @@ class CourseSetup:
             raise CourseStop(f"{variable}={folder}: no such folder; point it at a saved model folder")
         return load_model(folder).eval(), load_tokenizer(folder)
 
+    def trained_reranker(self, dataset: str) -> tuple[RerankerModel, Any]:
+        """A trained SPRC² re-ranker for `dataset` and its tokenizer: the tiny one, or the folder
+        SPRC_<dataset>_RERANKER names; a stop that says what to set when there is none."""
+        if self.mode == "tiny":
+            return tiny_reranker(dataset, self.data)
+        folder = self.rerankers.get(dataset)
+        variable = f"SPRC_{SHORT[dataset].upper()}_RERANKER"
+        if folder is None or not folder.exists():
+            where = "is not set" if folder is None else f"={folder}: no such folder"
+            raise CourseStop(f"{variable} {where}: train a re-ranker (`python -m sprc_lib train-reranker --dataset "
+                             f"{dataset} --stage1-model <your SPRC model> --save-training --save-best`, notebook 07 "
+                             f"section 7) and set {variable} to its run's best/, then run this cell again")
+        return load_reranker(folder).eval(), load_tokenizer(folder)
+
 
 def setup(mode: str | None = None, data_path: str | Path | None = None) -> CourseSetup:
     """The set-up for `mode` (default: `course_mode()`).
@@ -182,5 +213,7 @@ def setup(mode: str | None = None, data_path: str | Path | None = None) -> Cours
     cirr = _env_path("SPRC_CIRR_CHECKPOINT") or default_dir / "sprc_cirr.pt"
     checkpoints = {"CIRR": cirr, "FashionIQ": _env_path("SPRC_FIQ_CHECKPOINT") or cirr.parent / "sprc_fiq.pt"}
     models = {dataset: _env_path(f"SPRC_{short.upper()}_MODEL") for dataset, short in SHORT.items()}
+    rerankers = {dataset: _env_path(f"SPRC_{short.upper()}_RERANKER") for dataset, short in SHORT.items()}
     weights = os.environ.get("SPRC_BLIP2", "").strip() or BLIP2_RETRIEVAL
-    return CourseSetup(mode, data, data / "cache", "blip2-vitg", weights, pick_device(), checkpoints, models, max_steps)
+    return CourseSetup(mode, data, data / "cache", "blip2-vitg", weights, pick_device(), checkpoints, models,
+                       rerankers, max_steps)

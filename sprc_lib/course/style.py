@@ -28,8 +28,11 @@ TOKEN_COLORS = {  # one colour per kind of Q-Former input token, shared by every
     "prompt_tokens": "#fdd0a2",
     "[CLS]": "#bcbddc",
     "caption": "#c7e9c0",
+    "reference image": "#deebf7",
+    "candidate image": "#fee0d2",
 }
-LOSS_COLORS = {"loss": "black", "loss_itc": "tab:blue", "loss_rtc": "tab:orange", "loss_align": "tab:green"}
+LOSS_COLORS = {"loss": "black", "loss_itc": "tab:blue", "loss_rtc": "tab:orange", "loss_align": "tab:green",
+               "loss_itm": "tab:purple"}
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:

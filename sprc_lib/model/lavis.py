@@ -16,13 +16,16 @@ from torch import Tensor
 from transformers.initialization import no_init_weights
 
 from sprc_lib.errors import CheckpointError, MissingFileError
+from sprc_lib.model.blip2 import Blip2Retrieval
 from sprc_lib.model.config import SPRCConfig
+from sprc_lib.model.rerank import RerankerConfig, RerankerModel
 from sprc_lib.model.sprc import SPRCModel
 
 LAVIS_MODEL_KEY = "Blip2QformerCirAlignPrompt"
+LAVIS_RERANK_KEY = "Blip2QformerCirRerank"  # the authors' unreleased re-ranker (`blip2_cir_rerank`), same layout
 
-# Keys SPRC never uses: the Q-Former's language-model head and a BERT buffer.
-_DROPPED = (re.compile(r"^Qformer\.cls\."), re.compile(r"^Qformer\.bert\.embeddings\.position_ids$"))
+# Keys neither model uses: the Q-Formers' language-model heads and a BERT buffer.
+_DROPPED = (re.compile(r"^[QF]former\.cls\."), re.compile(r"^[QF]former\.bert\.embeddings\.position_ids$"))
 
 # (LAVIS name, project name) templates; `{x}` stands for one dotted component and maps across unchanged.
 _RULES: list[tuple[str, str]] = [
@@ -49,6 +52,11 @@ _RULES: list[tuple[str, str]] = [
     ("text_proj.{p}", "text_projection.{p}"),
     ("itm_head.{p}", "itm_head.{p}"),
 ]
+# The re-ranker's frozen copy (`Fformer`, `*_f`) is this project's `miner`, named as the parts it copies.
+_RULES += [(lavis.replace("Qformer.", "Fformer.", 1), f"miner.{project}") for lavis, project in _RULES
+           if lavis.startswith("Qformer.")]
+_RULES += [("query_tokens_f", "miner.query_tokens"), ("vision_proj_f.{p}", "miner.vision_projection.{p}"),
+           ("text_proj_f.{p}", "miner.text_projection.{p}")]
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
@@ -143,14 +151,15 @@ def read_checkpoint(path: str | Path) -> object:
 
 def lavis_state_dict(obj: object, source: str) -> dict[str, Tensor]:
     """The state dict inside a released file's contents, or the contents themselves when bare."""
-    if isinstance(obj, dict) and LAVIS_MODEL_KEY in obj:
-        obj = obj[LAVIS_MODEL_KEY]
+    for key in (LAVIS_MODEL_KEY, LAVIS_RERANK_KEY):
+        if isinstance(obj, dict) and key in obj:
+            obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{source}: expected a state dict or {{'{LAVIS_MODEL_KEY}': state_dict}}")
     return obj
 
 
-def check_and_load(model: SPRCModel, state_dict: dict[str, Tensor], source: str, unknown: list[str]) -> None:
+def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source: str, unknown: list[str]) -> None:
     """Load `state_dict` into `model` only if every key and shape fits; otherwise list all problems."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -172,17 +181,18 @@ def check_and_load(model: SPRCModel, state_dict: dict[str, Tensor], source: str,
             expected[key].copy_(value.to(expected[key].dtype))
 
 
-def load_lavis_state(obj: object, config: SPRCConfig, source: str) -> SPRCModel:
-    """A released file's contents -> `SPRCModel` with `config`'s sizes (checked against every tensor)."""
+def load_lavis_state(obj: object, config: SPRCConfig, source: str) -> SPRCModel | RerankerModel:
+    """A released file's contents -> the model `config` describes (SPRC, or the re-ranker for a
+    `RerankerConfig`) with its sizes, checked against every tensor."""
     project, unknown = lavis_to_project(lavis_state_dict(obj, source))
     with no_init_weights():  # every tensor is overwritten below (or the load fails)
-        model = SPRCModel(config)
+        model = RerankerModel(config) if isinstance(config, RerankerConfig) else SPRCModel(config)
     check_and_load(model, project, source, unknown)
     return model
 
 
-def load_lavis_checkpoint(path: str | Path, config: SPRCConfig) -> SPRCModel:
-    """A released SPRC file (`sprc_cirr.pt`, `sprc_fiq.pt`) -> `SPRCModel` with `config`'s sizes."""
+def load_lavis_checkpoint(path: str | Path, config: SPRCConfig) -> SPRCModel | RerankerModel:
+    """A released file (`sprc_cirr.pt`, `sprc_fiq.pt`, or a `blip2_cir_rerank` one) -> the model at `config`'s sizes."""
     return load_lavis_state(read_checkpoint(path), config, str(path))
 
 
@@ -192,11 +202,13 @@ _LAVIS_FP16 = re.compile(
 )
 
 
-def save_lavis_checkpoint(model: SPRCModel, path: str | Path, epoch: int = 0) -> Path:
-    """Write a model in the released files' layout and dtypes, e.g. to rehearse the reproduce path."""
+def save_lavis_checkpoint(model: SPRCModel | RerankerModel, path: str | Path, epoch: int = 0) -> Path:
+    """Write a model in the released files' layout and dtypes (the re-ranker under its class's key, as the
+    authors' LAVIS would save it), e.g. to rehearse the reproduce path."""
     state = project_to_lavis({k: v.detach().cpu() for k, v in model.state_dict().items()})
     state = {k: v.half() if _LAVIS_FP16.fullmatch(k) else v for k, v in state.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": epoch, LAVIS_MODEL_KEY: state}, path)
+    key = LAVIS_RERANK_KEY if isinstance(model, RerankerModel) else LAVIS_MODEL_KEY
+    torch.save({"epoch": epoch, key: state}, path)
     return path

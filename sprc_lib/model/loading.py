@@ -12,11 +12,13 @@ from transformers.initialization import no_init_weights
 from sprc_lib.errors import CheckpointError, MissingFileError
 from sprc_lib.model.config import PRESETS, SPRCConfig, preset_config
 from sprc_lib.model.lavis import (
+    LAVIS_RERANK_KEY,
     check_and_load,
     load_lavis_checkpoint,
     load_lavis_state,
     read_checkpoint,
 )
+from sprc_lib.model.rerank import RerankerConfig, RerankerModel, reranker_config, reranker_from_retrieval
 from sprc_lib.model.sprc import SPRCModel
 from sprc_lib.model.tokenizer import load_tokenizer
 
@@ -87,8 +89,18 @@ def _from_folder(load, source: str | Path):
                               "local copy); a folder must hold what save_pretrained wrote") from err
 
 
-def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCModel:
-    """Load SPRC weights from any of the places they come from.
+def model_from_saved(model_config: dict, state: dict, source: str) -> SPRCModel | RerankerModel:
+    """The model a training checkpoint holds (its `model_config` says which and how big), every tensor checked."""
+    kind = RerankerModel if model_config.get("model_type") == RerankerConfig.model_type else SPRCModel
+    with no_init_weights():  # every tensor comes from the checkpoint
+        model = kind(kind.config_class(**model_config))
+    check_and_load(model, state, source, unknown=[])
+    return model
+
+
+def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCModel | RerankerModel:
+    """Load the weights of SPRC (or of the SPRC² re-ranker, where the source holds one) from any of the
+    places they come from.
 
     - a directory written by `save_pretrained` (this project's format: safetensors + config.json),
       such as a training run's `best/` or `final/`, or `convert`'s output;
@@ -101,17 +113,17 @@ def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCMode
     """
     path = Path(source)
     kind = _model_type(path) if path.is_dir() else None
-    if kind == SPRCConfig.model_type:
-        return _from_folder(SPRCModel.from_pretrained, path)
+    if kind in (SPRCConfig.model_type, RerankerConfig.model_type):
+        model_class = SPRCModel if kind == SPRCConfig.model_type else RerankerModel
+        return _from_folder(model_class.from_pretrained, path)
     if path.suffix in {".pt", ".pth"} or path.is_file():
         saved = read_checkpoint(path)
         if isinstance(saved, dict) and "model_config" in saved:  # a training run's checkpoint.pt
-            with no_init_weights():
-                model = SPRCModel(SPRCConfig(**saved["model_config"]))
-            check_and_load(model, saved["model"], str(path), unknown=[])
-            return model
+            return model_from_saved(saved["model_config"], saved["model"], str(path))
         if config is None:
             raise CheckpointError(f"{path}: a LAVIS-format checkpoint carries no sizes; pass a preset or a config")
+        if isinstance(saved, dict) and LAVIS_RERANK_KEY in saved:  # the authors' re-ranker layout
+            config = reranker_config(config)
         return load_lavis_state(saved, config, str(path))
     if kind == Blip2Config.model_type:
         return load_blip2_retrieval(path)
@@ -126,6 +138,14 @@ def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCMode
     )
 
 
+def load_reranker(source: str | Path, config: SPRCConfig | None = None) -> RerankerModel:
+    """An SPRC² re-ranker: a saved one (folder, run checkpoint, authors' layout), or a new one started from
+    any BLIP-2-shaped weights `load_model` reads (a BLIP-2 retrieval checkpoint, the tiny BLIP-2, an SPRC
+    model), their ITM head included, with its miner copied from them."""
+    model = load_model(source, config)
+    return model if isinstance(model, RerankerModel) else reranker_from_retrieval(model)
+
+
 def new_model(preset: str, vocab_size: int, seed: int = 0) -> SPRCModel:
     """A preset built from scratch with random weights (the tiny track, benchmarks)."""
     torch.manual_seed(seed)
@@ -133,15 +153,20 @@ def new_model(preset: str, vocab_size: int, seed: int = 0) -> SPRCModel:
 
 
 def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | None = None,
-                             preset: str = "blip2-vitg") -> tuple[SPRCModel, BertTokenizer]:
+                             preset: str = "blip2-vitg", flag: str = "--model-path"
+                             ) -> tuple[SPRCModel | RerankerModel, BertTokenizer]:
     """A model to evaluate and its tokenizer: the one beside it (a saved model, a run's `tokenizer/`), or
-    `tokenizer`, or BLIP-2's for a released file. `preset` gives the sizes a released `.pt` lacks."""
+    `tokenizer`, or BLIP-2's for a released file. `preset` gives the sizes a released `.pt` lacks.
+
+    `flag` says what the model is for: `--model-path` (SPRC, stage 1) or `--rerank-model` (the SPRC²
+    re-ranker); a model of the other kind is refused with a message naming the flag it belongs to.
+    """
     if not Path(model_path).exists() and not _is_hub_id(model_path):
-        raise MissingFileError(f"--model-path {model_path}: no such file or folder; pass a saved model folder, a "
-                               "run's checkpoint.pt, or a released sprc_*.pt")
-    known = (SPRCConfig.model_type, Blip2Config.model_type)
+        raise MissingFileError(f"{flag} {model_path}: no such file or folder; pass a saved model folder, a "
+                               "run's checkpoint.pt, or a released .pt file")
+    known = (SPRCConfig.model_type, RerankerConfig.model_type, Blip2Config.model_type)
     if Path(model_path).is_dir() and _model_type(Path(model_path)) not in known:
-        raise CheckpointError(f"--model-path {model_path}: not a saved model (no config.json of an SPRC or BLIP-2 "
+        raise CheckpointError(f"{flag} {model_path}: not a saved model (no config.json of an SPRC or BLIP-2 "
                               "model); pass a run's best/ or final/, a converted model, or a checkpoint file")
     model_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
     beside = [d for d in (model_dir, model_dir / "tokenizer") if (d / "tokenizer_config.json").is_file()]
@@ -149,7 +174,12 @@ def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | Non
     if source is None and preset == "tiny":
         raise CheckpointError(f"{model_path}: no tokenizer beside it; pass --tokenizer (the tiny model's folder)")
     words = load_tokenizer(source or BLIP2_RETRIEVAL)
-    return load_model(model_path, preset_config(preset, len(words))), words
+    model = load_model(model_path, preset_config(preset, len(words)))
+    wanted, other = (RerankerModel, "--model-path") if flag == "--rerank-model" else (SPRCModel, "--rerank-model")
+    if not isinstance(model, wanted):
+        what = "an SPRC² re-ranker" if isinstance(model, RerankerModel) else "an SPRC (stage-1) model"
+        raise CheckpointError(f"{flag} {model_path}: this is {what}; pass it as {other}")
+    return model, words
 
 
 def model_sizes(preset: str, vocab_size: int) -> SPRCConfig:

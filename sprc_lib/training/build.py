@@ -18,7 +18,6 @@ import torch
 import transformers
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
-from transformers.initialization import no_init_weights
 
 from sprc_lib import distributed
 from sprc_lib.data.cirr import CIRRDataset
@@ -27,8 +26,10 @@ from sprc_lib.data.schema import FASHIONIQ_CATEGORIES
 from sprc_lib.errors import MissingFileError
 from sprc_lib.evaluation.context import EvalContext, evaluation_context
 from sprc_lib.evaluation.protocols import validation_galleries
-from sprc_lib.model import SPRCConfig, SPRCModel, preset_config
-from sprc_lib.model.loading import BLIP2_RETRIEVAL, load_model
+from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
+from sprc_lib.model import SPRCModel, preset_config
+from sprc_lib.model.loading import BLIP2_RETRIEVAL, load_model, load_reranker, model_from_saved
+from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.training import runs
 from sprc_lib.training.config import SettingError, TrainConfig
@@ -47,8 +48,8 @@ class RunParts:
     run_dir: Path
     rank: int
     world_size: int
-    model: SPRCModel
-    net: SPRCModel | DistributedDataParallel  # what the training loss runs through
+    model: SPRCModel | RerankerModel
+    net: SPRCModel | RerankerModel | DistributedDataParallel  # what the training loss runs through
     evaluation: EvalContext  # model, tokenizer, transform, device, dtype, cache
     train_set: CIRRDataset | FashionIQDataset  # names and captions
     items: Dataset  # what the loader reads: the train set with pixels, or with cached ViT tokens
@@ -56,6 +57,8 @@ class RunParts:
     optimizer: torch.optim.AdamW
     scheduler: torch.optim.lr_scheduler.OneCycleLR
     scaler: torch.amp.GradScaler
+    stage1: EvalContext | None = None  # re-ranker runs: the SPRC model whose top K validation re-orders
+    reranker: Reranker | None = None  # re-ranker runs: the model being trained, as validation uses it
 
     @property
     def main(self) -> bool:
@@ -99,13 +102,44 @@ def _tokenizer(config: TrainConfig, run_dir: Path, fresh: bool):
     return load_tokenizer(config.tokenizer or base_weights(config) if fresh else run_dir / runs.TOKENIZER)
 
 
-def _model(config: TrainConfig, tokenizer, checkpoint: dict | None) -> SPRCModel:
+def _model(config: TrainConfig, tokenizer, checkpoint: dict | None) -> SPRCModel | RerankerModel:
     if checkpoint is not None:
-        with no_init_weights():  # every tensor comes from the checkpoint
-            model = SPRCModel(SPRCConfig(**checkpoint["model_config"]))
-        model.load_state_dict(checkpoint["model"])
-        return model
-    return load_model(base_weights(config), preset_config(config.preset, len(tokenizer)))
+        return model_from_saved(checkpoint["model_config"], checkpoint["model"], "the run's checkpoint")
+    sizes = preset_config(config.preset, len(tokenizer))
+    if config.reranker:
+        return load_reranker(base_weights(config), sizes)
+    return load_model(base_weights(config), sizes)
+
+
+def stage1_source(config: TrainConfig) -> str:
+    """The SPRC model a re-ranker run validates with: `--stage1-model`, else the tiny track's on toy data."""
+    if config.stage1_model:
+        if not Path(config.stage1_model).exists():
+            raise SettingError(f"--stage1-model {config.stage1_model}: no such file or folder; pass the SPRC model "
+                               "whose top K validation re-orders (a run's best/ or final/, or a released sprc_*.pt)")
+        return config.stage1_model
+    tiny = Path(config.data_path) / "runs" / config.dataset / "best"
+    if config.preset == "tiny" and (tiny / "config.json").is_file():
+        return str(tiny)
+    hint = f" (there is no tiny SPRC in {tiny}: `make models` trains it)" if config.preset == "tiny" else ""
+    raise SettingError("--stage1-model: a re-ranker run validates by re-ordering an SPRC model's top K; pass that "
+                       f"model (a run's best/ or final/, or a released sprc_*.pt){hint}")
+
+
+def _stage1(config: TrainConfig, evaluation: EvalContext) -> tuple[EvalContext, Reranker]:
+    """The stage-1 model ready to score beside the re-ranker (same device, precision, transform and cache
+    folder; the cache is shared when both hold the same frozen ViT, as models started from one BLIP-2 do)."""
+    model = load_model(stage1_source(config), preset_config(config.preset, len(evaluation.tokenizer)))
+    if not isinstance(model, SPRCModel):
+        raise SettingError(f"--stage1-model {stage1_source(config)}: this is a re-ranker; pass an SPRC model")
+    recipe = config.recipe()
+    stage1 = evaluation_context(
+        model, evaluation.tokenizer, device=evaluation.device, precision=config.precision, transform=recipe.transform,
+        target_ratio=recipe.target_ratio, feature_cache=config.feature_cache, num_workers=config.num_workers,
+        skip_missing=config.skip_missing,
+    )
+    fuse = default_fuse(config.preset) if config.rerank_fuse is None else config.rerank_fuse
+    return stage1, Reranker(evaluation, config.rerank_top_k or default_top_k(config.dataset, config.preset), fuse)
 
 
 def _wrap(model: SPRCModel, device: torch.device) -> SPRCModel | DistributedDataParallel:
@@ -150,6 +184,7 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
                                                                        config.skip_missing)]
         evaluation.warm(galleries)
         items = evaluation.images(train_set)
+        stage1, reranker = _stage1(config, evaluation) if config.reranker else (None, None)
     if len(train_set) < recipe.batch_size * world_size:
         raise SettingError(f"--batch-size {recipe.batch_size}: {train_set.name} has {len(train_set)} training "
                            f"triplets, too few for one batch of {recipe.batch_size} x {world_size} process(es); "
@@ -159,7 +194,7 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
     return RunParts(
         config, recipe, run_dir, rank, world_size, model, _wrap(model, device), evaluation, train_set, items,
         sampler, optimizer, make_scheduler(optimizer, recipe, len(sampler), config.schedule_over_run),
-        torch.amp.GradScaler(device.type, enabled=evaluation.dtype == torch.float16),
+        torch.amp.GradScaler(device.type, enabled=evaluation.dtype == torch.float16), stage1, reranker,
     )
 
 

@@ -6,15 +6,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sprc_lib import distributed
-from sprc_lib.model import LOSS_NAMES
 from sprc_lib.training import runs
 from sprc_lib.training.build import RunParts
 from sprc_lib.training.step import make_scheduler
 
 
 def zero_running() -> dict[str, float]:
-    """The epoch's running sums: triplets, seconds, and each loss weighted by its batch's size."""
-    return {"triplets": 0.0, "seconds": 0.0, "loss": 0.0, **{k: 0.0 for k in LOSS_NAMES}}
+    """The epoch's running sums: triplets, seconds, and (added by the first step) each loss weighted by its
+    batch's size."""
+    return {"triplets": 0.0, "seconds": 0.0}
 
 
 @dataclass

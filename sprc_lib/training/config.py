@@ -89,6 +89,15 @@ class TrainConfig:
     save_best: bool = _setting(False, "keep the best model by the reference's criterion (needs --save-training)",
                                APPLIED)
     checkpoint_every: int = _setting(0, "also checkpoint every N steps (0: at epoch ends only)", APPLIED)
+    reranker: bool = _setting(False, "train the SPRC² re-ranker instead of SPRC (what `train-reranker` sets)")
+    stage1_model: str | None = _setting(None, "re-ranker runs: the SPRC model whose top K validation re-orders "
+                                        "(a run's best/ or final/, or a released sprc_*.pt; default on toy data: "
+                                        "<data-path>/runs/<dataset>/best, the tiny track's)", APPLIED)
+    rerank_top_k: int | None = _setting(None, "re-ranker runs: candidates re-ordered per query at validation "
+                                        "(default: the authors' CIRR 200, FashionIQ 40; tiny: CIRR 20, FashionIQ 40)",
+                                        APPLIED)
+    rerank_fuse: float | None = _setting(None, "re-ranker runs: validation orders the top K by ALPHA x stage 1 + "
+                                         "(1 - ALPHA) x the re-ranker (default: the authors' 0; tiny: 0.5)", APPLIED)
     report_to: str = _setting("none", "also write the CSVs' scalars (each step's losses and learning rate, each "
                               "epoch's and validation's rows) for TensorBoard, into <run folder>/tensorboard/ "
                               "(needs `pip install tensorboard`)", APPLIED, choices=REPORT_TO)
@@ -179,6 +188,10 @@ def resolve(given: dict[str, Any], saved: dict[str, Any] | None = None,
     known = {f.name for f in fields(TrainConfig)}
     base = TrainConfig(**{k: v for k, v in saved.items() if k in known})
     base.output_dir = run_dir or base.output_dir
+    if given.get("reranker", base.reranker) != base.reranker:  # the command, not a flag, says which model
+        model, command = ("the SPRC² re-ranker", "train-reranker") if base.reranker else ("SPRC", "train")
+        raise SettingError(f"{run_dir or 'the run'} trains {model}: resume it with `python -m sprc_lib {command} "
+                           f"--resume {run_dir or 'RUN'}`")
     fixed, changes = [], []
     for name, new in given.items():
         old = base.value(name)
@@ -200,7 +213,7 @@ def resolve(given: dict[str, Any], saved: dict[str, Any] | None = None,
 
 # The least value of each numeric setting (None: any), checked before any work starts.
 _LEAST = {"num_epochs": 1, "batch_size": 1, "micro_batch": 1, "validation_frequency": 1, "num_workers": 0,
-          "checkpoint_every": 0,
+          "checkpoint_every": 0, "rerank_top_k": 1,
           "loss_rtc": 0.0, "loss_align": 0.0, "target_ratio": 1.0}
 
 
@@ -216,6 +229,17 @@ def check(config: TrainConfig) -> None:
         raise SettingError(f"--learning-rate {config.value('learning_rate')}: must be above 0")
     if config.save_best and not config.save_training:
         raise SettingError("--save-best needs --save-training (as in the seed's commands): nothing is saved otherwise")
+    if config.rerank_fuse is not None and not 0.0 <= config.rerank_fuse <= 1.0:
+        raise SettingError(f"--rerank-fuse {config.rerank_fuse}: give a weight between 0 (pure re-ranking) and 1")
+    if config.reranker and config.micro_batch:
+        raise SettingError("--micro-batch: the gradient cache is SPRC's (its losses compare a whole batch); the "
+                           "re-ranker trains without it, so lower --batch-size instead")
+    if config.reranker and config.global_negatives:
+        raise SettingError("--global-negatives is SPRC's; the re-ranker mines its hard negatives within each "
+                           "process's batch, as the authors do")
+    if config.reranker and config.value("batch_size") < 2:
+        raise SettingError("--batch-size 1: the re-ranker draws its hard negatives from the batch, so it needs 2 "
+                           "triplets at least")
     if config.report_to == "tensorboard":
         summary_writer()  # a missing package stops here, not after the set-up
     if config.transform == "squarepad" and config.target_ratio is not None:

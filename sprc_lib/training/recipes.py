@@ -84,7 +84,11 @@ TOY = {
 
 
 def recipe_for(dataset: str, preset: str) -> Recipe:
-    """The default recipe: the paper's for real models, the toy track's for the tiny preset."""
+    """The default recipe: the paper's for real models, the toy track's for the tiny preset.
+
+    SPRC²'s re-ranker takes the same: the authors' script trains it like SPRC (its one loss is ITM, weight
+    1, so the RTC and alignment weights go unused).
+    """
     if dataset not in DATASETS:
         raise ValueError(f"dataset {dataset!r}: choose one of {DATASETS}")
     return (TOY if preset == "tiny" else PAPER)[dataset]

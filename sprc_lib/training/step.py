@@ -17,6 +17,13 @@ from sprc_lib.model import SPRCModel, weighted_loss
 from sprc_lib.training.recipes import Recipe
 
 
+def objective(losses: dict[str, Tensor], recipe: Recipe) -> Tensor:
+    """What the optimiser follows: SPRC's weighted sum of its three terms, or the re-ranker's ITM loss."""
+    if set(losses) == {"loss_itm"}:
+        return losses["loss_itm"]
+    return weighted_loss(losses, recipe.loss_rtc, recipe.loss_align)
+
+
 def make_optimizer(model: SPRCModel, recipe: Recipe) -> torch.optim.AdamW:
     """AdamW over every trainable parameter, one group, as the authors' code (decay applies to all of them)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -78,7 +85,7 @@ def optimizer_step(
     else:
         with autocast(device, dtype):
             losses = net(*inputs, global_negatives=global_negatives)
-            loss = weighted_loss(losses, recipe.loss_rtc, recipe.loss_align)
+            loss = objective(losses, recipe)
         scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
@@ -119,7 +126,7 @@ def cached_backward(
     temp = model.temp.detach().clone().requires_grad_()
     with autocast(device, dtype):
         losses = model.losses(whole, global_negatives, temp=temp)
-        loss = weighted_loss(losses, recipe.loss_rtc, recipe.loss_align)
+        loss = objective(losses, recipe)
     scaler.scale(loss).backward()  # gradients of the (scaled) loss w.r.t. the representations and temp
     for i, (part, state) in enumerate(zip(parts, states, strict=True)):
         _set_rng_state(state, device)

@@ -33,12 +33,13 @@ from sprc_lib.data.schema import check_root
 from sprc_lib.errors import RunFolderError, TrainingDiverged
 from sprc_lib.evaluation.metrics import KEEP_BEST_KEY
 from sprc_lib.evaluation.protocols import validate
-from sprc_lib.model import LOSS_NAMES, SPRCModel
+from sprc_lib.model import SPRCModel
 from sprc_lib.model.lavis import read_checkpoint
+from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.model.tokenizer import tokenize
 from sprc_lib.progress import tqdm
 from sprc_lib.training import checkpoint, reports, runs
-from sprc_lib.training.build import RunParts, build_run, open_run_dir
+from sprc_lib.training.build import RunParts, build_run, open_run_dir, stage1_source
 from sprc_lib.training.config import Change, SettingError, TrainConfig, check, resolve
 from sprc_lib.training.step import optimizer_step
 from sprc_lib.training.stops import StopRequests
@@ -49,7 +50,7 @@ Callback = Callable[[str, dict], None]
 @dataclass
 class TrainResult:
     run_dir: Path
-    model: SPRCModel
+    model: SPRCModel | RerankerModel
     tokenizer: Any
     train_history: list[dict] = field(default_factory=list)
     val_history: list[dict] = field(default_factory=list)
@@ -76,7 +77,8 @@ class Trainer:
         if run.main:
             reason = "as --stop-after-steps asked" if why == "stop_after_steps" else why
             print(f"\nStopped ({reason}) after epoch {p.epoch + 1} step {p.step_in_epoch}: saved {path}; continue "
-                  f"with `python -m sprc_lib train --resume {run.run_dir}`")
+                  f"with `python -m sprc_lib {'train-reranker' if run.config.reranker else 'train'} --resume "
+                  f"{run.run_dir}`")
         return self._result(finished=False, stopped=why)
 
     def _interrupted(self) -> None:
@@ -162,7 +164,7 @@ class Trainer:
         p.running["triplets"] += size
         p.running["seconds"] += time.perf_counter() - start
         for k, v in values.items():
-            p.running[k] += v * size
+            p.running[k] = p.running.get(k, 0.0) + v * size
         p.step_in_epoch += 1
         p.global_step += 1
         self._in_step = False  # from here on a checkpoint is consistent with the optimiser again
@@ -184,7 +186,7 @@ class Trainer:
     def _end_epoch(self) -> None:
         run, p = self.run, self.progress
         n = max(p.running["triplets"], 1.0)
-        row = {"epoch": p.epoch, **{k: p.running[k] / n for k in ("loss", *LOSS_NAMES)},
+        row = {"epoch": p.epoch, **{k: p.running.get(k, 0.0) / n for k in ("loss", *run.model.loss_names)},
                "lr": run.scheduler.get_last_lr()[0], "seconds": p.running["seconds"],
                "triplets_per_s": p.running["triplets"] / max(p.running["seconds"], 1e-9)}
         p.train_history.append(row)
@@ -192,7 +194,8 @@ class Trainer:
             runs.write_csv(p.train_history, run.run_dir / runs.TRAIN_CSV)
         self._emit("epoch", metrics=row)
         if p.epoch % run.recipe.validation_frequency == 0:
-            metrics = validate(run.evaluation, run.config.dataset, run.config.data_path)
+            metrics = validate(run.stage1 or run.evaluation, run.config.dataset, run.config.data_path,
+                               run.reranker)
             p.val_history.append({"epoch": p.epoch, **metrics})
             if run.main:
                 runs.write_csv(p.val_history, run.run_dir / runs.VALIDATION_CSV)
@@ -226,6 +229,12 @@ class Trainer:
         if run.config.micro_batch and run.config.micro_batch < r.batch_size:
             print(f"gradient cache: each process's batch of {r.batch_size} in micro-batches of "
                   f"{run.config.micro_batch} (the same loss and gradients, the memory of one micro-batch)")
+        if run.reranker is not None:
+            print(f"re-ranker: {w} process(es) x batch {r.batch_size}, each triplet with a hard-negative target and "
+                  f"a hard-negative query (drawn by the frozen starting Q-Former): {3 * r.batch_size} ITM examples "
+                  f"per process and step; learning rate {r.learning_rate:g} (OneCycle peak); {steps} steps per "
+                  f"epoch; validation re-orders the top {run.reranker.top_k} of {stage1_source(run.config)}")
+            return
         if w == 1:
             print(f"batch {r.batch_size}, learning rate {r.learning_rate:g} (OneCycle peak): each query against "
                   f"{r.batch_size} targets; {steps} steps per epoch")
@@ -253,6 +262,8 @@ def train(config: TrainConfig, callback: Callback | None = None, stop_after_step
     check_root(config.data_path, config.dataset)
     if stop_after_steps is not None and stop_after_steps < 1:
         raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
+    if config.reranker:
+        stage1_source(config)  # named now, not after the set-up
     with distributed.session(distributed.process_device(config.device)):
         run_dir = Path(distributed.broadcast_object(str(runs.new_run_dir(config.dataset, config.preset,
                                                                            config.output_dir))))  # rank 0's clock

@@ -1,0 +1,168 @@
+"""The evaluation commands of `python -m sprc_lib`: validate, cirr-submission (each with SPRC²'s re-ranking), convert.
+
+Kept beside `sprc_lib.cli`, which registers them; argument parsing only, as there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sprc_lib.cli import _blip_model_name, _check_model_name, _command, _data_and_preset
+from sprc_lib.errors import UserError
+from sprc_lib.training import config as settings
+
+_EVAL_FLAGS = ["data_path", "preset", "model_path", "tokenizer", "num_workers", "batch_size", "transform",
+               "target_ratio", "feature_cache", "precision", "device", "skip_missing"]
+
+
+def _add_eval_flags(p: argparse.ArgumentParser, model_help: str) -> None:
+    settings.add_flags(p, _EVAL_FLAGS, help={"model_path": model_help, "batch_size": "batch size (default: 32)",
+                                             "transform": "image preprocessing (default: targetpad)",
+                                             "target_ratio": "TargetPad ratio (default: 1.25)"})
+    _blip_model_name(p)
+
+
+def _context(args: argparse.Namespace):
+    """The evaluation context the flags describe (the model loaded, on its device, with its cache)."""
+    from sprc_lib.evaluation import evaluation_context
+    from sprc_lib.model.loading import load_model_and_tokenizer
+
+    _check_model_name(args)
+    if args.transform == "squarepad" and args.target_ratio is not None:
+        raise UserError("--target-ratio only applies to --transform targetpad")
+    for name in ("batch_size", "num_workers"):
+        if getattr(args, name) is not None and getattr(args, name) < (1 if name == "batch_size" else 0):
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least "
+                            f"{1 if name == 'batch_size' else 0}")
+    if args.model_path is None:
+        raise UserError("--model-path is required: a saved model folder, a run's checkpoint.pt, or sprc_cirr.pt")
+    args.data_path, args.preset = _data_and_preset(args.data_path, args.preset, getattr(args, "dataset", "CIRR"))
+    model, tokenizer = load_model_and_tokenizer(args.model_path, args.tokenizer, args.preset)
+
+    def given(name: str):
+        value = getattr(args, name)
+        return settings.default(name) if value is None else value
+
+    return evaluation_context(
+        model, tokenizer, device=given("device"), precision=given("precision"), transform=args.transform or
+        "targetpad", target_ratio=args.target_ratio, feature_cache=args.feature_cache,
+        batch_size=args.batch_size or 32, num_workers=given("num_workers"), skip_missing=bool(args.skip_missing),
+    )
+
+
+def _add_rerank_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rerank-model", default=None, help="SPRC²: re-order each query's top K with this re-ranker "
+                   "(a train-reranker run's best/ or final/, or its checkpoint.pt)")
+    settings.add_flags(p, ["rerank_top_k", "rerank_fuse"], help={
+        "rerank_top_k": "candidates re-ordered per query (default: the authors' CIRR 200, FashionIQ 40; tiny: "
+                        "CIRR 20, FashionIQ 40)",
+        "rerank_fuse": "order the top K by ALPHA x stage 1 (rescaled to [0, 1] per query) + (1 - ALPHA) x the "
+                       "re-ranker's probability; 0 is the authors' pure re-ranking (default: 0; tiny: 0.5)"})
+
+
+def _reranker(args: argparse.Namespace, ctx, dataset: str):
+    """The re-ranker the flags name, ready to score beside the stage-1 context `ctx` (None without --rerank-model)."""
+    from sprc_lib.evaluation import evaluation_context
+    from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
+    from sprc_lib.model.loading import load_model_and_tokenizer
+
+    if args.rerank_model is None:
+        for flag, value in (("--rerank-top-k", args.rerank_top_k), ("--rerank-fuse", args.rerank_fuse)):
+            if value is not None:
+                raise UserError(f"{flag} applies to a re-ranker: pass --rerank-model too")
+        return None
+    model, tokenizer = load_model_and_tokenizer(args.rerank_model, args.tokenizer, args.preset, "--rerank-model")
+    rerank_ctx = evaluation_context(
+        model, tokenizer, device=ctx.device, precision=args.precision or "auto", transform=args.transform or
+        "targetpad", target_ratio=args.target_ratio, feature_cache=args.feature_cache, batch_size=ctx.batch_size,
+        num_workers=ctx.num_workers, skip_missing=ctx.skip_missing,
+    )
+    try:
+        top_k = default_top_k(dataset, args.preset) if args.rerank_top_k is None else args.rerank_top_k
+        fuse = default_fuse(args.preset) if args.rerank_fuse is None else args.rerank_fuse
+        return Reranker(rerank_ctx, top_k, fuse)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def _register_validate(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "validate", "evaluate a model on CIRR or FashionIQ val, beside chance level")
+    settings.add_flags(p, ["dataset"])
+    _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_*.pt")
+    _add_rerank_flags(p)
+    p.add_argument("--output", type=Path, default=None, help="also write the metrics as JSON here")
+    p.set_defaults(run=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    import json
+
+    from sprc_lib.evaluation import chance
+    from sprc_lib.evaluation.protocols import validation_stages
+    from sprc_lib.tables import metrics_table, stages_table
+
+    if args.dataset is None:
+        raise UserError("--dataset is required (CIRR or FashionIQ)")
+    ctx = _context(args)
+    reranker = _reranker(args, ctx, args.dataset)
+    stages = validation_stages(ctx, args.dataset, args.data_path, reranker)
+    print(f"{args.dataset} val, {args.model_path}")
+    base = chance(args.dataset, args.data_path, ctx.skip_missing)
+    if reranker is None:
+        print(metrics_table(stages[0], base))
+    else:
+        print(f"re-ranked by {args.rerank_model}: the top {reranker.top_k} of each query, fuse {reranker.fuse:g}")
+        print(stages_table({"SPRC": stages[0], "SPRC²": stages[1]}, base))
+    for line in ctx.skipped_lines():
+        print(line)
+    if args.output:
+        result = stages[0] if reranker is None else {"SPRC": stages[0], "SPRC²": stages[1]}
+        args.output.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _register_cirr_submission(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "cirr-submission", "write the CIRR test1 files for the evaluation server")
+    _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_cirr.pt")
+    p.add_argument("--submission-name", default=None, help="files are recall_submission_<name>.json ...")
+    p.add_argument("--output-dir", type=Path, default=Path("submission"))
+    _add_rerank_flags(p)
+    p.set_defaults(run=_run_cirr_submission)
+
+
+def _run_cirr_submission(args: argparse.Namespace) -> int:
+    from sprc_lib.evaluation import cirr_test_submission
+    from sprc_lib.evaluation.submission import check_output_dir
+
+    check_output_dir(args.output_dir)  # before the model loads and the test split is scored
+    ctx = _context(args)
+    path = Path(args.model_path)
+    name = args.submission_name or (f"{path.resolve().parent.name}_{path.name}" if path.is_dir() else path.stem)
+    paths = cirr_test_submission(ctx, args.data_path, args.output_dir, name, _reranker(args, ctx, "CIRR"))
+    for line in ctx.skipped_lines():
+        print(line)
+    print("wrote (validated):\n" + "\n".join(f"  {p}" for p in paths))
+    print("upload both to the CIRR evaluation server (see Test-split_server.md in the CIRR repository)")
+    return 0
+
+
+def _register_convert(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "convert", "convert a released LAVIS checkpoint (sprc_*.pt) to this project's format")
+    p.add_argument("--lavis-checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="output folder (safetensors + config.json + tokenizer)")
+    p.add_argument("--preset", default="blip2-vitg", help="the sizes (a released file has none): tiny, blip2-vitg, "
+                   "or a BLIP-2 folder or hub id whose config gives them")
+    p.add_argument("--tokenizer", default=None, help="tokenizer to save beside it (default: BLIP-2's)")
+    p.set_defaults(run=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from sprc_lib.model.loading import convert_lavis_checkpoint
+
+    count = convert_lavis_checkpoint(args.lavis_checkpoint, args.out, args.preset, args.tokenizer)
+    print(f"converted {args.lavis_checkpoint} -> {args.out} ({count:,} parameters)")
+    return 0
+
+
+REGISTRY = [_register_validate, _register_cirr_submission, _register_convert]

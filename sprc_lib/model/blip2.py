@@ -1,0 +1,205 @@
+"""What SPRC and the SPRC² re-ranker share: BLIP-2's stage-1 parts with transformers' module names.
+
+Both models start from a BLIP-2 retrieval checkpoint (`Salesforce/blip2-itm-vit-g`), so both hold the
+same parts under the same names and load it by name: the frozen ViT with its trainable `ln_vision`,
+the learned query tokens, the Q-Former with its text embeddings, the two projections, the ITM head
+and `temp`. Shapes: B batch, T image tokens, Dv ViT width, Q queries, H Q-Former width, D projection width.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+from transformers.models.blip_2.modeling_blip_2 import (
+    Blip2QFormerModel,
+    Blip2TextEmbeddings,
+    Blip2VisionModel,
+)
+
+from sprc_lib.model.config import SPRCConfig
+
+
+class RetrievalParts(nn.Module):
+    """The Q-Former side of BLIP-2's image-text retrieval: queries, text embeddings, Q-Former, projections.
+
+    The re-ranker keeps a frozen copy of these (its hard-negative miner); the models hold the same
+    parts at their top level, where BLIP-2's names put them.
+    """
+
+    def __init__(self, config: SPRCConfig):
+        super().__init__()
+        add_retrieval_parts(self, config)
+
+
+def add_retrieval_parts(module: nn.Module, config: SPRCConfig) -> None:
+    """Give `module` the retrieval parts under BLIP-2's names (a model's top level, or its frozen copy)."""
+    hidden = config.qformer_config.hidden_size
+    module.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, hidden))
+    module.embeddings = Blip2TextEmbeddings(config.qformer_config)
+    module.qformer = Blip2QFormerModel._from_config(config.qformer_config)
+    module.vision_projection = nn.Linear(hidden, config.image_text_hidden_size)
+    module.text_projection = nn.Linear(hidden, config.image_text_hidden_size)
+
+
+def image_hidden(parts: nn.Module, image_embeds: Tensor) -> Tensor:
+    """Queries read the image through cross-attention: (B, T, Dv) -> (B, Q, H)."""
+    queries = parts.query_tokens.expand(image_embeds.shape[0], -1, -1)
+    out = parts.qformer(query_embeds=parts.embeddings(query_embeds=queries), encoder_hidden_states=image_embeds)
+    return out.last_hidden_state
+
+
+def image_features(parts: nn.Module, image_embeds: Tensor) -> Tensor:
+    """Target / gallery features: one normalised vector per query token, (B, Q, D)."""
+    hidden = image_hidden(parts, image_embeds)
+    return F.normalize(parts.vision_projection(hidden.to(parts.vision_projection.weight.dtype)), dim=-1)
+
+
+def project_text(parts: nn.Module, cls: Tensor) -> Tensor:
+    return F.normalize(parts.text_projection(cls.to(parts.text_projection.weight.dtype)), dim=-1)
+
+
+def text_features(parts: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """BLIP-2's unimodal text feature: the caption alone through the Q-Former's text path -> (B, D)."""
+    out = parts.qformer(query_embeds=parts.embeddings(input_ids=input_ids), query_length=0,
+                        attention_mask=attention_mask)
+    return project_text(parts, out.last_hidden_state[:, 0])
+
+
+def max_over_queries(query_features: Tensor, image_features: Tensor) -> Tensor:
+    """Similarity of each query (B, D) to each image (N, Q, D): max over the image's query tokens -> (B, N)."""
+    return torch.einsum("bd,nqd->bnq", query_features, image_features.to(query_features.dtype)).amax(-1)
+
+
+class Blip2Retrieval(PreTrainedModel):
+    """BLIP-2's stage-1 parts and the passes both models run; subclasses add their own parts and losses.
+
+    `vision_model.post_layernorm` plays the authors' trainable `ln_vision`; the rest of the ViT is frozen.
+    """
+
+    config: SPRCConfig
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _no_split_modules = ["Blip2EncoderLayer", "Blip2QFormerLayer"]
+
+    def __init__(self, config: SPRCConfig):
+        super().__init__(config)
+        self.vision_model = Blip2VisionModel._from_config(config.vision_config)
+        self.vision_model.post_layernorm.eps = config.ln_vision_eps
+        add_retrieval_parts(self, config)
+        self.itm_head = nn.Linear(config.qformer_config.hidden_size, 2)
+        self.temp = nn.Parameter(torch.tensor(float(config.temp_init)))
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loading, then the frozen parts frozen again: loading materialises fresh parameters."""
+        model = super().from_pretrained(*args, **kwargs)
+        model.freeze_vit()
+        return model
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self:
+            nn.init.normal_(self.query_tokens, std=self.config.qformer_config.initializer_range)
+            nn.init.constant_(self.temp, self.config.temp_init)
+        elif isinstance(module, Blip2TextEmbeddings):
+            module.position_ids.copy_(torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+
+    def checkpoint_qformer(self, enable: bool = True) -> None:
+        """Activation checkpointing on every Q-Former layer: a layer keeps only its input in the forward and
+        recomputes the rest in the backward (same RNG state, so the same dropout masks): less memory, a
+        second forward's time."""
+        for layer in self.qformer.encoder.layer:
+            layer.gradient_checkpointing = enable
+            layer._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+
+    # ----------------------------------------------------------------- the frozen ViT
+    @property
+    def ln_vision(self) -> nn.LayerNorm:
+        """The trainable LayerNorm after the frozen ViT (the authors' `ln_vision`)."""
+        return self.vision_model.post_layernorm
+
+    def vit_parameters(self) -> list[nn.Parameter]:
+        """The frozen part: patch/position embeddings and the transformer blocks, not `ln_vision`."""
+        vit = self.vision_model
+        return [*vit.embeddings.parameters(), *vit.encoder.parameters()]
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """What this model never trains: the ViT here; subclasses add the parts their loss leaves alone."""
+        return self.vit_parameters()
+
+    def freeze_vit(self) -> None:
+        """Freeze the ViT as the authors do (`ln_vision` stays trainable), and the parts the model never trains."""
+        for p in self.frozen_parameters():
+            p.requires_grad_(False)
+        self.vision_model.embeddings.eval()
+        self.vision_model.encoder.eval()
+
+    def train(self, mode: bool = True):
+        """Like `nn.Module.train`, but the frozen ViT always stays in eval mode (the authors' `disabled_train`)."""
+        super().train(mode)
+        self.vision_model.embeddings.eval()
+        self.vision_model.encoder.eval()
+        return self
+
+    def set_vit_dtype(self, dtype: torch.dtype) -> None:
+        """Keep the frozen ViT in half precision on a GPU (the authors keep it in fp16)."""
+        self.vision_model.embeddings.to(dtype)
+        self.vision_model.encoder.to(dtype)
+
+    @property
+    def vit_dtype(self) -> torch.dtype:
+        return self.vision_model.embeddings.patch_embedding.weight.dtype
+
+    @torch.no_grad()
+    def vit(self, pixel_values: Tensor) -> Tensor:
+        """Frozen ViT tokens before `ln_vision`: (B, 3, S, S) -> (B, T, Dv). What the feature cache stores.
+
+        A half-precision ViT runs under autocast in its own dtype, as the authors' fp16 ViT does.
+        """
+        half = self.vit_dtype in (torch.float16, torch.bfloat16)
+        with torch.autocast(pixel_values.device.type, dtype=self.vit_dtype, enabled=half):
+            hidden = self.vision_model.embeddings(pixel_values)
+            return self.vision_model.encoder(inputs_embeds=hidden).last_hidden_state
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """`ln_vision(ViT(x))` -> (B, T, Dv) in fp32.
+
+        `images` is either pixels (B, 3, S, S) or frozen-ViT tokens (B, T, Dv) read from a feature cache;
+        both paths give the same result because the ViT is frozen and deterministic.
+        """
+        tokens = self.vit(images) if images.dim() == 4 else images
+        return self.ln_vision(tokens.to(self.ln_vision.weight.dtype))
+
+    # ----------------------------------------------------------------- Q-Former passes
+    def _expand(self, tokens: Tensor, batch: int) -> Tensor:
+        return tokens.expand(batch, -1, -1)
+
+    def _query_mask(self, attention_mask: Tensor) -> Tensor:
+        ones = attention_mask.new_ones(attention_mask.shape[0], self.config.num_query_tokens)
+        return torch.cat([ones, attention_mask], dim=1)
+
+    def image_hidden(self, image_embeds: Tensor) -> Tensor:
+        """Queries read the image through cross-attention: (B, T, Dv) -> (B, Q, H)."""
+        return image_hidden(self, image_embeds)
+
+    def image_features(self, image_embeds: Tensor) -> Tensor:
+        """Target / gallery features: one normalised vector per query token, (B, Q, D)."""
+        return image_features(self, image_embeds)
+
+    def _project_text(self, cls: Tensor) -> Tensor:
+        return project_text(self, cls)
+
+    def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """BLIP-2's unimodal text feature: the caption alone through the Q-Former's text path -> (B, D)."""
+        return text_features(self, input_ids, attention_mask)
+
+    @staticmethod
+    def scores(query_features: Tensor, image_features: Tensor) -> Tensor:
+        """Similarity of each query (B, D) to each image (N, Q, D): max over the image's query tokens -> (B, N)."""
+        return max_over_queries(query_features, image_features)

@@ -47,9 +47,12 @@ lab: setup toy
 
 # The unit tests and the notebooks under nbval in both modes, side by side: the unit tests leave a core idle
 # much of the time (subprocesses starting, single-threaded steps), and a tiny-mode kernel uses one core.
+# One torch thread per process: jobs with two threads each on two cores spend their time waiting on each
+# other's threads (measured: an epoch of the tiny re-ranker took 58-283 s beside other jobs, 8 s alone).
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
-	$(MAKE) --no-print-directory -j3 --output-sync=target test-unit test-notebooks test-full test-student
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j3 --output-sync=target test-unit test-notebooks test-full \
+		test-student
 
 test-unit: setup toy models
 	$(PY) -m pytest tests --durations=15 -p no:cacheprovider

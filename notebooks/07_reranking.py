@@ -229,6 +229,12 @@ sprc, fused = runs["SPRC (stage 1)"], runs[f"SPRC², top {k}, fused {alpha:g}"]
 if MODE == "tiny" and course.max_steps is None:  # the tiny track's claim (README, make course)
     assert fused["recall_at1"] > sprc["recall_at1"] and fused["recall_subset_at1"] > sprc["recall_subset_at1"]
 
+# %% tags=["try"]
+# Try it: another top K (at most max(KS)) or fusion weight (0 to 1), and rerun: which one helps R@1 most?
+K_TRY, ALPHA_TRY = 10, 0.25
+mine = two.metrics(two.reranked(K_TRY, ALPHA_TRY))
+print(f"top {K_TRY}, fused {ALPHA_TRY:g}: " + ", ".join(f"{key} {mine[key]:.1f}" for key in keys))
+
 # %% [markdown]
 # In tiny mode the last row is what `make course` prints for toy CIRR: with the course's default for the
 # tiny models (its top K and fusion weight) the tiny re-ranker adds to SPRC on R@1 and Rs@1 (the cell

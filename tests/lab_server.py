@@ -48,9 +48,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def lab_server(root: Path, log: Path, settings: Path | None = None) -> Iterator[Lab]:
-    """`jupyter lab` on loopback with a token, rooted at `root` (`settings`: a user-settings folder); yields once
-    the API answers."""
+def lab_server(root: Path, log: Path, settings: Path | None = None, data_dir: Path | None = None) -> Iterator[Lab]:
+    """`jupyter lab` on loopback with a token, rooted at `root` (`settings`: a user-settings folder; `data_dir`:
+    a Jupyter data folder of its own, whose empty signature store trusts no notebook, as on another
+    machine); yields once the API answers."""
     port = _free_port()
     command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1",
                f"--ServerApp.port={port}", f"--IdentityProvider.token={TOKEN}", "--ServerApp.open_browser=False",
@@ -58,7 +59,7 @@ def lab_server(root: Path, log: Path, settings: Path | None = None) -> Iterator[
                "jupyterlab.NeverCheckForUpdate"]
     if settings is not None:
         command.append(f"--LabApp.user_settings_dir={settings}")
-    env = {**os.environ, "SPRC_MODE": "tiny"}
+    env = {**os.environ, "SPRC_MODE": "tiny", **({"JUPYTER_DATA_DIR": str(data_dir)} if data_dir else {})}
     with open(log, "w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
                                   start_new_session=True)

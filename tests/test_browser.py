@@ -1,8 +1,9 @@
 """The course in a real JupyterLab, in a real browser (Debian's Chromium driven by Playwright).
 
 Notebooks 00 and 05 are run with "Run All Cells" as a student would; the explorer is used through its
-controls; then 05 is saved, the server stopped, and the notebook reopened by a fresh server: the
-explorer's cell must show its static grid, not an error. Screenshots go to build/browser/.
+controls; then 05 is saved, the server stopped, and the notebook reopened by a fresh server, and by one
+whose empty signature store trusts nothing (as on another machine): the explorer's cell must show its
+static grid and a sentence, not an error or a widget's repr. Screenshots go to build/browser/.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from lab_server import copy_notebooks, lab_server
 
+from sprc_lib.course.explorer import WIDGET_TEXT
 from sprc_lib.paths import checkout
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -37,6 +39,9 @@ def _settings(folder: Path) -> Path:
     tracker = folder / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True)
     tracker.write_text(json.dumps({"windowingMode": "none"}))
+    news = folder / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text(json.dumps({"fetchNews": "false"}))  # no "Jupyter news?" toast over the screenshots
     return folder
 
 
@@ -160,6 +165,17 @@ def test_the_explorer_in_05_works_and_a_saved_copy_shows_its_grid(course, browse
         assert cell.locator(".jp-OutputArea-output img").first.is_visible()
         shown = [o.inner_text() for o in cell.locator(".jp-OutputArea-output").all() if o.is_visible()]
         assert not any("Error displaying widget" in text for text in shown), shown
+    untrusted = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with lab_server(course, tmp_path / "lab3.log", _settings(tmp_path / "settings3"), tmp_path / "data3") as lab:
+        _open(untrusted, lab, "05_evaluation.ipynb")  # as on another machine: the saved copy is not trusted
+        cell = _explorer_static(untrusted)
+        cell.scroll_into_view_if_needed()
+        time.sleep(2)
+        untrusted.screenshot(path=str(SHOTS / "05_reopened_untrusted.png"))
+        assert cell.locator(".jp-OutputArea-output img").first.is_visible()
+        shown = " ".join(o.inner_text() for o in cell.locator(".jp-OutputArea-output").all() if o.is_visible())
+        assert "Error displaying widget" not in shown and "VBox(" not in shown, shown
+        assert WIDGET_TEXT in shown  # a sentence where the controls were, not a widget's repr
 
 
 def _errors_in_page(page) -> list[str]:

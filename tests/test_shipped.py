@@ -36,6 +36,12 @@ def test_make_models_trains_what_is_shipped(name):
     ours, theirs = load_file(trained), load_file(SHIPPED / name / "model.safetensors")
     assert ours.keys() == theirs.keys()
     for key, value in ours.items():
+        if key.endswith("attention.key.bias"):
+            # Softmax ignores a key bias (it adds the same q.b to every score of a query), so its gradient is
+            # zero but for rounding, which AdamW turns into steps: two re-ranker trainings on one machine
+            # differed there by 3e-4 and everywhere else by under 3e-5. It is checked for shape alone.
+            assert value.shape == theirs[key].shape, key
+            continue
         torch.testing.assert_close(value, theirs[key], rtol=1e-3, atol=1e-4, msg=f"{name}: {key} (make tiny-weights)")
 
 

@@ -88,3 +88,11 @@ def test_the_course_copies_hold_no_solution_code_and_every_exercise_and_question
                     assert code not in shown, f"{copies.student.name} shows solution code: {code}"
         for stub in (c.source for c in student.cells if c.source.startswith(STUB_HEADER)):
             assert all(isinstance(node, ast.Assign) for node in ast.parse(stub).body)
+
+
+def test_a_folder_without_notebooks_gets_one_message_and_exit_code_2(tmp_path, capsys):
+    from sprc_lib.course.student import main
+
+    assert main([str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
+    assert "no notebooks (*.ipynb) there" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

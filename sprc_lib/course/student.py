@@ -142,6 +142,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m sprc_lib.course.student NOTEBOOKS OUT", file=sys.stderr)
         return 2
+    if not list(Path(argv[0]).glob("*.ipynb")):
+        print(f"error: {argv[0]}: no notebooks (*.ipynb) there; pass the course's notebooks/ folder", file=sys.stderr)
+        return 2
     for c in student_copies(*argv):
         print(f"{c.student}: {c.exercises} exercises and {c.answers} answers moved to {c.solutions}")
     return 0

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -337,7 +337,9 @@ for dataset in ("CIRR", "FashionIQ"):
 
 # %%
 queries = CIRRDataset(root, "val", "relative")
-index = index_features(course.context(model, tokenizer), CIRRDataset(root, "val", "classic"))
+ctx = course.context(model, tokenizer)
+scorer = ctx.scorer()  # the model as evaluation runs it: on a CPU a float64 copy, so every machine prints these numbers
+index = index_features(ctx, CIRRDataset(root, "val", "classic"))
 refs, captions = relative_queries(queries)
 targets, members = [t.target for t in queries.triplets], [list(t.members) for t in queries.triplets]
 row = {name: i for i, name in enumerate(index.names)}
@@ -351,16 +353,16 @@ def in_batches(fn, *tensors, size: int = 256) -> torch.Tensor:
 
 def evaluate(query_features: torch.Tensor) -> dict[str, float]:
     """CIRR validation metrics of one query feature per validation query, scored as BLIP-2 scores."""
-    scores = in_batches(lambda q: model.scores(q, index.features).cpu(), query_features)
+    scores = in_batches(lambda q: scorer.scores(q, index.features).cpu(), query_features)
     return cirr_metrics(scores, index.names, refs, targets, members)
 
 
 val_ids, val_mask = (t.to(device) for t in tokenize(tokenizer, captions, L))
 reference_rows = torch.tensor([row[r] for r in refs])
 image_only = F.normalize(index.features[reference_rows].mean(1), dim=-1)
-text_only = in_batches(model.text_features, val_ids, val_mask)
+text_only = in_batches(scorer.text_features, val_ids, val_mask)
 late_fusion = F.normalize(image_only + text_only, dim=-1)
-composed = in_batches(lambda r, i, m: model.composed_features(index.embeds[r], i, m), reference_rows.to(device), val_ids, val_mask)
+composed = in_batches(lambda r, i, m: scorer.composed_features(index.embeds[r], i, m), reference_rows.to(device), val_ids, val_mask)
 sprc_name = "SPRC" if trained else "SPRC (untrained prompt)"
 results = {"chance": chance("CIRR", root), "image only": evaluate(image_only), "text only": evaluate(text_only),
            "late fusion": evaluate(late_fusion), sprc_name: evaluate(composed)}

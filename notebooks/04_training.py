@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -106,6 +106,7 @@ from sprc_lib.model.config import blip2_vitg_config
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real CIRR): set SPRC_MODE=full or edit this
 EPOCHS = 2  # the demo run in this notebook; a real run is the command in section 7
+SEED = 0  # the run's seed: its weights' random parts, batch order and dropout
 STOP_AT_STEP = None  # the demo run stops here on purpose, then resumes (None: halfway through its second epoch)
 TIMED_STEPS = 8  # steps timed per path and round (pixels vs cache, two rounds each)
 BATCH_SIZE = None  # None: the recipe's (tiny 32, paper 128); lower it if a GPU runs out of memory
@@ -266,7 +267,7 @@ del start_model, paper_model
 # %%
 RUN = SCRATCH / "cirr_run"
 config = TrainConfig(dataset="CIRR", data_path=str(DATA), preset=PRESET, model_path=str(START_WEIGHTS),
-                     output_dir=str(RUN), num_epochs=EPOCHS, batch_size=BATCH_SIZE, num_workers=0,
+                     output_dir=str(RUN), num_epochs=EPOCHS, batch_size=BATCH_SIZE, num_workers=0, seed=SEED,
                      feature_cache=str(CACHE_DIR), schedule_over_run=True,  # warm-up and decay within the demo
                      report_to="tensorboard" if MODE == "full" else "none")  # full mode: TensorBoard, below
 steps_per_epoch = len(CIRRDataset(DATA, "train", "relative")) // config.value("batch_size")

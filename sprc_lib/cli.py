@@ -127,9 +127,10 @@ def _run_check_data(args: argparse.Namespace) -> int:
 
 
 def _register_course(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "course", "the toy track end to end: data, pretraining, training, evaluation, summary")
+    p = _command(sub, "course", "the toy track end to end: data, the shipped tiny models, evaluation, notebooks")
     p.add_argument("--data-path", type=Path, default=None, help="toy data root (default: data/toy)")
-    p.add_argument("--retrain", action="store_true", help="train the tiny models again even if they exist")
+    p.add_argument("--retrain", action="store_true", help="pretrain and train every tiny model again on this machine "
+                   "(a local retraining, not the course's reference weights)")
     p.add_argument("--models-only", action="store_true", help="only make sure the tiny models exist (make models)")
     p.set_defaults(run=_run_course)
 

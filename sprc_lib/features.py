@@ -24,6 +24,7 @@ fp16 tokens are 0.72 MB an image, 13.9 GB for CIRR's train and val) and refuses 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -86,7 +87,9 @@ def _file_stamp(path: Path) -> tuple[int, int]:
 
 
 class FeatureCache:
-    """ViT tokens of images, keyed by image file, transform, backbone weights and storage dtype."""
+    """ViT tokens of images, keyed by image file, transform, backbone weights, storage dtype and the dtype
+    the ViT computes them in (`compute_dtype`: float64 for the models that score exactly, see
+    `evaluation.context`, so that the stored tokens are the same on every CPU)."""
 
     def __init__(
         self,
@@ -95,13 +98,18 @@ class FeatureCache:
         transform: Callable[[Image.Image], Tensor],
         dtype: torch.dtype = torch.float16,
         chunk_size: int = 512,
+        compute_dtype: torch.dtype = torch.float32,
     ):
         if dtype not in _NUMPY_DTYPES:
             raise ValueError(f"cache dtype must be one of {list(_NUMPY_DTYPES)}, got {dtype}")
         self.model, self.transform, self.dtype, self.chunk_size = model, transform, dtype, chunk_size
+        self.compute_dtype = compute_dtype
+        self._vit: SPRCModel | None = None
         embeddings = model.vision_model.embeddings
         self.token_shape = (embeddings.num_positions, model.config.vision_config.hidden_size)
         meta = {"backbone": backbone_fingerprint(model), "transform": repr(transform), "dtype": str(dtype)}
+        if compute_dtype != torch.float32:  # float32 caches keep the keys they always had
+            meta["compute_dtype"] = str(compute_dtype)
         key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
         self.dir = Path(root) / key
         try:
@@ -190,8 +198,11 @@ class FeatureCache:
 
     @torch.no_grad()
     def _vit_tokens(self, paths: Sequence[Path], device: str | torch.device) -> Tensor:
-        pixels = torch.stack([self.transform(load_rgb(p)) for p in paths]).to(device)
-        return self.model.vit(pixels).to("cpu", self.dtype)
+        pixels = torch.stack([self.transform(load_rgb(p)) for p in paths]).to(device, self.compute_dtype)
+        if self._vit is None:  # the ViT is frozen: one copy in the compute dtype serves every batch
+            same = self.compute_dtype == torch.float32
+            self._vit = self.model if same else copy.deepcopy(self.model).to(self.compute_dtype)
+        return self._vit.vit(pixels).to("cpu", self.dtype)
 
     def _chunk(self, chunk: str) -> np.ndarray | None:
         """A chunk's memory map, checked once against its index and the tokens' shape; None if damaged."""

@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from lab_server import copy_notebooks, lab_server
+from support.lab_server import copy_notebooks, lab_server
 
 from sprc_lib.course.explorer import WIDGET_TEXT
 from sprc_lib.paths import checkout
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = checkout() / "build" / "browser"

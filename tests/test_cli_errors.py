@@ -1,11 +1,15 @@
 """The command line as a user meets it, on real-world mistakes: each one gets a short message naming the
 file or flag and saying what to do, exit code 2, and no traceback; a run that never starts leaves no folder.
 
-Every case runs `python -m sprc_lib ...` in a subprocess, as a person would; they run a few at a time.
+Every case runs the command line's `main(argv)` in this process, capturing what it prints and its exit code
+(a subprocess per case spent most of its time importing torch). A few smoke tests at the end cross the real
+process boundary: `python -m sprc_lib`'s exit code, `--debug`'s traceback, signals sent to a training.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import pickle
@@ -14,12 +18,14 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from sprc_lib.cli import main
 from sprc_lib.paths import checkout
 
 V = ["validate", "--preset", "tiny", "--num-workers", "0"]
@@ -231,22 +237,44 @@ def fill(args: list[str], places: dict[str, str], new: Path) -> list[str]:
     return [a.format(**places, new=new) for a in args]
 
 
-def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+def run_subprocess(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sprc_lib", *args], cwd=checkout(), capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
+@dataclass
+class Outcome:
+    """What one command printed and returned, as a person at a terminal would see it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: list[str]) -> Outcome:
+    """`python -m sprc_lib ARGS`, run in this process: argparse's exits and `main`'s return code both count."""
+    out, err = io.StringIO(), io.StringIO()
+    showwarning = warnings.showwarning  # main() prints warnings as one line; the test process keeps its own
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        try:
+            code = main(args)
+        except SystemExit as stop:  # argparse: usage errors (2) and --help (0)
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        finally:
+            warnings.showwarning = showwarning
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
 def outcomes(places: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
-    """Every case run once, three at a time: (completed process, its fresh output path, the run's checkpoint mtime)."""
+    """Every case run once: (its outcome, its fresh output path, the run's checkpoint mtime before and after)."""
     fresh = tmp_path_factory.mktemp("fresh")
     checkpoint = Path(places["run"]) / "checkpoint.pt"
     before = checkpoint.stat().st_mtime_ns
-    jobs = {name: (fill(args, places, fresh / f"case{i}"), fresh / f"case{i}")
-            for i, (name, args, *_) in enumerate(CASES + CHECKS + GOOD)}
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        done = dict(zip(jobs, pool.map(run_cli, [argv for argv, _ in jobs.values()]), strict=True))
-    return {name: (done[name], jobs[name][1], before, checkpoint.stat().st_mtime_ns) for name in jobs}
+    done = {}
+    for i, (name, args, *_) in enumerate(CASES + CHECKS + GOOD):
+        done[name] = (run_cli(fill(args, places, fresh / f"case{i}")), fresh / f"case{i}")
+    return {name: (outcome, new, before, checkpoint.stat().st_mtime_ns) for name, (outcome, new) in done.items()}
 
 
 @pytest.mark.parametrize(("name", "args", "code", "says", "after"), CASES, ids=[c[0] for c in CASES])
@@ -284,9 +312,15 @@ def test_the_controls_succeed(name, args, says, outcomes, places):
         assert text.format(**places) in done.stdout, (text, done.stdout[-2000:])
 
 
+def test_a_mistake_exits_2_from_a_real_process(places):
+    done = run_subprocess(V + ["--dataset", "CIRR", "--data-path", places["toy"], "--model-path", places["nowhere"]])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"error: --model-path {places['nowhere']}: no such file or folder" in done.stderr
+
+
 def test_debug_shows_the_traceback(places):
-    done = run_cli(V + ["--dataset", "CIRR", "--data-path", places["toy"], "--model-path", places["nowhere"],
-                        "--debug"])
+    done = run_subprocess(V + ["--dataset", "CIRR", "--data-path", places["toy"], "--model-path", places["nowhere"],
+                               "--debug"])
     assert done.returncode == 1 and "Traceback" in done.stderr and "MissingFileError" in done.stderr
 
 
@@ -309,7 +343,7 @@ def test_two_trainings_into_one_folder_at_once(places, tmp_path):
     out = tmp_path / "run"
     first = start_training(places, out)
     wait_for_steps(first, out)
-    second = run_cli(fill(T + ["--data-path", "{toy}", "--overwrite"], places, out))
+    second = run_subprocess(fill(T + ["--data-path", "{toy}", "--overwrite"], places, out))
     first.send_signal(signal.SIGINT)
     first.communicate(timeout=300)
     assert second.returncode == 2 and "another training run is writing this folder" in second.stderr

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from lab_server import copy_notebooks, lab_server
+from support.lab_server import copy_notebooks, lab_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NAME = "00_setup_and_tour"
 MARK = "A sentence a teacher added in the browser."

@@ -1,16 +1,15 @@
 """The shipped tiny weights: they fit the toy data this version generates, a fresh home uses them instead of
-training, and they are what `make models` trains (so `make tiny-weights` is the only way they change)."""
+training, and a home says when it holds a local retraining instead. (What a retraining gives is checked
+against a measured band in test_retraining.py: weights trained on another CPU differ, so no test compares
+weights trained here with the shipped ones.)"""
 
 from __future__ import annotations
 
-import pytest
-import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from sprc_lib.course import shipped as shipping
 from sprc_lib.course import toy_track
-from sprc_lib.course.shipped import SHIPPED, STAMP, shipped, toy_stamp
-from sprc_lib.paths import toy_root
+from sprc_lib.course.shipped import SHIPPED, STAMP, is_shipped, shipped
 from sprc_lib.training.pretrain import TINY_BLIP2
 
 NAMES = {TINY_BLIP2: TINY_BLIP2, "CIRR": "runs/CIRR/best", "FashionIQ": "runs/FashionIQ/best",
@@ -28,33 +27,27 @@ def test_other_toy_data_gets_no_shipped_weights(toy_copy):
     assert shipped("CIRR", toy_copy) is None
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_make_models_trains_what_is_shipped(name):
-    trained = toy_root() / NAMES[name] / "model.safetensors"
-    assert trained.is_file(), f"{trained}: run `make models` first"
-    assert toy_stamp(toy_root()) == (SHIPPED / name / STAMP).read_text().strip()
-    ours, theirs = load_file(trained), load_file(SHIPPED / name / "model.safetensors")
-    assert ours.keys() == theirs.keys()
-    for key, value in ours.items():
-        if key.endswith("attention.key.bias"):
-            # Softmax ignores a key bias (it adds the same q.b to every score of a query), so its gradient is
-            # zero but for rounding, which AdamW turns into steps: two re-ranker trainings on one machine
-            # differed there by 3e-4 and everywhere else by under 3e-5. It is checked for shape alone.
-            assert value.shape == theirs[key].shape, key
-            continue
-        torch.testing.assert_close(value, theirs[key], rtol=1e-3, atol=1e-4, msg=f"{name}: {key} (make tiny-weights)")
-
-
 def test_a_fresh_home_copies_the_shipped_weights_and_trains_nothing(toy_copy, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("trained, although the shipped weights fit")
 
     monkeypatch.setattr(toy_track, "pretrain_tiny_blip2", no_training)
     monkeypatch.setattr(toy_track, "train", no_training)
-    toy_track.ensure_toy(toy_copy)
+    assert toy_track.ensure_models(toy_copy) == []  # every model in place, none of them a local retraining
     model, tokenizer = toy_track.tiny_model("CIRR", toy_copy)
     assert (toy_copy / TINY_BLIP2 / "config.json").is_file() and not (toy_copy / TINY_BLIP2 / STAMP).exists()
     assert model.config.num_query_tokens > 0 and len(tokenizer) > 0
+    for name in toy_track.model_names():
+        assert is_shipped(name, toy_track.model_folder(name, toy_copy)), name
+
+
+def test_a_home_with_other_weights_says_it_holds_a_local_retraining(toy_copy):
+    toy_track.ensure_models(toy_copy)
+    weights = toy_track.model_folder("CIRR", toy_copy) / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["prompt_tokens"] = tensors["prompt_tokens"] + 1e-3
+    save_file(tensors, weights)
+    assert toy_track.ensure_models(toy_copy) == ["CIRR"]
 
 
 def test_a_stopped_copy_is_redone(toy_copy, monkeypatch):

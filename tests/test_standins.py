@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from standins import build_standins
+from support.standins import build_standins
 from transformers import Blip2ForImageTextRetrieval
 
 from sprc_lib.course.setup import LOCATIONS

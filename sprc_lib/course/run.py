@@ -6,19 +6,23 @@ import time
 from pathlib import Path
 
 from sprc_lib.course.outputs import noise
-from sprc_lib.course.toy_track import ensure_toy, evaluate_tiny, reranker_name, tiny_model, tiny_reranker, tiny_run_dir
+from sprc_lib.course.reference import summary_table
+from sprc_lib.course.toy_track import (
+    LOCAL,
+    ensure_models,
+    ensure_toy,
+    evaluate_tiny,
+    model_folder,
+    retrain_toy_track,
+    tiny_model,
+)
 from sprc_lib.data.check import data_tour
 from sprc_lib.data.schema import DATASETS
 from sprc_lib.errors import UserError
 from sprc_lib.evaluation import cirr_test_submission, evaluation_context
-from sprc_lib.evaluation.metrics import HEADLINE_KEYS
 from sprc_lib.evaluation.rerank import default_top_k
 from sprc_lib.paths import REPO_URL, checkout
 from sprc_lib.tables import format_table
-
-# The summary's rows: the headline metrics, and CIRR's R@5, which re-ranking a short top K moves too.
-SUMMARY_KEYS = {"CIRR": ("recall_at1", "recall_at5", "recall_at10", "recall_at50", "recall_subset_at1"),
-                "FashionIQ": HEADLINE_KEYS["FashionIQ"]}
 
 
 def execute_notebooks(out_dir: Path, timeout: int = 900) -> list[list[str]]:
@@ -64,37 +68,36 @@ def course_checkout() -> Path:
 
 
 def run_course(data_path: str | Path | None = None, retrain: bool = False, models_only: bool = False) -> int:
-    """Train and evaluate the toy track end to end, write a CIRR-style submission, print a summary.
+    """Evaluate the toy track end to end, write a CIRR-style submission, run the notebooks, print a summary.
 
-    `models_only`: only make sure the toy data and both tiny models exist (`make models`).
+    The tiny models are the shipped ones (the course's reference) unless `retrain` trains them all here first.
+    `models_only`: only make sure the toy data and the tiny models exist (`make models`).
     """
     root = ensure_toy(data_path)
+    if retrain:
+        start = time.perf_counter()
+        retrain_toy_track(root)
+        print(f"Retrained the tiny models in {time.perf_counter() - start:.0f} s: "
+              + LOCAL.format(runs=root / "runs"))
+    local = ensure_models(root)
+    for name in local:
+        print(f"{model_folder(name, root)}: " + LOCAL.format(runs=root / "runs"))
     if models_only:
-        for dataset in DATASETS:  # what `make tiny-weights` ships
-            tiny_model(dataset, root, retrain=retrain, train_here=True)
-            tiny_reranker(dataset, root, retrain=retrain, train_here=True)
         return 0
     data_tour(root)
-    rows = []
+    found = {}
     for dataset in DATASETS:
-        for name, make, run_dir in ((dataset, tiny_model, tiny_run_dir(dataset, root)),
-                                    (reranker_name(dataset), tiny_reranker, root / "runs" / reranker_name(dataset))):
-            fresh = retrain or not (run_dir / "best" / "config.json").is_file()
-            start = time.perf_counter()
-            make(dataset, root, retrain=retrain)
-            took = f"trained in {time.perf_counter() - start:.0f} s" if fresh else "reused the model trained earlier"
-            print(f"{name}: {took} ({run_dir})")
         sprc, sprc2, chance_levels = evaluate_tiny(dataset, root)
-        rows += [[dataset, key, f"{sprc[key]:.1f}", f"{sprc2[key]:.1f}", f"{chance_levels[key]:.1f}"]
-                 for key in SUMMARY_KEYS[dataset]]
+        found[dataset] = {"SPRC": sprc, "SPRC²": sprc2, "chance": chance_levels}
     ctx = evaluation_context(*tiny_model("CIRR", root), device="cpu", feature_cache=root / "cache")
     files = cirr_test_submission(ctx, root, course_checkout() / "build" / "submission", "toy_tiny")
     out = course_checkout() / "build" / "notebooks"
     print(f"\nRunning the notebooks headless (tiny mode) into {out} ...")
     notebooks = execute_notebooks(out)
-    print(f"\nToy track results (toy val, percent) beside chance; SPRC² re-orders SPRC's top "
+    whose = "a LOCAL RETRAINING, not the reference" if local else "the shipped reference weights"
+    print(f"\nToy track results (toy val, percent) beside chance, from {whose}; SPRC² re-orders SPRC's top "
           f"{default_top_k('CIRR', 'tiny')} (CIRR) / {default_top_k('FashionIQ', 'tiny')} (FashionIQ):")
-    print(format_table(["dataset", "metric", "tiny SPRC", "tiny SPRC²", "chance"], rows))
+    print(summary_table(found))
     print("\nCIRR-style test submission (toy test1), validated:\n" + "\n".join(f"  {p}" for p in files))
     if notebooks:
         print(f"\nNotebooks (executed copies and HTML in {out}):")

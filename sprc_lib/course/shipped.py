@@ -2,11 +2,12 @@
 
 Pretraining the tiny BLIP-2 and training one tiny SPRC per toy dataset take minutes on a CPU; a Colab
 session that is new every day would repeat them before its first idea. `make models` trains them
-from the toy data (the recipe in `training.pretrain` and `training.recipes`), and `make tiny-weights`
-copies what it trained here, stamped with the toy data it learned from. A machine whose toy data has
-the same stamp copies these folders instead of training; any other toy data (another seed, another
-size, a changed generator) is trained on as before. `tests/test_shipped.py` checks that what
-`make models` trains is what is shipped.
+from the toy data (the recipe in `training.pretrain` and `training.recipes`) only with `RETRAIN=1`;
+`make tiny-weights` retrains and ships what it trained here, stamped with the toy data it learned from.
+A machine whose toy data has the same stamp copies these folders instead of training; any other toy data
+(another seed, another size, a changed generator) is trained on. Training on another CPU gives other
+weights (floating point differs, and training amplifies it), so these files are the course's reference:
+its numbers (`course.reference`) come from them, and a retraining is checked against a measured band.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def shipped(name: str, root: str | Path) -> Path | None:
     return folder if stamp.is_file() and stamp.read_text().strip() == toy_stamp(root) else None
 
 
+def is_shipped(name: str, folder: str | Path) -> bool:
+    """Whether `folder` holds the shipped weights of `name` (the same bytes), not a local retraining."""
+    weights = Path(folder) / "model.safetensors"
+    return weights.is_file() and weights.read_bytes() == (SHIPPED / name / "model.safetensors").read_bytes()
+
+
 def copy_shipped(name: str, root: str | Path, dest: str | Path) -> bool:
     """Copy the shipped `name` to `dest` when it fits the toy data under `root`; False when it does not."""
     folder = shipped(name, root)
@@ -71,7 +78,7 @@ def ship(root: str | Path, sources: dict[str, Path]) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    """`make tiny-weights`: ship what `make models` trained under TOY_ROOT (`argv[0]`)."""
+    """`make tiny-weights`: ship what `make models RETRAIN=1` trained under TOY_ROOT (`argv[0]`)."""
     from sprc_lib.course.toy_track import reranker_name, tiny_run_dir
     from sprc_lib.training.pretrain import TINY_BLIP2
 

@@ -1,15 +1,19 @@
 """The toy track's shared artefacts, which `make course` and the notebooks reuse.
 
-Everything here is cached on disk under the toy root: the toy data, the pretrained tiny BLIP-2, and one
-trained tiny SPRC and one tiny SPRC² re-ranker per dataset. A notebook asks for what it needs and gets
-it: copied from the weights shipped with the package when they fit the toy data (`shipped`), else trained.
+Everything here lives on disk under the toy root: the toy data, the pretrained tiny BLIP-2, and one tiny
+SPRC and one tiny SPRC² re-ranker per dataset. A notebook asks for what it needs and gets the weights
+shipped with the package (`shipped`), the course's reference: the same on every machine, so everyone
+sees the same numbers. Only toy data the shipped weights were not trained on (another seed or size) is
+trained on here. `retrain_toy_track` (`make models RETRAIN=1`) trains them all again on this machine: a
+local retraining, whose numbers differ from the reference's within the band `reference.py` measures.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sprc_lib.course.shipped import copy_shipped
+from sprc_lib.course.shipped import copy_shipped, is_shipped
+from sprc_lib.data.schema import DATASETS
 from sprc_lib.data.toy import generate_toy_data, is_complete
 from sprc_lib.evaluation import chance, evaluation_context
 from sprc_lib.evaluation.protocols import validation_stages
@@ -39,62 +43,106 @@ def tiny_run_dir(dataset: str, root: str | Path | None = None) -> Path:
     return (Path(root) if root else toy_root()) / "runs" / dataset
 
 
-def tiny_model(dataset: str, root: str | Path | None = None, retrain: bool = False,
-               train_here: bool = False) -> tuple[SPRCModel, object]:
-    """A tiny SPRC trained on toy `dataset` with the toy recipe: on first use copied from the shipped weights
-    when they fit this toy data (unless `train_here`), else trained; then reused."""
-    root = ensure_toy(root)
-    run = tiny_run_dir(dataset, root)
-    missing = not (run / "best" / "config.json").is_file()
-    if missing and not retrain and not train_here and copy_shipped(dataset, root, run / "best"):
-        missing = False
-    if retrain or missing:
-        if (run / CHECKPOINT).is_file() and not retrain:
-            resume_training(run)
-        else:
-            train(TrainConfig(dataset=dataset, data_path=str(root), preset="tiny", output_dir=str(run),
-                              num_workers=0, feature_cache=str(root / "cache"), save_training=True, save_best=True))
-    return load_model(run / "best").eval(), load_tokenizer(run / "best")
-
-
 def reranker_name(dataset: str) -> str:
     """The tiny re-ranker's run folder under runs/, and its shipped folder's name."""
     return f"{dataset}-reranker"
 
 
-def tiny_reranker(dataset: str, root: str | Path | None = None, retrain: bool = False,
-                  train_here: bool = False) -> tuple[RerankerModel, object]:
-    """A tiny SPRC² re-ranker trained on toy `dataset` with the toy re-ranker recipe, validated by re-ordering
-    the tiny SPRC's top K: copied from the shipped weights when they fit (unless `train_here`), else trained.
+def _train_tiny(dataset: str, root: Path, reranker: bool, seed: int = 0) -> None:
+    """Train one tiny model into its run folder with the toy recipe, replacing any run there.
 
     The authors start the re-ranker from BLIP-2, whose ITM head BLIP-2 pretrained; the tiny BLIP-2 was
     pretrained without ITM, so the tiny re-ranker starts from the tiny SPRC instead, whose Q-Former has
     learned to read a caption with an image. Measured on toy CIRR val after 3 epochs, pure re-ranking of
     the top 20: R@1 9.0 started from the tiny SPRC, 5.7 from the tiny BLIP-2.
     """
-    root = ensure_toy(root)
-    tiny_model(dataset, root, train_here=train_here)  # stage 1: its rankings are what validation re-orders
-    run = Path(root) / "runs" / reranker_name(dataset)
-    missing = not (run / "best" / "config.json").is_file()
-    if missing and not retrain and not train_here and copy_shipped(reranker_name(dataset), root, run / "best"):
-        missing = False
-    if retrain or missing:
-        if (run / CHECKPOINT).is_file() and not retrain:
+    sprc = str(tiny_run_dir(dataset, root) / "best")
+    run = root / "runs" / (reranker_name(dataset) if reranker else dataset)
+    extra = {"reranker": True, "model_path": sprc, "stage1_model": sprc} if reranker else {}
+    train(TrainConfig(dataset=dataset, data_path=str(root), preset="tiny", output_dir=str(run), num_workers=0,
+                      feature_cache=str(root / "cache"), save_training=True, save_best=True, seed=seed, **extra),
+          overwrite=True)
+
+
+def _ensure_trained(name: str, dataset: str, root: Path, reranker: bool) -> Path:
+    """The run folder of tiny model `name`, whose best/ is the shipped copy when the shipped weights fit this toy
+    data; else trained here (a stopped training resumed)."""
+    run = root / "runs" / name
+    if not (run / "best" / "config.json").is_file() and not copy_shipped(name, root, run / "best"):
+        if (run / CHECKPOINT).is_file():
             resume_training(run)
         else:
-            sprc = str(tiny_run_dir(dataset, root) / "best")
-            train(TrainConfig(dataset=dataset, data_path=str(root), preset="tiny", output_dir=str(run), reranker=True,
-                              model_path=sprc, stage1_model=sprc, num_workers=0, feature_cache=str(root / "cache"),
-                              save_training=True, save_best=True))
+            _train_tiny(dataset, root, reranker)
+    return run
+
+
+def tiny_model(dataset: str, root: str | Path | None = None) -> tuple[SPRCModel, object]:
+    """The tiny SPRC of toy `dataset` and its tokenizer (the shipped weights when they fit this toy data)."""
+    root = ensure_toy(root)
+    run = _ensure_trained(dataset, dataset, root, reranker=False)
+    return load_model(run / "best").eval(), load_tokenizer(run / "best")
+
+
+def tiny_reranker(dataset: str, root: str | Path | None = None) -> tuple[RerankerModel, object]:
+    """The tiny SPRC² re-ranker of toy `dataset` and its tokenizer (the shipped weights when they fit), validated
+    in training by re-ordering the tiny SPRC's top K."""
+    root = ensure_toy(root)
+    tiny_model(dataset, root)  # stage 1: its rankings are what validation re-orders
+    run = _ensure_trained(reranker_name(dataset), dataset, root, reranker=True)
     return load_reranker(run / "best").eval(), load_tokenizer(run / "best")
 
 
-def evaluate_tiny(dataset: str, root: Path) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """(SPRC's metrics, SPRC²'s, chance) of the trained tiny models on toy val: SPRC's ranking, then its top K
-    re-ordered by the tiny re-ranker."""
+def model_names() -> list[str]:
+    """Every tiny model of the toy track, in the order they are trained (each after what it starts from)."""
+    return [TINY_BLIP2, *[name for d in DATASETS for name in (d, reranker_name(d))]]
+
+
+def model_folder(name: str, root: Path) -> Path:
+    """Where tiny model `name` lives under the toy root (a run's best/, or the tiny BLIP-2's folder)."""
+    return root / TINY_BLIP2 if name == TINY_BLIP2 else root / "runs" / name / "best"
+
+
+def ensure_models(root: str | Path | None = None) -> list[str]:
+    """`make models`: every tiny model in place; returns the names of those that are a local retraining."""
+    root = ensure_toy(root)
+    for dataset in DATASETS:
+        tiny_reranker(dataset, root)
+    return [name for name in model_names() if not is_shipped(name, model_folder(name, root))]
+
+
+def retrain_toy_track(root: str | Path | None = None, seed: int = 0) -> Path:
+    """`make models RETRAIN=1`: pretrain the tiny BLIP-2 and train every tiny model on this machine, in place of
+    what is there. The result is a local retraining, not the course's reference weights."""
+    root = Path(root) if root else toy_root()
+    if not is_complete(root):
+        generate_toy_data(root)
+    pretrain_tiny_blip2(root, root / TINY_BLIP2, seed=seed)
+    for dataset in DATASETS:
+        _train_tiny(dataset, root, reranker=False, seed=seed)
+        _train_tiny(dataset, root, reranker=True, seed=seed)
+    return root
+
+
+LOCAL = ("a local retraining, not the course's reference weights: its numbers differ from the README's within "
+         "the retraining band stated there (delete {runs} and run `make models` to go back to the reference)")
+
+
+def evaluate_tiny(dataset: str, root: Path, folders: dict[str, Path] | None = None,
+                  fuse: float | None = None) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(SPRC's metrics, SPRC²'s, chance) on toy val: SPRC's ranking, then its top K re-ordered by the re-ranker.
+
+    `folders` ("sprc", "reranker") evaluates those model folders instead of the toy root's; `fuse` another
+    fusion weight than the tiny preset's (0: the authors' pure re-ranking).
+    """
+    if folders is None:
+        tiny_reranker(dataset, root)
+        folders = {"sprc": tiny_run_dir(dataset, root) / "best",
+                   "reranker": root / "runs" / reranker_name(dataset) / "best"}
     cache = root / "cache"
-    ctx = evaluation_context(*tiny_model(dataset, root), device="cpu", feature_cache=cache)
-    rerank_ctx = evaluation_context(*tiny_reranker(dataset, root), device="cpu", feature_cache=cache)
-    reranker = Reranker(rerank_ctx, default_top_k(dataset, "tiny"), default_fuse("tiny"))
-    sprc, sprc2 = validation_stages(ctx, dataset, root, reranker)
-    return sprc, sprc2, chance(dataset, root)
+    sprc = load_model(folders["sprc"]).eval(), load_tokenizer(folders["sprc"])
+    reranker = load_reranker(folders["reranker"]).eval(), load_tokenizer(folders["reranker"])
+    ctx = evaluation_context(*sprc, device="cpu", feature_cache=cache)
+    rerank_ctx = evaluation_context(*reranker, device="cpu", feature_cache=cache)
+    stage2 = Reranker(rerank_ctx, default_top_k(dataset, "tiny"), default_fuse("tiny") if fuse is None else fuse)
+    first, second = validation_stages(ctx, dataset, root, stage2)
+    return first, second, chance(dataset, root)

@@ -3,6 +3,12 @@
 The trainer, the command line, `make course`, the explorer and the notebooks all evaluate through an
 `EvalContext`, so a model is always prepared the same way: on its device, the frozen ViT in fp16 on
 a GPU (as the authors' code keeps it), the transform it was trained with, and the feature cache if any.
+
+Small models score in float64 on a CPU (`exact`). Float32 sums come out with other last bits on another
+CPU, with another thread count or batch size; two gallery images a few ulps apart then swap places, and
+a recall moves by a query. In float64 those differences shrink to about 1e-16, far below any gap between
+two scores that a ranking meets, so the tiny track's metrics are the same on every machine. At the tiny
+preset's size (0.6 M parameters) it costs a fraction of a second; a real model (ViT-g: 1.2 B) keeps float32.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from sprc_lib.data.base import RetrievalDataset
@@ -23,6 +30,14 @@ from sprc_lib.features import CachedImages, FeatureCache
 from sprc_lib.model import SPRCModel
 
 D = TypeVar("D", bound=RetrievalDataset)
+
+EXACT_MAX_PARAMETERS = 20_000_000  # models up to this size score in float64 on a CPU (see above)
+
+
+def scores_exactly(model: nn.Module, device: torch.device, precision: str) -> bool:
+    """Whether evaluation runs in float64: `--precision auto` (the default), a CPU and a small model."""
+    return (precision == "auto" and device.type == "cpu"
+            and sum(p.numel() for p in model.parameters()) <= EXACT_MAX_PARAMETERS)
 
 
 @dataclass
@@ -38,7 +53,17 @@ class EvalContext:
     batch_size: int = 32
     num_workers: int = 0
     skip_missing: bool = False  # drop missing images and the queries that use them, and say so
+    exact: bool = False  # score with a float64 copy of the model (`scores_exactly`)
     skipped: dict[str, dict] = field(default_factory=dict)  # what was dropped, by split
+
+    @property
+    def real_dtype(self) -> torch.dtype:
+        """The dtype of index features and scores: float64 when scoring exactly, else float32."""
+        return torch.float64 if self.exact else torch.float32
+
+    def scorer(self) -> nn.Module:
+        """The model as it scores: the model itself, or a float64 copy of its current weights when `exact`."""
+        return copy.deepcopy(self.model).to(torch.float64).eval() if self.exact else self.model
 
     def load(self, dataset: type[D], root: str | Path, split: str, *args: Any) -> D:
         """A dataset built with the context's missing-image policy; what it dropped is noted in `skipped`."""
@@ -102,6 +127,8 @@ def evaluation_context(
     size = model.config.vision_config.image_size
     preprocess = build_transform(transform, size) if target_ratio is None else build_transform(
         transform, size, target_ratio)
-    cache = FeatureCache(feature_cache, model, preprocess) if feature_cache is not None else None
+    exact = scores_exactly(model, device, precision)
+    cache = None if feature_cache is None else FeatureCache(
+        feature_cache, model, preprocess, compute_dtype=torch.float64 if exact else torch.float32)
     return EvalContext(model, tokenizer, preprocess, device, autocast_dtype(precision, device), cache,
-                       batch_size, num_workers, skip_missing)
+                       batch_size, num_workers, skip_missing, exact)

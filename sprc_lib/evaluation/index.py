@@ -52,7 +52,7 @@ def index_features(ctx: EvalContext, gallery: RetrievalDataset) -> IndexFeatures
 
     With several processes each encodes its share (whole batches) and every process gets the whole index.
     """
-    model, device, dtype, batch_size = ctx.model, ctx.device, ctx.dtype, ctx.batch_size
+    model, device, dtype, batch_size, real = ctx.scorer(), ctx.device, ctx.dtype, ctx.batch_size, ctx.real_dtype
     items = ctx.images(gallery)
     share = distributed.shard(len(items), batch_size)
     loader = DataLoader(
@@ -63,16 +63,17 @@ def index_features(ctx: EvalContext, gallery: RetrievalDataset) -> IndexFeatures
     model.eval()
     for batch in tqdm(loader, desc=f"index {gallery.name}", leave=False, disable=not distributed.is_main()):
         with autocast(device, dtype):
-            e = model.encode_image(batch["image"].to(device))
+            images = batch["image"].to(device)
+            e = model.encode_image(images.to(real) if ctx.exact else images)
             g = model.image_features(e)
         names += batch["name"]
-        features.append(g.float())
-        embeds.append(e.to(dtype or torch.float32))
+        features.append(g.to(real))
+        embeds.append(e.to(dtype or real))
     if not names:  # a share can be empty when the gallery has fewer batches than there are processes
         tokens, width = model.vision_model.embeddings.position_embedding.shape[1:]
         features.append(torch.empty(0, model.config.num_query_tokens, model.config.image_text_hidden_size,
-                                    device=device))
-        embeds.append(torch.empty(0, tokens, width, dtype=dtype or torch.float32, device=device))
+                                    dtype=real, device=device))
+        embeds.append(torch.empty(0, tokens, width, dtype=dtype or real, device=device))
     return IndexFeatures(
         [name for part in distributed.all_gather_objects(names) for name in part],
         distributed.all_gather_rows(torch.cat(features)),
@@ -87,16 +88,16 @@ def query_scores(ctx: EvalContext, index: IndexFeatures, reference_names: Sequen
 
     With several processes each scores its share of the queries (whole batches); all get every row.
     """
-    model, tokenizer, device, dtype, batch_size = ctx.model, ctx.tokenizer, ctx.device, ctx.dtype, ctx.batch_size
+    model, tokenizer, device, dtype, batch_size = ctx.scorer(), ctx.tokenizer, ctx.device, ctx.dtype, ctx.batch_size
     model.eval()
-    out = [torch.empty(0, len(index.names), device=device)]
+    out = [torch.empty(0, len(index.names), dtype=ctx.real_dtype, device=device)]
     share = distributed.shard(len(captions), batch_size)
     for start in range(share.start, share.stop, batch_size):
         refs = list(reference_names[start : start + batch_size])
         ids, mask = tokenize(tokenizer, list(captions[start : start + batch_size]), model.config.max_txt_len)
         with autocast(device, dtype):
             f = model.composed_features(index.embeds_of(refs), ids.to(device), mask.to(device))
-            out.append(model.scores(f, index.features).float())
+            out.append(model.scores(f, index.features).to(ctx.real_dtype))
     return distributed.all_gather_rows(torch.cat(out)).cpu()
 
 

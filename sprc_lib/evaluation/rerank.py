@@ -97,7 +97,7 @@ def candidate_scores(reranker: Reranker, index: IndexFeatures, reference_names: 
     With several processes each scores its share of the queries; all get every row.
     """
     ctx = reranker.ctx
-    model, device, dtype, batch = ctx.model, ctx.device, ctx.dtype, ctx.batch_size
+    model, device, dtype, batch = ctx.scorer(), ctx.device, ctx.dtype, ctx.batch_size
     model.eval()
     share = distributed.shard(len(captions), 1)
     k = candidates.shape[1]
@@ -110,8 +110,8 @@ def candidate_scores(reranker: Reranker, index: IndexFeatures, reference_names: 
         with autocast(device, dtype):
             s = model.match_scores(refs[query], index.embeds[candidates[share.start + query, slot].to(device)],
                                    ids[query].to(device), mask[query].to(device))
-        out.append(s.float())
-    local = torch.cat(out).view(len(share), k) if out else torch.empty(0, k, device=device)
+        out.append(s.to(ctx.real_dtype))
+    local = torch.cat(out).view(len(share), k) if out else torch.empty(0, k, dtype=ctx.real_dtype, device=device)
     return distributed.all_gather_rows(local).cpu()
 
 

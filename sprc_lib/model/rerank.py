@@ -122,7 +122,7 @@ class RerankerModel(Blip2Retrieval):
                      attention_mask: Tensor) -> Tensor:
         """The re-ranking score (P,): the probability of "match" (ITM class 1)."""
         logits = self.match_logits(reference_embeds, candidate_embeds, input_ids, attention_mask)
-        return F.softmax(logits.float(), dim=-1)[:, 1]
+        return F.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)[:, 1]  # half -> fp32
 
     def training_examples(self, reference_embeds: Tensor, target_embeds: Tensor, input_ids: Tensor,
                           attention_mask: Tensor) -> dict[str, Tensor]:

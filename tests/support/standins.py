@@ -1,6 +1,6 @@
 """Stand-ins for what the full track downloads or asks the user for, at tiny sizes in the real formats.
 
-`python tests/standins.py OUT` writes the authors' released files (`sprc_cirr.pt`, `sprc_fiq.pt`, LAVIS
+`python tests/support/standins.py OUT` writes the authors' released files (`sprc_cirr.pt`, `sprc_fiq.pt`, LAVIS
 layout and dtypes, from the trained tiny models) under OUT/checkpoints and prints, and writes to
 OUT/full.env, the variables that point full mode at the stand-ins: the toy datasets (the real layouts),
 the tiny BLIP-2 (`Blip2ForImageTextRetrieval.save_pretrained` + a BertTokenizer with [DEC], as

@@ -253,7 +253,8 @@ def _run_pretrain_tiny(args: argparse.Namespace) -> int:
     given = {k: v for k in ("steps", "batch_size", "learning_rate", "query_dropout", "seed")
              if (v := getattr(args, k)) is not None}
     out = pretrain_tiny_blip2(root, args.out or root / TINY_BLIP2, device=args.device, **given)
-    print(f"tiny BLIP-2 saved to {out}")
+    print(f"tiny BLIP-2 saved to {out}: a local retraining, not the course's reference weights (the tiny models "
+          "trained from it differ from the shipped ones; `make models RETRAIN=1` retrains them all)")
     return 0
 
 

@@ -78,3 +78,13 @@ def test_pretraining_learns(toy_root, tmp_path):
 def test_missing_corpus_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match="toy-data"):
         read_pairs(tmp_path)
+
+
+def test_the_same_seed_pretrains_the_same_weights_bit_for_bit_on_one_machine(toy_root, tmp_path):
+    from safetensors.torch import load_file
+
+    runs = [pretrain_tiny_blip2(toy_root, tmp_path / name, steps=4, batch_size=16, seed=seed)
+            for name, seed in (("a", 1), ("b", 1), ("c", 2))]
+    a, b, c = (load_file(run / "model.safetensors") for run in runs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # and the seed matters

@@ -22,6 +22,7 @@ def test_the_bench_step_is_the_trainers_with_the_recipes_weights():
     assert "train step, cached ViT tokens" in base.rows[2][0]
 
 
+@pytest.mark.slow
 def test_the_memory_rows_put_the_whole_batch_beside_micro_batches():
     from sprc_lib.course.bench import memory_bench
 

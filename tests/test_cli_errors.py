@@ -318,6 +318,7 @@ def test_a_mistake_exits_2_from_a_real_process(places):
     assert f"error: --model-path {places['nowhere']}: no such file or folder" in done.stderr
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(places):
     done = run_subprocess(V + ["--dataset", "CIRR", "--data-path", places["toy"], "--model-path", places["nowhere"],
                                "--debug"])
@@ -339,6 +340,7 @@ def wait_for_steps(process: subprocess.Popen, out: Path) -> None:
     time.sleep(1.0)
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder_at_once(places, tmp_path):
     out = tmp_path / "run"
     first = start_training(places, out)
@@ -350,6 +352,7 @@ def test_two_trainings_into_one_folder_at_once(places, tmp_path):
     assert "Traceback" not in second.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "term"])
 def test_a_stopped_run_saves_says_how_to_resume_and_exits_quietly(places, tmp_path, signum, code):
     out = tmp_path / "run"

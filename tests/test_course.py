@@ -20,6 +20,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_course_tours_trains_evaluates_and_reports_each_notebook(capsys, monkeypatch):
     """`make course` on the course's own toy root (the shipped tiny models); notebook execution is nbval's test."""
     ran = []

@@ -67,6 +67,7 @@ def _gradient_worker(rank: int, world: int, init_file: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_global_negatives_give_one_process_loss_and_gradients_on_the_whole_batch(tmp_path):
     world = 2
     mp.spawn(_gradient_worker, args=(world, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=world)
@@ -107,6 +108,7 @@ def _micro_batch_worker(rank: int, world: int, init_file: str, out: str) -> None
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_micro_batches_with_global_negatives_on_two_processes_give_the_whole_batch(tmp_path):
     world = 2
     mp.spawn(_micro_batch_worker, args=(world, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=world)
@@ -168,6 +170,7 @@ def run_flags(root: Path, model: Path, out: Path) -> list[str]:
             "--num-workers", "0", "--seed", "7"]
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_does_on_their_global_batch(small_toy, tiny_blip2, tmp_path):
     run = tmp_path / "ddp"
     done = torchrun(*run_flags(small_toy, tiny_blip2, run), "--global-negatives")
@@ -199,6 +202,7 @@ def test_two_processes_train_as_one_does_on_their_global_batch(small_toy, tiny_b
     assert row == json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_a_run_resumes_with_another_number_of_processes(small_toy, tiny_blip2, tmp_path):
     run = tmp_path / "run"
     train(run_config(small_toy, tiny_blip2, run), stop_after_steps=3)  # one process: 3 x 32 = 96 triplets
@@ -230,6 +234,7 @@ def test_a_run_resumes_with_another_number_of_processes(small_toy, tiny_blip2, t
     assert len(saved["rng"]) == 1
 
 
+@pytest.mark.slow
 def test_two_processes_train_a_reranker_and_validate_it_as_one_process_would(small_toy, tiny_blip2, tmp_path):
     """train-reranker under torchrun: rank 0 alone writes and speaks, its sharded two-stage validation gathers the
     same metrics the single-process `validate --rerank-model` computes from the checkpoint."""

@@ -196,6 +196,7 @@ FeatureCache(cache_dir, model, build_transform("targetpad", 64), chunk_size=40).
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pair", [("cirr", "fiq"), ("cirr", "cirr")], ids=["two datasets", "one dataset twice"])
 def test_two_processes_fill_one_cache_at_once_as_one_would(pair, tiny_blip2, toy_root, tmp_path):
     """Two writers at once, on different datasets or the same one: every entry equals a one-process cache's."""

@@ -129,6 +129,7 @@ def test_the_planner_counts_what_autograd_saves_and_what_checkpointing_spares():
     assert whole.gradients == 4 * trainable and whole.optimizer == 8 * trainable
 
 
+@pytest.mark.slow
 def test_plan_at_the_papers_batch_names_the_gpus_it_fits(capsys):
     from sprc_lib.cli import main
 

@@ -67,6 +67,7 @@ def test_query_dropout_hides_tokens_from_the_max_and_keeps_one_per_image():
             assert not torch.allclose(got, itc_loss(model, pixels, ids, mask))
 
 
+@pytest.mark.slow
 def test_pretraining_learns(toy_root, tmp_path):
     # 60 steps learn only without query-token dropout (with it, the loss sits near ln(batch) for the first
     # hundred-odd steps); the dropout has its own test above, the shipped 600-step run the rest
@@ -80,6 +81,7 @@ def test_missing_corpus_says_what_to_do(tmp_path):
         read_pairs(tmp_path)
 
 
+@pytest.mark.slow
 def test_the_same_seed_pretrains_the_same_weights_bit_for_bit_on_one_machine(toy_root, tmp_path):
     from safetensors.torch import load_file
 

@@ -30,6 +30,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_the_curves_are_the_csvs_and_a_resume_continues_them_without_duplicates(small_toy, tiny_blip2, tmp_path):
     run, steps = tmp_path / "run", {}
 

@@ -85,6 +85,7 @@ def small_config(toy_root, tiny_blip2, out, **changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(toy_root, tiny_blip2, tmp_path):
     whole = train(small_config(toy_root, tiny_blip2, tmp_path / "whole"))
 
@@ -112,6 +113,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(toy_root, tiny_b
     )
 
 
+@pytest.mark.slow
 def test_stop_after_steps_then_resume_finishes(toy_root, tiny_blip2, tmp_path):
     config = small_config(toy_root, tiny_blip2, tmp_path / "run", num_epochs=1)
     first = train(config, stop_after_steps=5)

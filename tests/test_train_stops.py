@@ -59,6 +59,7 @@ def signal_in_step(model: torch.nn.Module, at_step: int, signum: int) -> list[in
     return calls
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "termination signal"])
 def test_a_signal_mid_step_saves_after_that_step_and_resumes_exactly(signum, data, tiny_blip2, whole, tmp_path,
                                                                      monkeypatch):
@@ -79,11 +80,13 @@ def test_a_signal_mid_step_saves_after_that_step_and_resumes_exactly(signum, dat
     assert_same(resume_training(tmp_path / "run").model.state_dict(), whole)
 
 
+@pytest.mark.slow
 def test_stop_after_steps_then_resume(data, tiny_blip2, whole, tmp_path):
     assert train(config(data, tiny_blip2, tmp_path / "run"), stop_after_steps=4).stopped == "stop_after_steps"
     assert_same(resume_training(tmp_path / "run").model.state_dict(), whole)
 
 
+@pytest.mark.slow
 def test_an_unreadable_image_saves_the_progress_and_names_the_file(data, tiny_blip2, whole, tmp_path):
     copy = tmp_path / "data"
     shutil.copytree(data, copy, copy_function=os.link)
@@ -101,6 +104,7 @@ def test_an_unreadable_image_saves_the_progress_and_names_the_file(data, tiny_bl
     assert_same(resume_training(tmp_path / "run").model.state_dict(), whole)
 
 
+@pytest.mark.slow
 def test_killed_outright_the_last_checkpoint_stands(data, tiny_blip2, whole, tmp_path):
     """kill -9 gives no chance to save: `--checkpoint-every` bounds what is lost, and nothing is corrupted."""
     flags = ["train", "--dataset", "CIRR", "--preset", "tiny", "--data-path", str(data), "--model-path",

@@ -60,6 +60,7 @@ def _files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if "__pycache__" not in p.parts}
 
 
+@pytest.mark.slow
 def test_the_wheel_works_outside_the_checkout_and_writes_beside_the_working_directory(wheel, tmp_path):
     venv = _venv(tmp_path / "venv")
     python = str(venv / "bin" / "python")
@@ -94,6 +95,7 @@ def test_the_wheel_works_outside_the_checkout_and_writes_beside_the_working_dire
     assert _files(site) == before, "the library wrote into site-packages"
 
 
+@pytest.mark.slow
 def test_the_colab_install_cell_installs_checks_and_explains_a_failure(wheel, tmp_path):
     cells = {path.name: install_cells(path.read_text()) for path in sorted((REPO / "notebooks").glob("*.py"))}
     assert cells and all(found == [INSTALL_CELL] for found in cells.values()), (

@@ -118,8 +118,12 @@ def evaluation_context(
     batch_size: int = 32,
     num_workers: int = 0,
     skip_missing: bool = False,
+    exact: bool | None = None,
 ) -> EvalContext:
-    """Prepare `model` for evaluation: move it, set the ViT's dtype, build its transform and cache."""
+    """Prepare `model` for evaluation: move it, set the ViT's dtype, build its transform and cache.
+
+    `exact`: None follows `scores_exactly`; the trainer passes False (see `training.build`).
+    """
     device = device if isinstance(device, torch.device) else pick_device(device)
     model.to(device).eval()
     if device.type == "cuda":
@@ -127,7 +131,7 @@ def evaluation_context(
     size = model.config.vision_config.image_size
     preprocess = build_transform(transform, size) if target_ratio is None else build_transform(
         transform, size, target_ratio)
-    exact = scores_exactly(model, device, precision)
+    exact = scores_exactly(model, device, precision) if exact is None else exact
     cache = None if feature_cache is None else FeatureCache(
         feature_cache, model, preprocess, compute_dtype=torch.float64 if exact else torch.float32)
     return EvalContext(model, tokenizer, preprocess, device, autocast_dtype(precision, device), cache,

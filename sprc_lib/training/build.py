@@ -136,7 +136,7 @@ def _stage1(config: TrainConfig, evaluation: EvalContext) -> tuple[EvalContext, 
     stage1 = evaluation_context(
         model, evaluation.tokenizer, device=evaluation.device, precision=config.precision, transform=recipe.transform,
         target_ratio=recipe.target_ratio, feature_cache=config.feature_cache, num_workers=config.num_workers,
-        skip_missing=config.skip_missing,
+        skip_missing=config.skip_missing, exact=False,
     )
     fuse = default_fuse(config.preset) if config.rerank_fuse is None else config.rerank_fuse
     return stage1, Reranker(evaluation, config.rerank_top_k or default_top_k(config.dataset, config.preset), fuse)
@@ -174,10 +174,12 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
     model.checkpoint_qformer(config.gradient_checkpointing)
     train_set = train_dataset(config)
     with distributed.main_first():
+        # Validation in training scores in float32 even where `validate` scores exactly: it steers keep-best on
+        # weights that differ between machines anyway, and float64 tripled the tiny re-ranker's validation time.
         evaluation = evaluation_context(
             model, tokenizer, device=device, precision=config.precision, transform=recipe.transform,
             target_ratio=recipe.target_ratio, feature_cache=config.feature_cache, num_workers=config.num_workers,
-            skip_missing=config.skip_missing,
+            skip_missing=config.skip_missing, exact=False,
         )
         evaluation.note(train_set)
         galleries = [evaluation.note(g) for g in validation_galleries(config.dataset, config.data_path,

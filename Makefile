@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-unit test-notebooks test-full test-student install-cells lint clean
+.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-unit test-models test-notebooks test-full test-student install-cells lint clean
 
 setup: $(STAMP)
 
@@ -56,11 +56,15 @@ lab: setup toy
 # other's threads (measured: an epoch of the tiny re-ranker took 58-283 s beside other jobs, 8 s alone).
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
-	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j3 --output-sync=target test-unit test-notebooks test-full \
-		test-student
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j3 --output-sync=target test-models test-unit test-notebooks \
+		test-full test-student
 
 test-unit: setup toy models
-	$(PY) -m pytest tests --durations=15 -p no:cacheprovider
+	$(PY) -m pytest tests -m "not models" --durations=15 -p no:cacheprovider
+
+# The toy track retrained here (what `make models RETRAIN=1` does), checked against the seeds' band: the longest job.
+test-models: setup toy models
+	$(PY) -m pytest tests -m models --durations=5 -p no:cacheprovider
 
 # The inner loop: the unit tests without the slow, browser and retraining ones (under 3 minutes).
 test-fast: setup toy models

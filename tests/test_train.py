@@ -161,6 +161,7 @@ def test_trainer_builds_the_reference_pieces(toy_root, tiny_blip2, tmp_path):
     assert trainer.recipe.loss_align == TOY["CIRR"].loss_align
     assert trainer.scheduler.total_steps == 2 * len(trainer.sampler) == 2 * (2228 // 128)
     assert not trainer.scaler.is_enabled()  # CPU: fp32, no grad scaler
+    assert not trainer.evaluation.exact  # validation in training scores in float32 (training.build says why)
     assert all(not p.requires_grad for p in trainer.model.vit_parameters())
     assert not (tmp_path / "run").exists()  # building writes nothing: a run that cannot start leaves no folder
     with open_run_dir(trainer, fresh=True):

@@ -8,7 +8,8 @@ Small models score in float64 on a CPU (`exact`). Float32 sums come out with oth
 CPU, with another thread count or batch size; two gallery images a few ulps apart then swap places, and
 a recall moves by a query. In float64 those differences shrink to about 1e-16, far below any gap between
 two scores that a ranking meets, so the tiny track's metrics are the same on every machine. At the tiny
-preset's size (0.6 M parameters) it costs a fraction of a second; a real model (ViT-g: 1.2 B) keeps float32.
+preset's size (0.6 M parameters) it costs seconds (the re-ranker's pair passes run about 3x slower than in
+float32); a real model (ViT-g and its Q-Former, over a billion) keeps float32.
 """
 
 from __future__ import annotations

@@ -83,7 +83,9 @@ def base_weights(config: TrainConfig) -> str:
     if not (tiny / "config.json").is_file():
         raise MissingFileError(
             f"{tiny}: no pretrained tiny BLIP-2. The tiny track starts from one, as the paper starts from "
-            f"BLIP-2: run `python -m sprc_lib pretrain-tiny --data-path {config.data_path}` (about a minute)."
+            f"BLIP-2: `python -m sprc_lib course --models-only --data-path {config.data_path}` puts the course's "
+            f"shipped one there (seconds), `python -m sprc_lib pretrain-tiny --data-path {config.data_path}` "
+            "pretrains one on this machine (minutes)."
         )
     return str(tiny)
 
@@ -121,7 +123,8 @@ def stage1_source(config: TrainConfig) -> str:
     tiny = Path(config.data_path) / "runs" / config.dataset / "best"
     if config.preset == "tiny" and (tiny / "config.json").is_file():
         return str(tiny)
-    hint = f" (there is no tiny SPRC in {tiny}: `make models` trains it)" if config.preset == "tiny" else ""
+    hint = f" (there is no tiny SPRC in {tiny}: `make models` puts the shipped one there)" if (
+        config.preset == "tiny") else ""
     raise SettingError("--stage1-model: a re-ranker run validates by re-ordering an SPRC model's top K; pass that "
                        f"model (a run's best/ or final/, or a released sprc_*.pt){hint}")
 

@@ -41,6 +41,7 @@ from sprc_lib.progress import tqdm
 from sprc_lib.training import checkpoint, reports, runs
 from sprc_lib.training.build import RunParts, build_run, open_run_dir, stage1_source
 from sprc_lib.training.config import Change, SettingError, TrainConfig, check, resolve
+from sprc_lib.training.fingerprint import check_same_data, check_same_weights
 from sprc_lib.training.step import optimizer_step
 from sprc_lib.training.stops import StopRequests
 
@@ -281,8 +282,13 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
     if not isinstance(saved, dict) or not {"config", "position", "model"} <= set(saved):
         raise RunFolderError(f"--resume {run_dir}: {path} is not a training checkpoint of this library "
                              "(a released model goes to --model-path instead)")
+    prints = saved.get("fingerprint") or {}
+    if settings.get("model_path") and "base_model" in prints:  # by content: a moved copy is the same weights
+        check_same_weights(prints["base_model"], settings.pop("model_path"))
     config, changes = resolve(settings, saved["config"], run_dir=str(path.parent))
     check_root(config.data_path, config.dataset)  # the run's data may have moved: say so, and --data-path
+    if "data" in prints:
+        check_same_data(prints["data"], config.dataset, config.data_path)
     if stop_after_steps is not None and stop_after_steps < 1:
         raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
     with distributed.session(distributed.process_device(config.device)):

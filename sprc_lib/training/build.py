@@ -27,6 +27,7 @@ from sprc_lib.errors import MissingFileError
 from sprc_lib.evaluation.context import EvalContext, evaluation_context
 from sprc_lib.evaluation.protocols import validation_galleries
 from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
+from sprc_lib.files import atomic_path
 from sprc_lib.model import SPRCModel, preset_config
 from sprc_lib.model.loading import BLIP2_RETRIEVAL, load_model, load_reranker, model_from_saved
 from sprc_lib.model.rerank import RerankerModel
@@ -227,7 +228,8 @@ def open_run_dir(run: RunParts, fresh: bool, overwrite: bool = False) -> Iterato
             runs.check_new_run_dir(run.run_dir, overwrite)
             if overwrite:
                 runs.clear_run(run.run_dir)
-            run.evaluation.tokenizer.save_pretrained(run.run_dir / runs.TOKENIZER)
+            with atomic_path(run.run_dir / runs.TOKENIZER) as tmp:
+                run.evaluation.tokenizer.save_pretrained(tmp)
             runs.write_hyperparameters(run.run_dir, hyperparameters(run))
         distributed.barrier()
         yield

@@ -157,8 +157,19 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def save_checkpoint_file(state: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
+    tensors = [v for v in _leaves(state) if isinstance(v, torch.Tensor)]
+    with atomic_path(path, size=sum(t.numel() * t.element_size() for t in tensors)) as tmp:
         torch.save(state, tmp)
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
 
 
 def save_model_dir(model, tokenizer, path: Path, info: dict) -> None:

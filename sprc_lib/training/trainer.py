@@ -30,7 +30,8 @@ from sprc_lib.data.base import collate
 from sprc_lib.data.errors import DataError
 from sprc_lib.data.fashioniq import FashionIQDataset
 from sprc_lib.data.schema import check_root
-from sprc_lib.errors import RunFolderError, TrainingDiverged
+from sprc_lib.data.workers import ignore_stop_signals
+from sprc_lib.errors import DiskFullError, RunFolderError, TrainingDiverged
 from sprc_lib.evaluation.metrics import KEEP_BEST_KEY
 from sprc_lib.evaluation.protocols import validate
 from sprc_lib.model import SPRCModel
@@ -95,11 +96,10 @@ class Trainer:
     def _saved_after(self, err: DataError) -> str:
         """The message of a data error met while loading a batch, after saving the progress made so far."""
         run, p = self.run, self.progress
-        message = str(err).rsplit("DataError: ", 1)[-1].strip()  # a loader worker's message carries its traceback
         if run.world_size > 1:
-            return f"{message}\nThe last checkpoint stands; continue with --resume {run.run_dir} once it is fixed"
+            return f"{err}\nThe last checkpoint stands; continue with --resume {run.run_dir} once it is fixed"
         path = checkpoint.save(run, p)
-        return (f"{message}\nProgress is saved in {path} (epoch {p.epoch + 1}, step {p.step_in_epoch}); fix the "
+        return (f"{err}\nProgress is saved in {path} (epoch {p.epoch + 1}, step {p.step_in_epoch}); fix the "
                 f"file, then continue with --resume {run.run_dir}")
 
     def fit(self, stop_after_steps: int | None = None) -> TrainResult:
@@ -137,6 +137,9 @@ class Trainer:
                 raise
             except DataError as err:
                 raise DataError(self._saved_after(err)) from None
+            except DiskFullError as err:
+                raise DiskFullError(f"{err}. The last complete checkpoint stands: continue with --resume "
+                                    f"{run.run_dir} once there is room") from None
         if run.config.save_training and run.main:
             runs.save_model_dir(run.model, run.evaluation.tokenizer, run.run_dir / "final", {"epoch": p.epoch - 1})
         distributed.barrier()  # when any process returns, the run's files are complete
@@ -180,7 +183,7 @@ class Trainer:
         run.sampler.set_epoch(p.epoch, p.step_in_epoch, p.offset)
         return DataLoader(
             run.items, batch_sampler=run.sampler, num_workers=run.config.num_workers, collate_fn=collate,
-            pin_memory=run.device.type == "cuda",
+            pin_memory=run.device.type == "cuda", worker_init_fn=ignore_stop_signals,
             generator=torch.Generator().manual_seed(run.config.seed + p.epoch),  # not the global RNG
         )
 

@@ -127,6 +127,7 @@ def _register_cirr_submission(sub: argparse._SubParsersAction) -> None:
     _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_cirr.pt")
     p.add_argument("--submission-name", default=None, help="files are recall_submission_<name>.json ...")
     p.add_argument("--output-dir", type=Path, default=Path("submission"))
+    p.add_argument("--overwrite", action="store_true", help="replace submission files of the same name there")
     _add_rerank_flags(p)
     p.set_defaults(run=_run_cirr_submission)
 
@@ -139,6 +140,11 @@ def _run_cirr_submission(args: argparse.Namespace) -> int:
     ctx = _context(args)
     path = Path(args.model_path)
     name = args.submission_name or (f"{path.resolve().parent.name}_{path.name}" if path.is_dir() else path.stem)
+    held = [p.name for p in (args.output_dir / f"recall_submission_{name}.json",
+                             args.output_dir / f"recall_subset_submission_{name}.json") if p.exists()]
+    if held and not args.overwrite:
+        raise UserError(f"--output-dir {args.output_dir} already holds {' and '.join(held)}: choose another "
+                        "--submission-name or --output-dir, or replace them with --overwrite")
     paths = cirr_test_submission(ctx, args.data_path, args.output_dir, name, _reranker(args, ctx, "CIRR"))
     for line in ctx.skipped_lines():
         print(line)
@@ -154,13 +160,14 @@ def _register_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="blip2-vitg", help="the sizes (a released file has none): tiny, blip2-vitg, "
                    "or a BLIP-2 folder or hub id whose config gives them")
     p.add_argument("--tokenizer", default=None, help="tokenizer to save beside it (default: BLIP-2's)")
+    p.add_argument("--overwrite", action="store_true", help="replace the model folder --out already holds")
     p.set_defaults(run=_run_convert)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from sprc_lib.model.loading import convert_lavis_checkpoint
 
-    count = convert_lavis_checkpoint(args.lavis_checkpoint, args.out, args.preset, args.tokenizer)
+    count = convert_lavis_checkpoint(args.lavis_checkpoint, args.out, args.preset, args.tokenizer, args.overwrite)
     print(f"converted {args.lavis_checkpoint} -> {args.out} ({count:,} parameters)")
     return 0
 

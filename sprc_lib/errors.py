@@ -25,3 +25,7 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint that is not what it claims or does not fit the model: the message says which and why."""
+
+
+class DiskFullError(UserError, OSError):
+    """No room left to write a file: the message names the folder, the free space and the space needed."""

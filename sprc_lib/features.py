@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sprc_lib.data.base import RetrievalDataset, load_rgb
+from sprc_lib.data.workers import CarriesErrors
 from sprc_lib.errors import UserError
 from sprc_lib.files import atomic_path, write_atomic
 from sprc_lib.model import SPRCModel
@@ -238,7 +239,7 @@ class FeatureCache:
         return torch.from_numpy(np.array(array[entry[1]]))
 
 
-class CachedImages(Dataset):
+class CachedImages(CarriesErrors, Dataset):
     """A names-only dataset whose items get frozen-ViT tokens from the cache where pixels would be.
 
     Items keep their keys (`reference`, `target`, `image`), so training and indexing code is the

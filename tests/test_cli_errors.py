@@ -9,15 +9,18 @@ process boundary: `python -m sprc_lib`'s exit code, `--debug`'s traceback, signa
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +134,51 @@ CASES = [
      ["the loss is", "diverged", "--learning-rate"], ""),
     ("unreadable training image", T + ["--data-path", "{bad_train}", "--num-epochs", "1"], 2,
      ["cannot read image", "Progress is saved", "--resume"], "checkpoint"),
+    # the same mistakes met by a data-loading worker: the same one line
+    ("unreadable image, in a worker", V + ["--dataset", "CIRR", "--data-path", "{bad_image}", "--model-path",
+                                           "{model}", "--num-workers", "2"], 2, ["cannot read image", "{bad_image}"],
+     "one line"),
+    ("unreadable training image, in a worker", T + ["--data-path", "{bad_train}", "--num-epochs", "1",
+                                                    "--num-workers", "2"], 2,
+     ["cannot read image", "Progress is saved", "--resume"], "checkpoint"),
+    # weights that load but are not what they should be
+    ("NaN weights", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{nan_model}"], 2,
+     ["{nan_model}: tensor prompt_tokens holds 1 NaN or infinite value(s)"], ""),
+    ("pickle in pytorch_model.bin", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{bin_model}"],
+     2, ["{bin_model}/pytorch_model.bin: holds Python objects", "refused"], "not run"),
+    ("convert without the tiny tokenizer", ["convert", "--lavis-checkpoint", "{lavis}", "--out", "{new}", "--preset",
+                                            "tiny"], 2, ["{lavis}: its vocabulary has", "pass --tokenizer"], "no run"),
+    # destinations that hold someone's work: nothing is written over or deleted without --overwrite
+    ("new run into saved models", T[:-1] + ["{models_only}", "--data-path", "{toy}"], 2,
+     ["--output-dir {models_only} already holds a run (best/, final/, train_metrics.csv", "--overwrite"],
+     "models kept"),
+    ("new run into best/ alone", T[:-1] + ["{best_only}", "--data-path", "{toy}"], 2,
+     ["--output-dir {best_only} already holds a run (best/)"], "models kept"),
+    ("new run beside other files", T[:-1] + ["{notes}", "--data-path", "{toy}"], 2,
+     ["--output-dir {notes} already holds files no run wrote (notes.txt)"], "notes kept"),
+    ("convert onto a model folder", ["convert", "--lavis-checkpoint", "{lavis}", "--out", "{model_copy}", "--preset",
+                                     "tiny", "--tokenizer", "{model}"], 2,
+     ["--out {model_copy} already holds files", "--overwrite"], "model kept"),
+    ("convert onto a file", ["convert", "--lavis-checkpoint", "{lavis}", "--out", "{file}", "--preset", "tiny",
+                             "--tokenizer", "{model}"], 2, ["--out {file}: that is a file"], ""),
+    ("convert over other files", ["convert", "--lavis-checkpoint", "{lavis}", "--out", "{notes}", "--preset", "tiny",
+                                  "--tokenizer", "{model}", "--overwrite"], 2,
+     ["--out {notes}: --overwrite replaces a model folder"], "notes kept"),
+    ("submission over an earlier one", ["cirr-submission", "--preset", "tiny", "--data-path", "{toy}", "--model-path",
+                                        "{model}", "--num-workers", "0", "--output-dir", "{submitted}",
+                                        "--submission-name", "x"], 2,
+     ["--output-dir {submitted} already holds recall_submission_x.json", "--overwrite"], ""),
+    ("toy data onto a file", ["toy-data", "--out", "{file}"], 2, ["--out {file}: that is a file"], ""),
+    ("toy data over other captions", ["toy-data", "--out", "{foreign_corpus}"], 2,
+     ["pretraining_captions.json that toy-data did not write"], ""),
+    # what a run is, by content
+    ("resume on other data", ["train", "--resume", "{run}", "--data-path", "{fewer_triplets}"], 2,
+     ["--data-path {fewer_triplets}: not the data this run was trained on",
+      "cirr_dataset/cirr/captions/cap.rc2.train.json: 100 records, the run's"], "run kept"),
+    ("resume on data of the same size", ["train", "--resume", "{run}", "--data-path", "{other_captions}"], 2,
+     ["not the data this run was trained on", "as many as the run's, other contents"], "run kept"),
+    ("resume from other weights", ["train", "--resume", "{run}", "--model-path", "{model}"], 2,
+     ["--model-path {model}: not the weights this run started from"], "run kept"),
 ]
 # check-data reports every problem of a copy (exit 1), including what validate and the submission would meet.
 CHECKS = [
@@ -156,6 +204,12 @@ GOOD = [
                                         "{run}/checkpoint.pt"], ["recall_at1"]),
     ("replace a run on purpose", T[:-1] + ["{overwritten}", "--data-path", "{toy}", "--overwrite",
                                           "--stop-after-steps", "1"], ["run folder: {overwritten}"]),
+    ("resume with the starting weights moved", ["train", "--resume", "{copied}", "--model-path", "{blip_moved}",
+                                                "--stop-after-steps", "1", "--num-workers", "0"],
+     ["run folder: {copied}"]),
+    ("replace a converted model on purpose", ["convert", "--lavis-checkpoint", "{lavis}", "--out", "{model_replaced}",
+                                              "--preset", "tiny", "--tokenizer", "{model}", "--overwrite"],
+     ["converted", "{model_replaced}"]),
 ]
 
 
@@ -192,10 +246,6 @@ def make_places(toy_root: Path, tiny_blip2: Path, base: Path) -> dict[str, str]:
     torch.save(cut, base / "cut.pt")
     (base / "garbage.pt").write_bytes(os.urandom(4096))
 
-    class Evil:
-        def __reduce__(self):
-            return (print, ("this ran",))
-
     (base / "evil.pt").write_bytes(pickle.dumps({"model": Evil()}, protocol=2))  # torch.save's protocol
     shutil.copytree(base / "model", base / "broken_model")
     (base / "broken_model" / "config.json").write_text("{")
@@ -223,6 +273,7 @@ def make_places(toy_root: Path, tiny_blip2: Path, base: Path) -> dict[str, str]:
                             .values()))
         (cirr / relpath).unlink()
         (cirr / relpath).write_bytes(b"\x89PNG but not really")
+    places_of_work(toy_root, tiny_blip2, base)
     return {"toy": str(toy_root), "blip": str(tiny_blip2), "model": str(base / "model"),
             "lavis": str(base / "sprc_tiny.pt"), "cut": str(base / "cut.pt"), "garbage": str(base / "garbage.pt"),
             "evil": str(base / "evil.pt"), "broken_model": str(base / "broken_model"), "empty": str(base / "empty"),
@@ -230,7 +281,52 @@ def make_places(toy_root: Path, tiny_blip2: Path, base: Path) -> dict[str, str]:
             "copied": str(base / "copied"),
             "nowhere": str(base / "nowhere" / "at_all"),
             **{name: str(base / name) for name in ("fiq_missing", "fiq_outside", "dup_pairs", "bad_json",
-                                                   "bad_image", "bad_train")}}
+                                                   "bad_image", "bad_train", *WORK)}}
+
+
+# Folders holding someone's work, damaged weights, and other data, for the cases above.
+WORK = ("models_only", "best_only", "notes", "model_copy", "model_replaced", "submitted", "foreign_corpus",
+        "fewer_triplets", "other_captions", "blip_moved", "nan_model", "bin_model", "full_disk")
+
+
+def places_of_work(toy_root: Path, tiny_blip2: Path, base: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(base / "run", base / "full_disk")
+    for name in ("models_only", "best_only"):
+        shutil.copytree(base / "model", base / name / "best")
+    shutil.copytree(base / "model", base / "models_only" / "final")
+    for csv in ("train_metrics.csv", "validation_metrics.csv"):
+        (base / "models_only" / csv).write_text("epoch,loss\n0,1.0\n")
+    (base / "notes").mkdir()
+    (base / "notes" / "notes.txt").write_text("my notes")
+    shutil.copytree(base / "model", base / "model_copy")
+    shutil.copytree(base / "model", base / "model_replaced")
+    (base / "model_replaced" / "training_info.json").write_text("{}")
+    (base / "submitted").mkdir()
+    (base / "submitted" / "recall_submission_x.json").write_text("{}")
+    (base / "foreign_corpus").mkdir()
+    (base / "foreign_corpus" / "pretraining_captions.json").write_text("[]")
+    for name, change in (("fewer_triplets", lambda records: records[:100]),
+                         ("other_captions", lambda records: [{**records[0], "caption": "other"}, *records[1:]])):
+        shutil.copytree(toy_root / "cirr_dataset", base / name / "cirr_dataset", copy_function=os.link)
+        rewrite(base / name / "cirr_dataset" / "cirr" / "captions" / "cap.rc2.train.json", change)
+    shutil.copytree(tiny_blip2, base / "blip_moved")
+    shutil.copytree(base / "model", base / "nan_model")
+    weights = load_file(base / "model" / "model.safetensors")
+    weights["prompt_tokens"][0, 0, 0] = float("nan")
+    (base / "nan_model" / "model.safetensors").unlink()
+    save_file(weights, base / "nan_model" / "model.safetensors", metadata={"format": "pt"})
+    shutil.copytree(base / "model", base / "bin_model")
+    (base / "bin_model" / "model.safetensors").unlink()
+    (base / "bin_model" / "pytorch_model.bin").write_bytes(pickle.dumps({"model": Evil()}, protocol=2))
+
+
+class Evil:
+    """A pickle that runs code when loaded."""
+
+    def __reduce__(self):
+        return (print, ("this ran",))
 
 
 def fill(args: list[str], places: dict[str, str], new: Path) -> list[str]:
@@ -260,6 +356,9 @@ def run_cli(args: list[str]) -> Outcome:
             code = main(args)
         except SystemExit as stop:  # argparse: usage errors (2) and --help (0)
             code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        except Exception:  # an error main() does not handle: the traceback and exit code 1, as from a real process
+            traceback.print_exc()
+            code = 1
         finally:
             warnings.showwarning = showwarning
     return Outcome(code, out.getvalue(), err.getvalue())
@@ -275,6 +374,9 @@ def outcomes(places: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     for i, (name, args, *_) in enumerate(CASES + CHECKS + GOOD):
         done[name] = (run_cli(fill(args, places, fresh / f"case{i}")), fresh / f"case{i}")
     return {name: (outcome, new, before, checkpoint.stat().st_mtime_ns) for name, (outcome, new) in done.items()}
+
+
+PROGRESS = re.compile(r"\| *\d+/\d+ \[")  # a progress bar's "| 97/97 ["
 
 
 @pytest.mark.parametrize(("name", "args", "code", "says", "after"), CASES, ids=[c[0] for c in CASES])
@@ -294,6 +396,17 @@ def test_a_mistake_gets_one_clear_message(name, args, code, says, after, outcome
         assert "this ran" not in done.stdout + done.stderr
     if after == "checkpoint":
         assert (new / "checkpoint.pt").is_file()
+    if after == "one line":  # what stays on the screen, progress bars aside (each line's text after their \r)
+        shown = [line.rsplit("\r", 1)[-1] for line in done.stderr.split("\n")]
+        assert [line for line in shown if line.strip() and not PROGRESS.search(line)] == message, done.stderr[-3000:]
+    if after == "models kept":
+        assert (Path(places[args[args.index("--output-dir") + 1].strip("{}")]) / "best" / "config.json").is_file()
+    if after == "notes kept":
+        assert (Path(places["notes"]) / "notes.txt").read_text() == "my notes"
+        assert sorted(p.name for p in Path(places["notes"]).iterdir()) in (["notes.txt"], [".lock", "notes.txt"])
+    if after == "model kept":
+        assert (Path(places["model_copy"]) / "config.json").read_bytes() == (Path(places["model"]) /
+                                                                          "config.json").read_bytes()
 
 
 @pytest.mark.parametrize(("name", "args", "says"), CHECKS, ids=[c[0] for c in CHECKS])
@@ -312,6 +425,81 @@ def test_the_controls_succeed(name, args, says, outcomes, places):
         assert text.format(**places) in done.stdout, (text, done.stdout[-2000:])
 
 
+def deny_reading(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Files called `name` cannot be opened, as when their permissions leave this user out (root reads anything)."""
+    real = Path.open
+
+    def guarded(self: Path, *args, **kwargs):
+        if self.name == name:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", guarded)
+
+
+def fill_the_disk(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """torch.save fails as on a full disk (half a file, then its zip writer's error), with no space left."""
+
+    def save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+
+
+def stop_saving_the_tokenizer(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Ctrl-C while a tokenizer is written (after the model's weights)."""
+    from transformers import BertTokenizer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BertTokenizer, "save_pretrained", interrupted)
+
+
+# Cases where the machine misbehaves: (id, arguments, what goes wrong, exit code, what stderr must say).
+# check-data reports a problem in its table on stdout (exit 1); the other commands stop with one line.
+MACHINE = [
+    ("caption file unreadable: check-data", ["check-data", "--dataset", "CIRR", "--data-path", "{toy}"],
+     (deny_reading, "cap.rc2.val.json"), 1, ["cannot read CIRR caption file", "cap.rc2.val.json (Permission denied)"]),
+    ("caption file unreadable: validate", V + ["--dataset", "CIRR", "--data-path", "{toy}", "--model-path", "{model}"],
+     (deny_reading, "cap.rc2.val.json"), 2, ["cannot read CIRR caption file", "chmod u+r"]),
+    ("caption file unreadable: train", T + ["--data-path", "{toy}"], (deny_reading, "cap.rc2.train.json"), 2,
+     ["cannot read CIRR caption file", "cap.rc2.train.json (Permission denied)"]),
+    ("disk full while saving", ["train", "--resume", "{full_disk}", "--stop-after-steps", "1", "--num-workers", "0"],
+     (fill_the_disk, ""), 2, ["{full_disk}: the disk is full (0.0 MB free) while writing checkpoint.pt, which needs "
+                              "about", "The last complete checkpoint stands: continue with --resume {full_disk}"]),
+    ("convert interrupted", ["convert", "--lavis-checkpoint", "{lavis}", "--out", "{new}", "--preset", "tiny",
+                             "--tokenizer", "{model}"], (stop_saving_the_tokenizer, ""), 130, ["interrupted"]),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "trouble", "code", "says"), MACHINE, ids=[c[0] for c in MACHINE])
+def test_a_machine_fault_gets_one_clear_message(name, args, trouble, code, says, places, tmp_path, monkeypatch):
+    checkpoint = Path(places["full_disk"]) / "checkpoint.pt"
+    before = checkpoint.read_bytes()
+    make_trouble, target = trouble
+    make_trouble(monkeypatch, target)
+    done = run_cli(fill(args, places, tmp_path / "new"))
+    monkeypatch.undo()
+    assert done.returncode == code, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    for text in says:
+        assert text.format(**places) in (done.stdout if code == 1 else done.stderr), (text, done.stderr[-2000:])
+    if code == 2:
+        assert [line for line in done.stderr.splitlines() if line.startswith("error:")], done.stderr[-2000:]
+    assert checkpoint.read_bytes() == before  # the last checkpoint stands
+    assert not list(tmp_path.glob("new*"))  # nothing half written, not even beside the destination
+
+
+def test_a_replaced_model_keeps_nothing_of_the_old_one(outcomes, places):
+    """`convert --overwrite` replaces the folder whole: no old training_info.json beside the new weights."""
+    assert outcomes["replace a converted model on purpose"][0].returncode == 0
+    assert sorted(p.name for p in Path(places["model_replaced"]).iterdir()) == sorted(
+        p.name for p in Path(places["model"]).iterdir())
+
+
 def test_a_mistake_exits_2_from_a_real_process(places):
     done = run_subprocess(V + ["--dataset", "CIRR", "--data-path", places["toy"], "--model-path", places["nowhere"]])
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -326,9 +514,10 @@ def test_debug_shows_the_traceback(places):
 
 
 def start_training(places: dict[str, str], out: Path, *extra: str) -> subprocess.Popen:
+    """A training in its own process group (as a scheduler or a notebook's kernel starts one)."""
     argv = fill(T + ["--data-path", "{toy}", "--batch-size", "8", *extra], places, out)
     return subprocess.Popen([sys.executable, "-m", "sprc_lib", *argv], cwd=checkout(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for_steps(process: subprocess.Popen, out: Path) -> None:
@@ -353,12 +542,18 @@ def test_two_trainings_into_one_folder_at_once(places, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "term"])
-def test_a_stopped_run_saves_says_how_to_resume_and_exits_quietly(places, tmp_path, signum, code):
+@pytest.mark.parametrize(("signum", "code", "group"), [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
+                                                      (signal.SIGTERM, 143, True)],
+                         ids=["ctrl-c", "term", "term to the group, with workers"])
+def test_a_stopped_run_saves_says_how_to_resume_and_exits_quietly(places, tmp_path, signum, code, group):
+    """A signal to the process group reaches the data-loading workers too: they leave it to the main process."""
     out = tmp_path / "run"
-    process = start_training(places, out)
+    process = start_training(places, out, *(["--num-workers", "2"] if group else []))
     wait_for_steps(process, out)
-    process.send_signal(signum)
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == code, stderr[-2000:]
     assert "Traceback" not in stderr

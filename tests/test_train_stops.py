@@ -18,8 +18,8 @@ from sprc_lib.data.errors import DataError
 from sprc_lib.errors import TrainingDiverged
 from sprc_lib.paths import checkout
 from sprc_lib.training.config import TrainConfig
-from sprc_lib.training.runs import CHECKPOINT
-from sprc_lib.training.trainer import resume_training, train
+from sprc_lib.training.runs import CHECKPOINT, TRAIN_CSV, VALIDATION_CSV, read_csv
+from sprc_lib.training.trainer import TrainResult, resume_training, train
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,15 @@ def config(data: Path, model: Path, out: Path) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def whole(data: Path, tiny_blip2: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+def whole_run(data: Path, tiny_blip2: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """The run never stopped (its folder holds the metric rows an interrupted run must end with)."""
+    return train(config(data, tiny_blip2, tmp_path_factory.mktemp("whole") / "run"))
+
+
+@pytest.fixture(scope="module")
+def whole(whole_run) -> dict[str, torch.Tensor]:
     """The weights of the run never stopped."""
-    return train(config(data, tiny_blip2, tmp_path_factory.mktemp("whole") / "run")).model.state_dict()
+    return whole_run.model.state_dict()
 
 
 def assert_same(weights: dict[str, torch.Tensor], whole: dict[str, torch.Tensor]) -> None:
@@ -121,6 +127,61 @@ def test_killed_outright_the_last_checkpoint_stands(data, tiny_blip2, whole, tmp
     done.kill()
     done.wait(timeout=60)
     assert_same(resume_training(tmp_path / "run").model.state_dict(), whole)
+
+
+TIMING = ("seconds", "triplets_per_s")  # the only columns that differ between two runs of the same steps
+
+
+def metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """The run's metric rows, timings aside."""
+    train_rows = [{k: v for k, v in row.items() if k not in TIMING} for row in read_csv(run_dir / TRAIN_CSV)]
+    return train_rows, read_csv(run_dir / VALIDATION_CSV)
+
+
+# Run the command line with a kill -9 sent from inside one phase of the run: the second epoch's second step,
+# its validation, or the middle of writing its checkpoint (half a temporary file written).
+KILLER = """
+import os, signal, sys
+import torch
+from sprc_lib.training import trainer
+phase, calls = sys.argv[1], []
+
+def kill_on(nth, real):
+    def call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == nth:
+            if phase == "saving":
+                with open(args[1], "wb") as half:
+                    half.write(b"PK half a checkpoint")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return call
+
+if phase == "step":
+    trainer.optimizer_step = kill_on(8, trainer.optimizer_step)
+elif phase == "validation":
+    trainer.validate = kill_on(2, trainer.validate)
+else:
+    torch.save = kill_on(2, torch.save)
+from sprc_lib.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["step", "validation", "saving"])
+def test_killed_in_any_phase_a_resume_writes_each_row_once(phase, data, tiny_blip2, whole_run, whole, tmp_path):
+    """kill -9 lands between an epoch's rows and its checkpoint: the resume keeps the rows the checkpoint covers,
+    so the CSVs and the weights end as an uninterrupted run's."""
+    out = tmp_path / "run"
+    flags = ["train", "--dataset", "CIRR", "--preset", "tiny", "--data-path", str(data), "--model-path",
+             str(tiny_blip2), "--output-dir", str(out), "--num-epochs", "2", "--batch-size", "32",
+             "--num-workers", "0", "--seed", "3"]
+    killed = subprocess.run([sys.executable, "-c", KILLER, phase, *flags], cwd=checkout(), capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert_same(resume_training(out).model.state_dict(), whole)
+    assert metrics(out) == metrics(whole_run.run_dir)
 
 
 def test_a_second_ctrl_c_stops_at_once_and_leaves_the_last_checkpoint(data, tiny_blip2, tmp_path, monkeypatch):

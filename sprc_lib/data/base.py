@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 
 from sprc_lib.data.errors import DataError
+from sprc_lib.data.workers import CarriedError, CarriesErrors
 
 MODES = ("relative", "classic")
 # Item fields holding one Python structure per item; `collate` keeps them per item.
@@ -24,12 +25,15 @@ def check_choice(value: str, choices: Sequence[str], what: str) -> None:
         raise ValueError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any] | CarriedError:
     """Batch dataset items: torch's default_collate, except per-item lists/dicts stay per item.
 
     default_collate would transpose `group_members` into 6 tuples of B names and fail on
     `target_soft` dicts whose keys differ; here they stay lists of B entries, like the strings.
+    A worker's error (`sprc_lib.data.workers`) goes on in the batch's place.
     """
+    if isinstance(batch[0], CarriedError):
+        return batch[0]
     kept = {key: [item[key] for item in batch] for key in PER_ITEM_FIELDS if key in batch[0]}
     rest = default_collate([{k: v for k, v in item.items() if k not in kept} for item in batch])
     return {**rest, **kept}
@@ -65,7 +69,7 @@ def load_rgb(path: Path) -> Image.Image:
         ) from err
 
 
-class RetrievalDataset(Dataset):
+class RetrievalDataset(CarriesErrors, Dataset):
     """Base of CIRRDataset and FashionIQDataset; subclasses fill triplets, gallery and paths.
 
     `relative` mode yields one item per triplet, `classic` one per gallery image. With no

@@ -56,6 +56,9 @@ def read_json(path: Path, what: str) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path} is not valid JSON ({err}); re-download or regenerate it.") from err
+    except OSError as err:  # permission denied, an I/O error
+        raise DataError(f"cannot read {what} {path} ({err.strerror or err}); give your user read access to it "
+                        f"(e.g. `chmod u+r {path}`), or copy the dataset again.") from err
 
 
 class _Record:

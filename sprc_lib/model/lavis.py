@@ -176,9 +176,20 @@ def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source:
                 parts.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else ""))
         parts.append("  Check the preset/config (sizes) against the file, or whether it is an SPRC checkpoint at all.")
         raise CheckpointError("\n".join(parts))
+    check_finite(state_dict, source)
     with torch.no_grad():
         for key, value in state_dict.items():
             expected[key].copy_(value.to(expected[key].dtype))
+
+
+def check_finite(state_dict: dict[str, Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity: a model loaded with them scores every image NaN, far from here."""
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{source}: tensor {key} holds {bad:,} NaN or infinite value(s) of "
+                                  f"{value.numel():,}; the file is damaged or was saved from a diverged run: "
+                                  "download it again, or use another checkpoint")
 
 
 def load_lavis_state(obj: object, config: SPRCConfig, source: str) -> SPRCModel | RerankerModel:

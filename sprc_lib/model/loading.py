@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
 from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval
 from transformers.initialization import no_init_weights
 
-from sprc_lib.errors import CheckpointError, MissingFileError
+from sprc_lib.errors import CheckpointError, MissingFileError, UserError
+from sprc_lib.files import atomic_path
 from sprc_lib.model.config import PRESETS, SPRCConfig, preset_config
 from sprc_lib.model.lavis import (
     LAVIS_RERANK_KEY,
     check_and_load,
-    load_lavis_checkpoint,
+    check_finite,
+    lavis_state_dict,
     load_lavis_state,
     read_checkpoint,
 )
@@ -23,6 +26,8 @@ from sprc_lib.model.sprc import SPRCModel
 from sprc_lib.model.tokenizer import load_tokenizer
 
 BLIP2_RETRIEVAL = "Salesforce/blip2-itm-vit-g"
+BLIP2_VOCABULARY = 30523  # bert-base-uncased and [DEC]
+LAVIS_WORD_EMBEDDINGS = "Qformer.bert.embeddings.word_embeddings.weight"
 
 
 def sprc_config_from_blip2(config: Blip2Config, max_txt_len: int = 32) -> SPRCConfig:
@@ -83,6 +88,11 @@ def _from_folder(load, source: str | Path):
     """A transformers `from_pretrained` whose failures name the folder (or hub id) and say what to do."""
     try:
         return load(str(source))
+    except pickle.UnpicklingError as err:  # a pytorch_model.bin holding more than tensors
+        where = next(iter(sorted(Path(source).glob("*.bin"))), source) if Path(source).is_dir() else source
+        raise CheckpointError(f"{where}: holds Python objects besides tensors and plain data; refused, since "
+                              "loading them could run code. Save the model again as safetensors (save_pretrained), "
+                              "or use a model saved by this library") from err
     except (OSError, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{source}: cannot load this model ({first}). A hub id needs the network once (or a "
@@ -115,7 +125,9 @@ def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCMode
     kind = _model_type(path) if path.is_dir() else None
     if kind in (SPRCConfig.model_type, RerankerConfig.model_type):
         model_class = SPRCModel if kind == SPRCConfig.model_type else RerankerModel
-        return _from_folder(model_class.from_pretrained, path)
+        model = _from_folder(model_class.from_pretrained, path)
+        check_finite(model.state_dict(), str(path))
+        return model
     if path.suffix in {".pt", ".pth"} or path.is_file():
         saved = read_checkpoint(path)
         if isinstance(saved, dict) and "model_config" in saved:  # a training run's checkpoint.pt
@@ -188,11 +200,57 @@ def model_sizes(preset: str, vocab_size: int) -> SPRCConfig:
 
 
 def convert_lavis_checkpoint(lavis_checkpoint: str | Path, out: str | Path, preset: str = "blip2-vitg",
-                             tokenizer: str | Path | None = None) -> int:
+                             tokenizer: str | Path | None = None, overwrite: bool = False) -> int:
     """A released LAVIS file (`sprc_cirr.pt`, ...) saved in this project's format with its tokenizer, at the
-    sizes `preset` names (see `model_sizes`); returns the number of parameters converted."""
-    words = load_tokenizer(tokenizer or BLIP2_RETRIEVAL)
-    model = load_lavis_checkpoint(lavis_checkpoint, model_sizes(preset, len(words)))
-    model.save_pretrained(out)
-    words.save_pretrained(out)
+    sizes `preset` names (see `model_sizes`); returns the number of parameters converted.
+
+    The model is written beside `out` and renamed into place, so an interruption leaves no half model;
+    an `out` that holds anything is replaced only with `overwrite`, and only when it is a model folder.
+    """
+    out = Path(out)
+    check_model_destination(out, overwrite)
+    saved = read_checkpoint(lavis_checkpoint)
+    words = _convert_tokenizer(tokenizer, _vocabulary(saved, str(lavis_checkpoint)), lavis_checkpoint)
+    model = load_lavis_state(saved, model_sizes(preset, len(words)), str(lavis_checkpoint))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp)
+        words.save_pretrained(tmp)
     return sum(p.numel() for p in model.parameters())
+
+
+def check_model_destination(out: Path, overwrite: bool) -> None:
+    """`convert --out`: a new or empty folder, or (with --overwrite) a model folder to replace."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: that is a file; convert writes a model folder (config.json, weights, "
+                        "tokenizer): choose a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not held:
+        return
+    listing = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "")
+    if not overwrite:
+        raise UserError(f"--out {out} already holds files ({listing}): choose another --out, or replace the model "
+                        "there with --overwrite")
+    if _model_type(out) not in (SPRCConfig.model_type, RerankerConfig.model_type):
+        raise UserError(f"--out {out}: --overwrite replaces a model folder, and this one holds no SPRC model "
+                        f"({listing}); choose another --out")
+
+
+def _vocabulary(saved: object, source: str) -> int:
+    """The number of tokens a released file's Q-Former embeds (the tokenizer it needs has as many)."""
+    embeddings = lavis_state_dict(saved, source).get(LAVIS_WORD_EMBEDDINGS)
+    return BLIP2_VOCABULARY if embeddings is None else embeddings.shape[0]  # a missing one: named by the load
+
+
+def _convert_tokenizer(tokenizer: str | Path | None, vocabulary: int, source: str | Path) -> BertTokenizer:
+    """The tokenizer to save beside a converted model: `--tokenizer`, else BLIP-2's when the file has its
+    vocabulary; a file with another vocabulary (a tiny model) names --tokenizer at once, without the hub."""
+    if tokenizer is None and vocabulary != BLIP2_VOCABULARY:
+        raise UserError(f"{source}: its vocabulary has {vocabulary:,} tokens, BLIP-2's tokenizer "
+                        f"{BLIP2_VOCABULARY:,}: pass --tokenizer with this model's own (for a tiny model, the tiny "
+                        "BLIP-2's folder)")
+    words = load_tokenizer(tokenizer or BLIP2_RETRIEVAL)
+    if len(words) != vocabulary:
+        raise UserError(f"--tokenizer {tokenizer or BLIP2_RETRIEVAL}: {len(words):,} tokens, but {source} embeds "
+                        f"{vocabulary:,}; pass the tokenizer the model was trained with")
+    return words

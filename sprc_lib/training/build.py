@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,14 @@ from sprc_lib.errors import MissingFileError
 from sprc_lib.evaluation.context import EvalContext, evaluation_context
 from sprc_lib.evaluation.protocols import validation_galleries
 from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
+from sprc_lib.files import atomic_path
 from sprc_lib.model import SPRCModel, preset_config
 from sprc_lib.model.loading import BLIP2_RETRIEVAL, load_model, load_reranker, model_from_saved
 from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.training import runs
 from sprc_lib.training.config import SettingError, TrainConfig
+from sprc_lib.training.fingerprint import data_fingerprint, weights_fingerprint
 from sprc_lib.training.pretrain import TINY_BLIP2
 from sprc_lib.training.recipes import Recipe
 from sprc_lib.training.sampler import EpochBatchSampler
@@ -59,6 +61,7 @@ class RunParts:
     scaler: torch.amp.GradScaler
     stage1: EvalContext | None = None  # re-ranker runs: the SPRC model whose top K validation re-orders
     reranker: Reranker | None = None  # re-ranker runs: the model being trained, as validation uses it
+    fingerprint: dict = field(default_factory=dict)  # what the run trains on, by content (`training.fingerprint`)
 
     @property
     def main(self) -> bool:
@@ -200,7 +203,17 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
         config, recipe, run_dir, rank, world_size, model, _wrap(model, device), evaluation, train_set, items,
         sampler, optimizer, make_scheduler(optimizer, recipe, len(sampler), config.schedule_over_run),
         torch.amp.GradScaler(device.type, enabled=evaluation.dtype == torch.float16), stage1, reranker,
+        _fingerprint(config, checkpoint),
     )
+
+
+def _fingerprint(config: TrainConfig, checkpoint: dict | None) -> dict:
+    """A new run's data and starting weights by content; a resumed run keeps its own (one saved before
+    fingerprints were kept gets its data's now)."""
+    if checkpoint is not None:
+        return checkpoint.get("fingerprint") or {"data": data_fingerprint(config.dataset, config.data_path)}
+    return {"data": data_fingerprint(config.dataset, config.data_path),
+            "base_model": weights_fingerprint(base_weights(config))}
 
 
 @contextlib.contextmanager
@@ -218,8 +231,10 @@ def open_run_dir(run: RunParts, fresh: bool, overwrite: bool = False) -> Iterato
     with runs.locked(run.run_dir):
         if fresh:
             runs.check_new_run_dir(run.run_dir, overwrite)
-            runs.clear_run(run.run_dir)
-            run.evaluation.tokenizer.save_pretrained(run.run_dir / runs.TOKENIZER)
+            if overwrite:
+                runs.clear_run(run.run_dir)
+            with atomic_path(run.run_dir / runs.TOKENIZER) as tmp:
+                run.evaluation.tokenizer.save_pretrained(tmp)
             runs.write_hyperparameters(run.run_dir, hyperparameters(run))
         distributed.barrier()
         yield
@@ -241,4 +256,5 @@ def hyperparameters(run: RunParts) -> dict[str, Any]:
         "trainable_parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
         "torch": torch.__version__,
         "skipped_missing_images": run.evaluation.skipped,  # what --skip-missing dropped, by split
+        "fingerprint": run.fingerprint,
     }

@@ -60,9 +60,25 @@ def save(run: RunParts, progress: Progress) -> Path:
                   "samples_in_epoch": progress.samples_in_epoch(run.global_batch)},
         "running": dict(progress.running),
         "best": progress.best,
+        "fingerprint": run.fingerprint,
     }
     runs.save_checkpoint_file(state, path)
     return path
+
+
+def covered_rows(run: RunParts, name: str, epoch: int) -> list[dict]:
+    """The rows of a metrics CSV that the checkpoint covers: those of the epochs before its position.
+
+    An epoch's rows are written before its checkpoint, so a run stopped in between (kill -9 during
+    validation or while saving, a full disk) holds rows the resumed run writes again: the checkpoint
+    is the source of truth, and rank 0 rewrites the file to its rows before going on.
+    """
+    path = run.run_dir / name
+    rows = runs.read_csv(path)
+    kept = [row for row in rows if row["epoch"] < epoch]
+    if run.main and len(kept) < len(rows):
+        runs.write_csv(kept, path)
+    return kept
 
 
 def restore(run: RunParts, checkpoint: dict) -> Progress:
@@ -83,8 +99,8 @@ def restore(run: RunParts, checkpoint: dict) -> Progress:
     progress = Progress(
         epoch=position["epoch"], step_in_epoch=step_in_epoch, global_step=position["global_step"], offset=offset,
         running=checkpoint["running"], best=checkpoint["best"],
-        train_history=runs.read_csv(run.run_dir / runs.TRAIN_CSV),
-        val_history=runs.read_csv(run.run_dir / runs.VALIDATION_CSV),
+        train_history=covered_rows(run, runs.TRAIN_CSV, position["epoch"]),
+        val_history=covered_rows(run, runs.VALIDATION_CSV, position["epoch"]),
     )
     if world["world_size"] == run.world_size:
         run.scheduler.load_state_dict(checkpoint["scheduler"])

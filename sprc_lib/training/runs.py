@@ -60,44 +60,62 @@ def find_checkpoint(resume: str | Path) -> Path:
     return path
 
 
-# What a run writes into its folder; a folder holding any of the first two holds a run.
+# What a run writes into its folder; a folder holding any of the first two holds a run that can be resumed.
 RUN_FILES = (CHECKPOINT, HYPERPARAMETERS, TRAIN_CSV, VALIDATION_CSV, TOKENIZER, "best", "final", TENSORBOARD)
+LOCK = ".lock"  # the folder's lock file (`locked`): left behind by every run, it is no one's work
 
 
 def holds_run(run_dir: Path) -> bool:
     return any((run_dir / name).exists() for name in RUN_FILES[:2])
 
 
+def _held(run_dir: Path) -> list[str]:
+    """What a folder holds (folders with a trailing /), its lock file aside."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir() if p.name != LOCK)
+
+
 def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """A new run may only write into a folder that holds no run, unless told to replace it."""
+    """A new run starts in a missing or empty folder: it never writes over, or deletes, what it did not write.
+
+    With `overwrite`, a former run's files are replaced (`clear_run`) and anything else is kept.
+    """
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"--output-dir {run_dir}: that is a file, not a folder; choose a folder")
-    if holds_run(run_dir) and not overwrite:
-        raise RunFolderError(
-            f"--output-dir {run_dir} already holds a run ({CHECKPOINT} or {HYPERPARAMETERS}): continue it with "
-            f"--resume {run_dir}, replace it with --overwrite, or choose another --output-dir"
-        )
+    held = _held(run_dir)
+    if not held or overwrite:
+        return
+    listing = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "")
+    if any(name.rstrip("/") in RUN_FILES for name in held):
+        resume = f"continue it with --resume {run_dir}, " if holds_run(run_dir) else ""
+        raise RunFolderError(f"--output-dir {run_dir} already holds a run ({listing}): {resume}replace it with "
+                             "--overwrite, or choose another --output-dir")
+    raise RunFolderError(f"--output-dir {run_dir} already holds files no run wrote ({listing}): a new run starts "
+                         "in an empty folder; choose another --output-dir (--overwrite would keep them beside the "
+                         "run)")
 
 
 def clear_run(run_dir: Path) -> None:
-    """Remove an old run's files (--overwrite), leaving anything else in the folder alone."""
-    for name in RUN_FILES:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+    """Remove an old run's files (--overwrite), and the temporary copies an interrupted write left of them;
+    anything else in the folder stays."""
+    for path in run_dir.iterdir():
+        if path.name.split(".tmp-")[0].split(".old-")[0] in RUN_FILES:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 @contextlib.contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
     """Hold the run folder's lock while a run writes it: a second run into the same folder stops at once."""
-    lock = FileLock(run_dir / ".lock", timeout=0)
+    lock = FileLock(run_dir / LOCK, timeout=0)
     try:
         lock.acquire()
     except Timeout as err:
         raise RunFolderError(
-            f"{run_dir}: another training run is writing this folder (its lock {run_dir / '.lock'} is held); "
+            f"{run_dir}: another training run is writing this folder (its lock {run_dir / LOCK} is held); "
             "wait for it to finish, or choose another --output-dir"
         ) from err
     try:
@@ -119,6 +137,10 @@ def record_changes(run_dir: Path, changes: list[dict[str, Any]]) -> None:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
+    """The rows as a CSV (atomically); no rows, no file."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
     columns = list(dict.fromkeys(k for row in rows for k in row))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)
@@ -135,8 +157,19 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def save_checkpoint_file(state: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
+    tensors = [v for v in _leaves(state) if isinstance(v, torch.Tensor)]
+    with atomic_path(path, size=sum(t.numel() * t.element_size() for t in tensors)) as tmp:
         torch.save(state, tmp)
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
 
 
 def save_model_dir(model, tokenizer, path: Path, info: dict) -> None:

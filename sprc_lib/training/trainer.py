@@ -30,7 +30,8 @@ from sprc_lib.data.base import collate
 from sprc_lib.data.errors import DataError
 from sprc_lib.data.fashioniq import FashionIQDataset
 from sprc_lib.data.schema import check_root
-from sprc_lib.errors import RunFolderError, TrainingDiverged
+from sprc_lib.data.workers import ignore_stop_signals
+from sprc_lib.errors import DiskFullError, RunFolderError, TrainingDiverged
 from sprc_lib.evaluation.metrics import KEEP_BEST_KEY
 from sprc_lib.evaluation.protocols import validate
 from sprc_lib.model import SPRCModel
@@ -41,6 +42,7 @@ from sprc_lib.progress import tqdm
 from sprc_lib.training import checkpoint, reports, runs
 from sprc_lib.training.build import RunParts, build_run, open_run_dir, stage1_source
 from sprc_lib.training.config import Change, SettingError, TrainConfig, check, resolve
+from sprc_lib.training.fingerprint import check_same_data, check_same_weights
 from sprc_lib.training.step import optimizer_step
 from sprc_lib.training.stops import StopRequests
 
@@ -94,11 +96,10 @@ class Trainer:
     def _saved_after(self, err: DataError) -> str:
         """The message of a data error met while loading a batch, after saving the progress made so far."""
         run, p = self.run, self.progress
-        message = str(err).rsplit("DataError: ", 1)[-1].strip()  # a loader worker's message carries its traceback
         if run.world_size > 1:
-            return f"{message}\nThe last checkpoint stands; continue with --resume {run.run_dir} once it is fixed"
+            return f"{err}\nThe last checkpoint stands; continue with --resume {run.run_dir} once it is fixed"
         path = checkpoint.save(run, p)
-        return (f"{message}\nProgress is saved in {path} (epoch {p.epoch + 1}, step {p.step_in_epoch}); fix the "
+        return (f"{err}\nProgress is saved in {path} (epoch {p.epoch + 1}, step {p.step_in_epoch}); fix the "
                 f"file, then continue with --resume {run.run_dir}")
 
     def fit(self, stop_after_steps: int | None = None) -> TrainResult:
@@ -136,6 +137,9 @@ class Trainer:
                 raise
             except DataError as err:
                 raise DataError(self._saved_after(err)) from None
+            except DiskFullError as err:
+                raise DiskFullError(f"{err}. The last complete checkpoint stands: continue with --resume "
+                                    f"{run.run_dir} once there is room") from None
         if run.config.save_training and run.main:
             runs.save_model_dir(run.model, run.evaluation.tokenizer, run.run_dir / "final", {"epoch": p.epoch - 1})
         distributed.barrier()  # when any process returns, the run's files are complete
@@ -179,7 +183,7 @@ class Trainer:
         run.sampler.set_epoch(p.epoch, p.step_in_epoch, p.offset)
         return DataLoader(
             run.items, batch_sampler=run.sampler, num_workers=run.config.num_workers, collate_fn=collate,
-            pin_memory=run.device.type == "cuda",
+            pin_memory=run.device.type == "cuda", worker_init_fn=ignore_stop_signals,
             generator=torch.Generator().manual_seed(run.config.seed + p.epoch),  # not the global RNG
         )
 
@@ -281,8 +285,13 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
     if not isinstance(saved, dict) or not {"config", "position", "model"} <= set(saved):
         raise RunFolderError(f"--resume {run_dir}: {path} is not a training checkpoint of this library "
                              "(a released model goes to --model-path instead)")
+    prints = saved.get("fingerprint") or {}
+    if settings.get("model_path") and "base_model" in prints:  # by content: a moved copy is the same weights
+        check_same_weights(prints["base_model"], settings.pop("model_path"))
     config, changes = resolve(settings, saved["config"], run_dir=str(path.parent))
     check_root(config.data_path, config.dataset)  # the run's data may have moved: say so, and --data-path
+    if "data" in prints:
+        check_same_data(prints["data"], config.dataset, config.data_path)
     if stop_after_steps is not None and stop_after_steps < 1:
         raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
     with distributed.session(distributed.process_device(config.device)):

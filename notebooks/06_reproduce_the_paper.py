@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -186,7 +186,7 @@ for key in [k for k in state if k.startswith(FAMILY)][:8]:
 converted = {name: SCRATCH / f"sprc_{name}" for name in FILES}
 for name, path in FILES.items():
     args = ["convert", "--lavis-checkpoint", str(path), "--out", str(converted[name]), "--preset", course.weights,
-            "--tokenizer", TOKENIZERS[name]]
+            "--tokenizer", TOKENIZERS[name], "--overwrite"]  # a rerun of this cell replaces its own folders
     assert cli_main(args) == 0
 print(sorted(p.name for p in converted["cirr"].iterdir()))
 

@@ -47,7 +47,7 @@ class CarriesErrors:
 
     DataLoader workers read a batch through `__getitems__` (also through a `Subset`), which makes it the
     outermost call in the worker. Loaders built without `ignore_stop_signals` as their `worker_init_fn`
-    (the evaluation's) get it here, on their first batch.
+    get it here too, on their first batch.
     """
 
     def __getitems__(self, indices: list[int]) -> list[Any]:

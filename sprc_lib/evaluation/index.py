@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Subset
 
 from sprc_lib import distributed
 from sprc_lib.data.base import RetrievalDataset, collate
+from sprc_lib.data.workers import ignore_stop_signals
 from sprc_lib.env import autocast
 from sprc_lib.evaluation.context import EvalContext
 from sprc_lib.model.tokenizer import tokenize
@@ -57,7 +58,7 @@ def index_features(ctx: EvalContext, gallery: RetrievalDataset) -> IndexFeatures
     share = distributed.shard(len(items), batch_size)
     loader = DataLoader(
         Subset(items, share), batch_size=batch_size, num_workers=ctx.num_workers, collate_fn=collate,
-        generator=torch.Generator(),
+        generator=torch.Generator(), worker_init_fn=ignore_stop_signals,  # a stop is the main process's to handle
     )
     names, features, embeds = [], [], []
     model.eval()

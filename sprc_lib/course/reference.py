@@ -120,9 +120,22 @@ def render(found: dict, spread: dict) -> str:
         "ranges (lowest-highest):",
         "", "```",
         format_table(["dataset", "metric", "retrained SPRC", "retrained SPRC²"], rows),
-        "```",
+        "```", "",
+        _outliers(found, ranges),
     ]
     return "\n".join(lines)
+
+
+def _outliers(found: dict, ranges: dict) -> str:
+    """A sentence on where the shipped weights, one more draw of the same recipe, fall outside the seeds' ranges."""
+    out = [f"{d} {stage} {key} ({found[d][stage][key]:.1f}, {'above' if found[d][stage][key] > high else 'below'} "
+           f"{low:.1f}-{high:.1f})"
+           for d in DATASETS for stage in ("SPRC", "SPRC²") for key, (low, high) in ranges[d][stage].items()
+           if not low <= found[d][stage][key] <= high]
+    if not out:
+        return "The shipped weights, one more draw of the same recipe, fall inside every one of these ranges."
+    return ("The shipped weights are one more draw of the same recipe (trained on another machine of this kind); "
+            f"they fall outside these ranges on {len(out)} metric(s): {'; '.join(out)}.")
 
 
 def _block(text: str) -> re.Pattern:

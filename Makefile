@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-unit test-models test-notebooks test-full test-student install-cells lint clean
+.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-unit test-models test-notebooks test-full test-student install-cells lint clean
 
 setup: $(STAMP)
 
@@ -56,20 +56,26 @@ lab: setup toy
 # other's threads (measured: an epoch of the tiny re-ranker took 58-283 s beside other jobs, 8 s alone).
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
-	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j3 --output-sync=target test-unit test-notebooks test-full \
-		test-student
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j3 --output-sync=target test-full test-slow test-notebooks \
+		test-fast test-student
 
+# Every unit test but the retraining (make test runs them as two jobs, test-fast and test-slow, which pack
+# the two cores better than one long job).
 test-unit: setup toy models
 	$(PY) -m pytest tests -m "not models" --durations=15 -p no:cacheprovider
+
+test-slow: setup toy models
+	$(PY) -m pytest tests -m "(slow or browser) and not models" --durations=15 -p no:cacheprovider
 
 # The toy track retrained here (what `make models RETRAIN=1` does: about 11 CPU minutes), checked against the
 # band measured over seeds. Too long for make test's budget; CI runs it after make test.
 test-models: setup toy models
 	$(PY) -m pytest tests -m models --durations=5 -p no:cacheprovider
 
-# The inner loop: the unit tests without the slow, browser and retraining ones (under 3 minutes).
+# The inner loop: the unit tests without the slow, browser and retraining ones.
 test-fast: setup toy models
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -m "not slow and not browser and not models" -p no:cacheprovider -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -m "not slow and not browser and not models" --durations=10 \
+		-p no:cacheprovider -q
 
 test-notebooks: setup toy models
 	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider

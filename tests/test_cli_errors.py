@@ -31,6 +31,8 @@ import torch
 from sprc_lib.cli import main
 from sprc_lib.paths import checkout
 
+pytestmark = pytest.mark.slow  # one fixture runs every case (half a minute): out of make test-fast
+
 V = ["validate", "--preset", "tiny", "--num-workers", "0"]
 T = ["train", "--dataset", "CIRR", "--preset", "tiny", "--model-path", "{blip}", "--num-workers", "0",
      "--output-dir", "{new}"]
@@ -506,7 +508,6 @@ def test_a_mistake_exits_2_from_a_real_process(places):
     assert f"error: --model-path {places['nowhere']}: no such file or folder" in done.stderr
 
 
-@pytest.mark.slow
 def test_debug_shows_the_traceback(places):
     done = run_subprocess(V + ["--dataset", "CIRR", "--data-path", places["toy"], "--model-path", places["nowhere"],
                                "--debug"])
@@ -529,7 +530,6 @@ def wait_for_steps(process: subprocess.Popen, out: Path) -> None:
     time.sleep(1.0)
 
 
-@pytest.mark.slow
 def test_two_trainings_into_one_folder_at_once(places, tmp_path):
     out = tmp_path / "run"
     first = start_training(places, out)
@@ -541,7 +541,6 @@ def test_two_trainings_into_one_folder_at_once(places, tmp_path):
     assert "Traceback" not in second.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code", "group"), [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
                                                       (signal.SIGTERM, 143, True)],
                          ids=["ctrl-c", "term", "term to the group, with workers"])

@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-unit test-models test-notebooks test-full test-student install-cells lint clean
+.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-slow-a test-slow-b test-unit test-models test-notebooks test-full test-student install-cells lint clean
 
 setup: $(STAMP)
 
@@ -56,16 +56,26 @@ lab: setup toy
 # other's threads (measured: an epoch of the tiny re-ranker took 58-283 s beside other jobs, 8 s alone).
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
-	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j3 --output-sync=target test-full test-slow test-notebooks \
-		test-fast test-student
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j3 --output-sync=target test-full test-slow-a test-slow-b \
+		test-notebooks test-fast test-student
 
 # Every unit test but the retraining (make test runs them as two jobs, test-fast and test-slow, which pack
 # the two cores better than one long job).
 test-unit: setup toy models
 	$(PY) -m pytest tests -m "not models" --durations=15 -p no:cacheprovider
 
-test-slow: setup toy models
-	$(PY) -m pytest tests -m "(slow or browser) and not models" --durations=15 -p no:cacheprovider
+test-slow: test-slow-a test-slow-b
+
+# The slow unit tests in two halves of about equal time (measured), so that no one job is make test's long pole.
+SLOW_A := tests/test_course.py tests/test_browser.py tests/test_reference.py tests/test_train.py tests/test_wheel.py \
+	tests/test_lab_pairing.py
+SLOW := -m "(slow or browser) and not models" --durations=10 -p no:cacheprovider
+
+test-slow-a: setup toy models
+	$(PY) -m pytest $(SLOW_A) $(SLOW)
+
+test-slow-b: setup toy models
+	$(PY) -m pytest tests $(addprefix --ignore=,$(SLOW_A)) $(SLOW)
 
 # The toy track retrained here (what `make models RETRAIN=1` does: about 11 CPU minutes), checked against the
 # band measured over seeds. Too long for make test's budget; CI runs it after make test.

@@ -22,11 +22,15 @@ import re
 import shutil
 from pathlib import Path
 
+from sprc_lib.course.rerank_tour import two_stages
 from sprc_lib.course.shipped import SHIPPED, shipped
-from sprc_lib.course.toy_track import ensure_toy, evaluate_tiny, reranker_name, retrain_toy_track, tiny_run_dir
+from sprc_lib.course.toy_track import ensure_toy, reranker_name, retrain_toy_track, tiny_run_dir, tiny_stages
 from sprc_lib.data.schema import DATASETS, FASHIONIQ_CATEGORIES
+from sprc_lib.evaluation import chance
+from sprc_lib.evaluation.context import EvalContext
 from sprc_lib.evaluation.metrics import CIRR_RECALL_KS, CIRR_SUBSET_KS, FASHIONIQ_RECALL_KS, KEEP_BEST_KEY
-from sprc_lib.evaluation.rerank import default_fuse, default_top_k
+from sprc_lib.evaluation.protocols import validation_stages
+from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
 from sprc_lib.paths import checkout
 from sprc_lib.tables import format_table
 
@@ -42,18 +46,29 @@ MARK = "toy-results"  # a doc's generated block sits between <!-- toy-results --
 DOCS = ("README.md", "notebooks/TEACHING.md")
 
 
-def results(root: Path, folders: dict[str, dict[str, Path]] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+def results(root: Path, folders: dict[str, dict[str, Path]] | None = None,
+            batch_size: int = 32) -> dict[str, dict[str, dict[str, float]]]:
     """{dataset: {stage: {metric: percent}}} on toy val: SPRC, SPRC² (the tiny fusion) and chance, and on CIRR the
     authors' pure re-ranking of the same top K (the docs quote it); from `folders` ({dataset: {"sprc",
     "reranker"}}) or the toy root's models."""
     out = {}
     for dataset in DATASETS:
-        where = None if folders is None else folders[dataset]
-        sprc, sprc2, chance = evaluate_tiny(dataset, root, where)
-        out[dataset] = {"SPRC": sprc, "SPRC²": sprc2, "chance": chance}
+        stage1, stage2 = tiny_stages(dataset, root, None if folders is None else folders[dataset], batch_size)
         if dataset == "CIRR":
-            out[dataset]["pure re-ranking"] = evaluate_tiny(dataset, root, where, fuse=0.0)[1]
+            out[dataset] = cirr_stages(stage1, stage2, root)
+        else:
+            sprc, sprc2 = validation_stages(stage1, dataset, root, stage2)
+            out[dataset] = {"SPRC": sprc, "SPRC²": sprc2, "chance": chance(dataset, root)}
     return out
+
+
+def cirr_stages(stage1: EvalContext, stage2: Reranker, root: Path) -> dict[str, dict[str, float]]:
+    """CIRR val's SPRC, SPRC², chance and pure re-ranking, with one pass of the re-ranker: it scores each query's
+    top K once, and the fused and the pure order both read those scores. (`make course` computes the first two
+    through `validate`'s path; tests/test_course.py checks that both paths print the same table.)"""
+    two = two_stages(stage1, stage2, root, stage2.top_k)
+    return {"SPRC": two.metrics(two.stage1), "SPRC²": two.metrics(two.reranked(stage2.top_k, stage2.fuse)),
+            "chance": chance("CIRR", root), "pure re-ranking": two.metrics(two.reranked(stage2.top_k, 0.0))}
 
 
 def reference_results(root: Path) -> dict[str, dict[str, dict[str, float]]]:

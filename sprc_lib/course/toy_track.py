@@ -16,6 +16,7 @@ from sprc_lib.course.shipped import copy_shipped, is_shipped
 from sprc_lib.data.schema import DATASETS
 from sprc_lib.data.toy import generate_toy_data, is_complete
 from sprc_lib.evaluation import chance, evaluation_context
+from sprc_lib.evaluation.context import EvalContext
 from sprc_lib.evaluation.protocols import validation_stages
 from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
 from sprc_lib.model import SPRCModel
@@ -127,22 +128,24 @@ LOCAL = ("a local retraining, not the course's reference weights: its numbers di
          "the retraining band stated there (delete {runs} and run `make models` to go back to the reference)")
 
 
-def evaluate_tiny(dataset: str, root: Path, folders: dict[str, Path] | None = None,
-                  fuse: float | None = None) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """(SPRC's metrics, SPRC²'s, chance) on toy val: SPRC's ranking, then its top K re-ordered by the re-ranker.
-
-    `folders` ("sprc", "reranker") evaluates those model folders instead of the toy root's; `fuse` another
-    fusion weight than the tiny preset's (0: the authors' pure re-ranking).
-    """
+def tiny_stages(dataset: str, root: Path, folders: dict[str, Path] | None = None,
+                batch_size: int = 32) -> tuple[EvalContext, Reranker]:
+    """Stage 1 (the tiny SPRC, ready to score) and stage 2 (the tiny re-ranker with the tiny preset's top K and
+    fusion) of toy `dataset`: the toy root's models, or the model folders `folders` names ("sprc", "reranker")."""
     if folders is None:
         tiny_reranker(dataset, root)
         folders = {"sprc": tiny_run_dir(dataset, root) / "best",
                    "reranker": root / "runs" / reranker_name(dataset) / "best"}
-    cache = root / "cache"
     sprc = load_model(folders["sprc"]).eval(), load_tokenizer(folders["sprc"])
     reranker = load_reranker(folders["reranker"]).eval(), load_tokenizer(folders["reranker"])
-    ctx = evaluation_context(*sprc, device="cpu", feature_cache=cache)
-    rerank_ctx = evaluation_context(*reranker, device="cpu", feature_cache=cache)
-    stage2 = Reranker(rerank_ctx, default_top_k(dataset, "tiny"), default_fuse("tiny") if fuse is None else fuse)
-    first, second = validation_stages(ctx, dataset, root, stage2)
+    where = {"device": "cpu", "feature_cache": root / "cache", "batch_size": batch_size}
+    second = Reranker(evaluation_context(*reranker, **where), default_top_k(dataset, "tiny"), default_fuse("tiny"))
+    return evaluation_context(*sprc, **where), second
+
+
+def evaluate_tiny(dataset: str, root: Path) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(SPRC's metrics, SPRC²'s, chance) on toy val, as `validate` computes them: SPRC's ranking, then its top K
+    re-ordered by the re-ranker."""
+    stage1, stage2 = tiny_stages(dataset, root)
+    first, second = validation_stages(stage1, dataset, root, stage2)
     return first, second, chance(dataset, root)

@@ -233,10 +233,13 @@ def places(toy_root: Path, tiny_blip2: Path, tmp_path_factory: pytest.TempPathFa
 
 def make_places(toy_root: Path, tiny_blip2: Path, base: Path) -> dict[str, str]:
     """Everything the cases name: toy copies with one defect each, models, checkpoints, files."""
+    from sprc_lib.data.cirr import CIRRDataset
     from sprc_lib.model.lavis import LAVIS_MODEL_KEY, save_lavis_checkpoint
     from sprc_lib.model.loading import load_model
     from sprc_lib.model.tokenizer import load_tokenizer
     from sprc_lib.training.config import TrainConfig
+    from sprc_lib.training.recipes import TOY
+    from sprc_lib.training.sampler import EpochBatchSampler
     from sprc_lib.training.trainer import train
 
     model = load_model(tiny_blip2)
@@ -269,10 +272,15 @@ def make_places(toy_root: Path, tiny_blip2: Path, base: Path) -> dict[str, str]:
     text = bad_json.read_text()
     bad_json.unlink()
     bad_json.write_text(text[: len(text) // 2])
-    for folder, split in (("bad_image", "val"), ("bad_train", "train")):
+    # A damaged val image, and a damaged training image that the second step of a seed-0 run reads (met early,
+    # after a step whose progress the run saves).
+    train = CIRRDataset(toy_root, "train", "relative")
+    second_step = list(EpochBatchSampler(len(train), TOY["CIRR"].batch_size, seed=0))[1]
+    for folder, split, name in (("bad_image", "val", None), ("bad_train", "train",
+                                                             train.triplets[second_step[0]].reference)):
         cirr = toy_copy(toy_root, base / folder) / "cirr_dataset"
-        relpath = next(iter(json.loads((cirr / "cirr" / "image_splits" / f"split.rc2.{split}.json").read_text())
-                            .values()))
+        paths = json.loads((cirr / "cirr" / "image_splits" / f"split.rc2.{split}.json").read_text())
+        relpath = paths[name] if name else next(iter(paths.values()))
         (cirr / relpath).unlink()
         (cirr / relpath).write_bytes(b"\x89PNG but not really")
     places_of_work(toy_root, tiny_blip2, base)

@@ -35,7 +35,7 @@ def test_full_mode_reads_every_location_from_its_variable(full, monkeypatch):
     values = {"SPRC_BLIP2": "some/blip2", "SPRC_CIRR_CHECKPOINT": str(full / "a.pt"),
               "SPRC_FIQ_CHECKPOINT": str(full / "b.pt"), "SPRC_CIRR_MODEL": str(full / "cirr"),
               "SPRC_FIQ_MODEL": str(full / "fiq"), "SPRC_CIRR_RERANKER": str(full / "rc"),
-              "SPRC_FIQ_RERANKER": str(full / "rf"), "SPRC_MAX_STEPS": "7"}
+              "SPRC_FIQ_RERANKER": str(full / "rf"), "SPRC_MAX_STEPS": "7", "SPRC_MAX_QUERIES": "9"}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     course = setup("full")
@@ -43,11 +43,13 @@ def test_full_mode_reads_every_location_from_its_variable(full, monkeypatch):
     assert set(seen) == set(LOCATIONS)
     assert {name: str(value) for name, value in seen.items()} == {**values, "SPRC_DATA": str(full / "data")}
     assert course.bounded(100) == 7 and course.bounded(3) == 3
+    assert course.bounded_queries(None) == 9 and course.bounded_queries(200) == 9 and course.bounded_queries(4) == 4
 
 
 def test_full_mode_defaults(full):
     course = setup("full")
     assert course.weights == "Salesforce/blip2-itm-vit-g" and course.max_steps is None and course.bounded(100) == 100
+    assert course.max_queries is None and course.bounded_queries(None) is None and course.bounded_queries(200) == 200
     assert course.checkpoints == {"CIRR": full / "data" / "checkpoints" / "sprc_cirr.pt",
                                   "FashionIQ": full / "data" / "checkpoints" / "sprc_fiq.pt"}
     assert course.models == {"CIRR": None, "FashionIQ": None} and not course.has_trained("CIRR")
@@ -73,10 +75,11 @@ def test_a_model_folder_that_is_not_there_is_named(full, monkeypatch):
         setup("full").trained("FashionIQ")
 
 
+@pytest.mark.parametrize("name", ["SPRC_MAX_STEPS", "SPRC_MAX_QUERIES"])
 @pytest.mark.parametrize("value", ["0", "-3", "many"])
-def test_a_wrong_step_bound_is_refused(full, monkeypatch, value):
-    monkeypatch.setenv("SPRC_MAX_STEPS", value)
-    with pytest.raises(CourseStop, match="SPRC_MAX_STEPS"):
+def test_a_wrong_bound_is_refused(full, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(CourseStop, match=f"{name}={value!r}: give a whole number of at least 1"):
         setup("full")
 
 

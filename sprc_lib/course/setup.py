@@ -45,6 +45,7 @@ LOCATIONS = {  # full mode's inputs: the variable and what it holds
     "SPRC_CIRR_RERANKER": "a trained CIRR re-ranker folder: a `train-reranker` run's best/ (notebook 07)",
     "SPRC_FIQ_RERANKER": "the same for FashionIQ (notebook 07)",
     "SPRC_MAX_STEPS": "a bound on every training run the notebooks start (CI's stand-in run); unset for a real run",
+    "SPRC_MAX_QUERIES": "a bound on the queries notebook 07 re-ranks (CI's stand-in run); unset for a real run",
 }
 COLAB_CHECKPOINTS = Path("/content/drive/MyDrive/sprc")
 
@@ -69,12 +70,13 @@ def _env_path(name: str) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _max_steps() -> int | None:
-    value = os.environ.get("SPRC_MAX_STEPS", "").strip()
+def _bound(name: str) -> int | None:
+    """A positive whole number from variable `name`, None when unset (SPRC_MAX_STEPS, SPRC_MAX_QUERIES)."""
+    value = os.environ.get(name, "").strip()
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:
-        raise CourseStop(f"SPRC_MAX_STEPS={value!r}: give a whole number of steps of at least 1, or unset it")
+        raise CourseStop(f"{name}={value!r}: give a whole number of at least 1, or unset it")
     return int(value)
 
 
@@ -92,6 +94,7 @@ class CourseSetup:
     models: dict[str, Path | None] = field(default_factory=dict)  # dataset -> a trained model folder, if given
     rerankers: dict[str, Path | None] = field(default_factory=dict)  # dataset -> a trained re-ranker, if given
     max_steps: int | None = None  # a bound on each training run (SPRC_MAX_STEPS)
+    max_queries: int | None = None  # a bound on the queries a second stage scores (SPRC_MAX_QUERIES)
 
     def context(self, model: SPRCModel, tokenizer: Any, **options: Any) -> EvalContext:
         """`model` ready to evaluate on this set-up's device, with its feature cache."""
@@ -104,11 +107,17 @@ class CourseSetup:
                 "SPRC_FIQ_CHECKPOINT": self.checkpoints.get("FashionIQ"),
                 "SPRC_CIRR_MODEL": self.models.get("CIRR"), "SPRC_FIQ_MODEL": self.models.get("FashionIQ"),
                 "SPRC_CIRR_RERANKER": self.rerankers.get("CIRR"), "SPRC_FIQ_RERANKER": self.rerankers.get("FashionIQ"),
-                "SPRC_MAX_STEPS": self.max_steps}
+                "SPRC_MAX_STEPS": self.max_steps, "SPRC_MAX_QUERIES": self.max_queries}
 
     def bounded(self, steps: int) -> int:
         """`steps`, or fewer where SPRC_MAX_STEPS bounds the run (CI's stand-in run of the full track)."""
         return min(steps, self.max_steps) if self.max_steps else steps
+
+    def bounded_queries(self, queries: int | None) -> int | None:
+        """`queries` (None: all), or fewer where SPRC_MAX_QUERIES bounds them (CI's stand-in run of the full track)."""
+        if self.max_queries is None:
+            return queries
+        return self.max_queries if queries is None else min(queries, self.max_queries)
 
     def has_trained(self, dataset: str) -> bool:
         """Whether `trained(dataset)` has a model to give (always in tiny mode)."""
@@ -202,12 +211,12 @@ def setup(mode: str | None = None, data_path: str | Path | None = None) -> Cours
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {MODES}")
     hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars: noise in a lesson's output
-    max_steps = _max_steps()
+    max_steps, max_queries = _bound("SPRC_MAX_STEPS"), _bound("SPRC_MAX_QUERIES")
     if mode == "tiny":
         data = ensure_toy()
         torch.set_num_threads(1)
         return CourseSetup(mode, data, data / "cache", "tiny", str(data / TINY_BLIP2), pick_device(),
-                           max_steps=max_steps)
+                           max_steps=max_steps, max_queries=max_queries)
     data = Path(data_path) if data_path else data_root()
     default_dir = COLAB_CHECKPOINTS if on_colab() else data / "checkpoints"
     cirr = _env_path("SPRC_CIRR_CHECKPOINT") or default_dir / "sprc_cirr.pt"
@@ -216,4 +225,4 @@ def setup(mode: str | None = None, data_path: str | Path | None = None) -> Cours
     rerankers = {dataset: _env_path(f"SPRC_{short.upper()}_RERANKER") for dataset, short in SHORT.items()}
     weights = os.environ.get("SPRC_BLIP2", "").strip() or BLIP2_RETRIEVAL
     return CourseSetup(mode, data, data / "cache", "blip2-vitg", weights, pick_device(), checkpoints, models,
-                       rerankers, max_steps)
+                       rerankers, max_steps, max_queries)

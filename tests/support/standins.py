@@ -19,13 +19,14 @@ from sprc_lib.model.lavis import save_lavis_checkpoint
 from sprc_lib.training.pretrain import TINY_BLIP2
 
 MAX_STEPS = 30  # training steps per run: every branch of the training code, in seconds at tiny sizes
+MAX_QUERIES = 40  # queries notebook 07 re-ranks at the full track's top 200: its code paths, not its numbers
 
 
 def build_standins(out: Path) -> dict[str, str]:
     """Write the released-file stand-ins under `out` and return the full-mode environment."""
     toy = ensure_toy()
     env = {"SPRC_MODE": "full", "SPRC_DATA": str(toy), "SPRC_BLIP2": str(toy / TINY_BLIP2),
-           "SPRC_MAX_STEPS": str(MAX_STEPS)}
+           "SPRC_MAX_STEPS": str(MAX_STEPS), "SPRC_MAX_QUERIES": str(MAX_QUERIES)}
     for dataset, short in SHORT.items():
         model, _ = tiny_model(dataset, toy)
         env[f"SPRC_{short.upper()}_CHECKPOINT"] = str(save_lavis_checkpoint(model, out / "checkpoints" /

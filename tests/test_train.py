@@ -86,17 +86,18 @@ def small_config(toy_root, tiny_blip2, out, **changes) -> TrainConfig:
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(toy_root, tiny_blip2, tmp_path):
-    whole = train(small_config(toy_root, tiny_blip2, tmp_path / "whole"))
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(small_toy, tiny_blip2, tmp_path):
+    whole = train(small_config(small_toy, tiny_blip2, tmp_path / "whole", batch_size=32, validation_frequency=1))
 
     def interrupt(kind, info):
-        if kind == "step" and info["step"] == 23:  # mid-way through the second epoch (17 steps each)
+        if kind == "step" and info["step"] == 9:  # mid-way through the second epoch (6 steps each)
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(small_config(toy_root, tiny_blip2, tmp_path / "split"), callback=interrupt)
+        train(small_config(small_toy, tiny_blip2, tmp_path / "split", batch_size=32, validation_frequency=1),
+              callback=interrupt)
     saved = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=True)
-    assert saved["position"] == {"epoch": 1, "step_in_epoch": 6, "global_step": 23}
+    assert saved["position"] == {"epoch": 1, "step_in_epoch": 3, "global_step": 9}
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "running", "config"} <= set(saved)
     resumed = resume_training(tmp_path / "split")
 
@@ -114,9 +115,9 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(toy_root, tiny_b
 
 
 @pytest.mark.slow
-def test_stop_after_steps_then_resume_finishes(toy_root, tiny_blip2, tmp_path):
-    config = small_config(toy_root, tiny_blip2, tmp_path / "run", num_epochs=1)
-    first = train(config, stop_after_steps=5)
+def test_stop_after_steps_then_resume_finishes(small_toy, tiny_blip2, tmp_path):
+    config = small_config(small_toy, tiny_blip2, tmp_path / "run", num_epochs=1, batch_size=32)
+    first = train(config, stop_after_steps=3)
     assert not first.finished and first.train_history == []
     done = resume_training(tmp_path / "run")
     assert done.finished and [r["epoch"] for r in done.train_history] == [0]

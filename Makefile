@@ -14,11 +14,14 @@ MODELS_STAMP := $(TOY)/runs/.trained
 
 setup: $(STAMP)
 
+# pip byte-compiles one file at a time; compileall does it on every core after the installs (like pip, it skips
+# the few files some packages ship for other Pythons, hence the ignored status).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[course,test]"
+	$(PY) -m pip install --quiet --no-compile $(TORCH)
+	$(PY) -m pip install --quiet --no-compile -e ".[course,test]"
+	$(PY) -m compileall -q -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") >/dev/null || true
 	touch $(STAMP)
 
 toy: $(TOY_STAMP)

@@ -15,7 +15,9 @@ import torch
 
 from sprc_lib.course import reference
 from sprc_lib.course.shipped import SHIPPED
-from sprc_lib.evaluation import evaluation_context
+from sprc_lib.course.toy_track import reranker_name, tiny_stages
+from sprc_lib.data.schema import DATASETS
+from sprc_lib.evaluation import chance, evaluation_context
 from sprc_lib.evaluation.context import scores_exactly
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer
@@ -34,10 +36,15 @@ def threads(n: int) -> Iterator[None]:
 
 @pytest.mark.slow
 def test_the_shipped_weights_score_what_reference_json_says(toy_root):
+    """CIRR: every metric of both stages and of the pure re-ranking. FashionIQ's numbers, all of them in the
+    summary table, are checked where `make course` prints that table from its own evaluation (test_course.py)."""
     with threads(1):  # batches of 32
-        found = reference.reference_results(toy_root)
-    assert found == json.loads(reference.RESULTS.read_text()), (
+        found = reference.cirr_stages(*tiny_stages("CIRR", toy_root, {
+            "sprc": SHIPPED / "CIRR", "reranker": SHIPPED / reranker_name("CIRR")}), toy_root)
+    assert found == json.loads(reference.RESULTS.read_text())["CIRR"], (
         "the shipped weights score other numbers than sprc_lib/course/reference.json: run `make reference`")
+    assert {d: chance(d, toy_root) for d in DATASETS} == {
+        d: stages["chance"] for d, stages in json.loads(reference.RESULTS.read_text()).items()}
 
 
 # Scores CIRR in a fresh process with two torch threads, whose waiting threads sleep instead of spinning on a

@@ -15,13 +15,14 @@ import torch
 
 from sprc_lib.course import reference
 from sprc_lib.course.shipped import SHIPPED
-from sprc_lib.course.toy_track import reranker_name, tiny_stages
+from sprc_lib.course.toy_track import tiny_stages
 from sprc_lib.data.schema import DATASETS
 from sprc_lib.evaluation import chance, evaluation_context
 from sprc_lib.evaluation.context import scores_exactly
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.paths import checkout
+from sprc_lib.training.tiny_layout import reranker_name
 
 
 @contextmanager
@@ -54,7 +55,8 @@ import json, sys, torch
 from pathlib import Path
 from sprc_lib.course import reference
 from sprc_lib.course.shipped import SHIPPED
-from sprc_lib.course.toy_track import reranker_name, tiny_stages
+from sprc_lib.course.toy_track import tiny_stages
+from sprc_lib.training.tiny_layout import reranker_name
 root = Path(sys.argv[1])
 assert torch.get_num_threads() == 2
 stage1, stage2 = tiny_stages("CIRR", root, {"sprc": SHIPPED / "CIRR", "reranker": SHIPPED / reranker_name("CIRR")}, 7)

@@ -14,7 +14,7 @@ import pytest
 from sprc_lib.course import reference
 from sprc_lib.course.run import run_course
 from sprc_lib.course.shipped import is_shipped
-from sprc_lib.course.toy_track import model_folder, model_names
+from sprc_lib.training.tiny_layout import model_folder, model_names
 
 
 @pytest.mark.models

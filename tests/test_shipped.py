@@ -10,10 +10,16 @@ from safetensors.torch import load_file, save_file
 from sprc_lib.course import shipped as shipping
 from sprc_lib.course import toy_track
 from sprc_lib.course.shipped import SHIPPED, STAMP, is_shipped, shipped
-from sprc_lib.training.pretrain import TINY_BLIP2
+from sprc_lib.training.tiny_layout import TINY_BLIP2, model_folder, model_names
 
-NAMES = {TINY_BLIP2: TINY_BLIP2, "CIRR": "runs/CIRR/best", "FashionIQ": "runs/FashionIQ/best",
-         "CIRR-reranker": "runs/CIRR-reranker/best", "FashionIQ-reranker": "runs/FashionIQ-reranker/best"}
+NAMES = model_names()
+
+
+def test_the_tiny_track_keeps_its_models_where_its_layout_says(tmp_path):
+    """The layout the docs, the notebooks' environment and the shipped folders rely on."""
+    assert {name: model_folder(name, tmp_path).relative_to(tmp_path).as_posix() for name in NAMES} == {
+        TINY_BLIP2: "tiny-blip2", "CIRR": "runs/CIRR/best", "FashionIQ": "runs/FashionIQ/best",
+        "CIRR-reranker": "runs/CIRR-reranker/best", "FashionIQ-reranker": "runs/FashionIQ-reranker/best"}
 
 
 def test_the_shipped_weights_fit_the_toy_data_this_version_generates(toy_root):

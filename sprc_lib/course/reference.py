@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sprc_lib.course.rerank_tour import two_stages
 from sprc_lib.course.shipped import SHIPPED, shipped
-from sprc_lib.course.toy_track import ensure_toy, reranker_name, retrain_toy_track, tiny_run_dir, tiny_stages
+from sprc_lib.course.toy_track import ensure_toy, retrain_toy_track, tiny_stages
 from sprc_lib.data.schema import DATASETS, FASHIONIQ_CATEGORIES
 from sprc_lib.evaluation import chance
 from sprc_lib.evaluation.context import EvalContext
@@ -33,6 +33,7 @@ from sprc_lib.evaluation.protocols import validation_stages
 from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
 from sprc_lib.paths import checkout
 from sprc_lib.tables import format_table
+from sprc_lib.training.tiny_layout import model_folder, reranker_name
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "reference.json"  # the shipped weights' metrics on toy val, per dataset and stage
@@ -187,8 +188,8 @@ def retrained(root: Path, seed: int, workdir: Path) -> dict:
         if path.is_file():
             shutil.copy2(path, home / path.name)
     retrain_toy_track(home, seed)
-    return results(home, {d: {"sprc": tiny_run_dir(d, home) / "best",
-                              "reranker": home / "runs" / reranker_name(d) / "best"} for d in DATASETS})
+    return results(home, {d: {"sprc": model_folder(d, home), "reranker": model_folder(reranker_name(d), home)}
+                          for d in DATASETS})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,6 @@ from sprc_lib.course.toy_track import (
     ensure_models,
     ensure_toy,
     evaluate_tiny,
-    model_folder,
     retrain_toy_track,
     tiny_model,
 )
@@ -23,6 +22,7 @@ from sprc_lib.evaluation import cirr_test_submission, evaluation_context
 from sprc_lib.evaluation.rerank import default_top_k
 from sprc_lib.paths import REPO_URL, checkout
 from sprc_lib.tables import format_table
+from sprc_lib.training.tiny_layout import model_folder
 
 
 def execute_notebooks(out_dir: Path, timeout: int = 900) -> list[list[str]]:

@@ -30,7 +30,8 @@ from sprc_lib.model.loading import BLIP2_RETRIEVAL, blip2_sizes, load_model, loa
 from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.paths import data_root
-from sprc_lib.training.pretrain import TINY_BLIP2, read_pairs
+from sprc_lib.training.pretrain import read_pairs
+from sprc_lib.training.tiny_layout import TINY_BLIP2
 
 MODES = ("tiny", "full")
 SHORT = {"CIRR": "cirr", "FashionIQ": "fiq"}  # the released files' names: sprc_cirr.pt, sprc_fiq.pt

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sprc_lib.data.schema import CIRR_DIR, FASHIONIQ_DIR
 from sprc_lib.data.toy import MARKER, PRETRAINING
+from sprc_lib.training.tiny_layout import model_folder, model_names
 
 SHIPPED = Path(__file__).parent / "tiny_weights"  # tiny-blip2/, CIRR/, FashionIQ/, CIRR-reranker/, FashionIQ-reranker/
 STAMP = "toy_data.sha256"  # in each shipped folder: the toy data it was trained on
@@ -79,13 +80,8 @@ def ship(root: str | Path, sources: dict[str, Path]) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     """`make tiny-weights`: ship what `make models RETRAIN=1` trained under TOY_ROOT (`argv[0]`)."""
-    from sprc_lib.course.toy_track import reranker_name, tiny_run_dir
-    from sprc_lib.training.pretrain import TINY_BLIP2
-
     root = Path(argv[0])
-    datasets = ("CIRR", "FashionIQ")
-    sources = {TINY_BLIP2: root / TINY_BLIP2, **{d: tiny_run_dir(d, root) / "best" for d in datasets},
-               **{reranker_name(d): root / "runs" / reranker_name(d) / "best" for d in datasets}}
+    sources = {name: model_folder(name, root) for name in model_names()}
     for path in ship(root, sources):
         print(f"shipped {path}")
     return 0

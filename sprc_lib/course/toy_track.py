@@ -25,8 +25,9 @@ from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.paths import toy_root
 from sprc_lib.training.config import TrainConfig
-from sprc_lib.training.pretrain import TINY_BLIP2, pretrain_tiny_blip2
+from sprc_lib.training.pretrain import pretrain_tiny_blip2
 from sprc_lib.training.runs import CHECKPOINT
+from sprc_lib.training.tiny_layout import TINY_BLIP2, model_folder, model_names, reranker_name, run_dir
 from sprc_lib.training.trainer import resume_training, train
 
 
@@ -41,12 +42,8 @@ def ensure_toy(root: str | Path | None = None) -> Path:
 
 
 def tiny_run_dir(dataset: str, root: str | Path | None = None) -> Path:
-    return (Path(root) if root else toy_root()) / "runs" / dataset
-
-
-def reranker_name(dataset: str) -> str:
-    """The tiny re-ranker's run folder under runs/, and its shipped folder's name."""
-    return f"{dataset}-reranker"
+    """The run folder of the tiny SPRC of `dataset` under `root` (default data/toy)."""
+    return run_dir(dataset, root or toy_root())
 
 
 def _train_tiny(dataset: str, root: Path, reranker: bool, seed: int = 0) -> None:
@@ -57,8 +54,8 @@ def _train_tiny(dataset: str, root: Path, reranker: bool, seed: int = 0) -> None
     learned to read a caption with an image. Measured on toy CIRR val after 3 epochs, pure re-ranking of
     the top 20: R@1 9.0 started from the tiny SPRC, 5.7 from the tiny BLIP-2.
     """
-    sprc = str(tiny_run_dir(dataset, root) / "best")
-    run = root / "runs" / (reranker_name(dataset) if reranker else dataset)
+    sprc = str(model_folder(dataset, root))
+    run = run_dir(reranker_name(dataset) if reranker else dataset, root)
     extra = {"reranker": True, "model_path": sprc, "stage1_model": sprc} if reranker else {}
     train(TrainConfig(dataset=dataset, data_path=str(root), preset="tiny", output_dir=str(run), num_workers=0,
                       feature_cache=str(root / "cache"), save_training=True, save_best=True, seed=seed, **extra),
@@ -68,7 +65,7 @@ def _train_tiny(dataset: str, root: Path, reranker: bool, seed: int = 0) -> None
 def _ensure_trained(name: str, dataset: str, root: Path, reranker: bool) -> Path:
     """The run folder of tiny model `name`, whose best/ is the shipped copy when the shipped weights fit this toy
     data; else trained here (a stopped training resumed)."""
-    run = root / "runs" / name
+    run = run_dir(name, root)
     if not (run / "best" / "config.json").is_file() and not copy_shipped(name, root, run / "best"):
         if (run / CHECKPOINT).is_file():
             resume_training(run)
@@ -91,16 +88,6 @@ def tiny_reranker(dataset: str, root: str | Path | None = None) -> tuple[Reranke
     tiny_model(dataset, root)  # stage 1: its rankings are what validation re-orders
     run = _ensure_trained(reranker_name(dataset), dataset, root, reranker=True)
     return load_reranker(run / "best").eval(), load_tokenizer(run / "best")
-
-
-def model_names() -> list[str]:
-    """Every tiny model of the toy track, in the order they are trained (each after what it starts from)."""
-    return [TINY_BLIP2, *[name for d in DATASETS for name in (d, reranker_name(d))]]
-
-
-def model_folder(name: str, root: Path) -> Path:
-    """Where tiny model `name` lives under the toy root (a run's best/, or the tiny BLIP-2's folder)."""
-    return root / TINY_BLIP2 if name == TINY_BLIP2 else root / "runs" / name / "best"
 
 
 def ensure_models(root: str | Path | None = None) -> list[str]:
@@ -134,8 +121,7 @@ def tiny_stages(dataset: str, root: Path, folders: dict[str, Path] | None = None
     fusion) of toy `dataset`: the toy root's models, or the model folders `folders` names ("sprc", "reranker")."""
     if folders is None:
         tiny_reranker(dataset, root)
-        folders = {"sprc": tiny_run_dir(dataset, root) / "best",
-                   "reranker": root / "runs" / reranker_name(dataset) / "best"}
+        folders = {"sprc": model_folder(dataset, root), "reranker": model_folder(reranker_name(dataset), root)}
     sprc = load_model(folders["sprc"]).eval(), load_tokenizer(folders["sprc"])
     reranker = load_reranker(folders["reranker"]).eval(), load_tokenizer(folders["reranker"])
     where = {"device": "cpu", "feature_cache": root / "cache", "batch_size": batch_size}

@@ -35,10 +35,10 @@ from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.training import runs
 from sprc_lib.training.config import SettingError, TrainConfig
 from sprc_lib.training.fingerprint import data_fingerprint, weights_fingerprint
-from sprc_lib.training.pretrain import TINY_BLIP2
 from sprc_lib.training.recipes import Recipe
 from sprc_lib.training.sampler import EpochBatchSampler
 from sprc_lib.training.step import make_optimizer, make_scheduler
+from sprc_lib.training.tiny_layout import TINY_BLIP2, model_folder
 
 
 @dataclass
@@ -123,7 +123,7 @@ def stage1_source(config: TrainConfig) -> str:
             raise SettingError(f"--stage1-model {config.stage1_model}: no such file or folder; pass the SPRC model "
                                "whose top K validation re-orders (a run's best/ or final/, or a released sprc_*.pt)")
         return config.stage1_model
-    tiny = Path(config.data_path) / "runs" / config.dataset / "best"
+    tiny = model_folder(config.dataset, config.data_path)
     if config.preset == "tiny" and (tiny / "config.json").is_file():
         return str(tiny)
     hint = f" (there is no tiny SPRC in {tiny}: `make models` puts the shipped one there)" if (

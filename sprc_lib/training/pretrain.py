@@ -38,8 +38,6 @@ from sprc_lib.model.loading import new_model
 from sprc_lib.model.tokenizer import make_word_tokenizer, tokenize
 from sprc_lib.progress import tqdm
 
-TINY_BLIP2 = "tiny-blip2"  # the pretrained tiny model's folder under the toy data root
-
 
 def read_pairs(root: str | Path) -> list[tuple[Path, str]]:
     """(image path, caption) pairs of the toy pretraining corpus under `root`."""

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from sprc_lib.course.setup import SHORT
-from sprc_lib.course.toy_track import ensure_toy, reranker_name, tiny_model, tiny_reranker, tiny_run_dir
+from sprc_lib.course.toy_track import ensure_toy, tiny_model, tiny_reranker
 from sprc_lib.model.lavis import save_lavis_checkpoint
-from sprc_lib.training.pretrain import TINY_BLIP2
+from sprc_lib.training.tiny_layout import TINY_BLIP2, model_folder, reranker_name
 
 MAX_STEPS = 30  # training steps per run: every branch of the training code, in seconds at tiny sizes
 MAX_QUERIES = 40  # queries notebook 07 re-ranks at the full track's top 200: its code paths, not its numbers
@@ -31,9 +31,9 @@ def build_standins(out: Path) -> dict[str, str]:
         model, _ = tiny_model(dataset, toy)
         env[f"SPRC_{short.upper()}_CHECKPOINT"] = str(save_lavis_checkpoint(model, out / "checkpoints" /
                                                                           f"sprc_{short}.pt"))
-        env[f"SPRC_{short.upper()}_MODEL"] = str(tiny_run_dir(dataset, toy) / "best")
+        env[f"SPRC_{short.upper()}_MODEL"] = str(model_folder(dataset, toy))
         tiny_reranker(dataset, toy)
-        env[f"SPRC_{short.upper()}_RERANKER"] = str(toy / "runs" / reranker_name(dataset) / "best")
+        env[f"SPRC_{short.upper()}_RERANKER"] = str(model_folder(reranker_name(dataset), toy))
     return env
 
 

@@ -1,14 +1,11 @@
-"""The evaluation commands of `python -m sprc_lib`: validate, cirr-submission (each with SPRC²'s re-ranking), convert.
-
-Kept beside `sprc_lib.cli`, which registers them; argument parsing only, as there.
-"""
+"""The evaluation commands: validate, cirr-submission (each with SPRC²'s re-ranking), convert."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from sprc_lib.cli import _blip_model_name, _check_model_name, _command, _data_and_preset
+from sprc_lib.cli.common import blip_model_name, check_model_name, command, data_and_preset
 from sprc_lib.errors import UserError
 from sprc_lib.training import config as settings
 
@@ -20,7 +17,7 @@ def _add_eval_flags(p: argparse.ArgumentParser, model_help: str) -> None:
     settings.add_flags(p, _EVAL_FLAGS, help={"model_path": model_help, "batch_size": "batch size (default: 32)",
                                              "transform": "image preprocessing (default: targetpad)",
                                              "target_ratio": "TargetPad ratio (default: 1.25)"})
-    _blip_model_name(p)
+    blip_model_name(p)
 
 
 def _context(args: argparse.Namespace):
@@ -28,7 +25,7 @@ def _context(args: argparse.Namespace):
     from sprc_lib.evaluation import evaluation_context
     from sprc_lib.model.loading import load_model_and_tokenizer
 
-    _check_model_name(args)
+    check_model_name(args)
     if args.transform == "squarepad" and args.target_ratio is not None:
         raise UserError("--target-ratio only applies to --transform targetpad")
     for name in ("batch_size", "num_workers"):
@@ -37,7 +34,7 @@ def _context(args: argparse.Namespace):
                             f"{1 if name == 'batch_size' else 0}")
     if args.model_path is None:
         raise UserError("--model-path is required: a saved model folder, a run's checkpoint.pt, or sprc_cirr.pt")
-    args.data_path, args.preset = _data_and_preset(args.data_path, args.preset, getattr(args, "dataset", "CIRR"))
+    args.data_path, args.preset = data_and_preset(args.data_path, args.preset, getattr(args, "dataset", "CIRR"))
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.tokenizer, args.preset)
 
     def given(name: str):
@@ -87,7 +84,7 @@ def _reranker(args: argparse.Namespace, ctx, dataset: str):
 
 
 def _register_validate(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "validate", "evaluate a model on CIRR or FashionIQ val, beside chance level")
+    p = command(sub, "validate", "evaluate a model on CIRR or FashionIQ val, beside chance level")
     settings.add_flags(p, ["dataset"])
     _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_*.pt")
     _add_rerank_flags(p)
@@ -123,7 +120,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def _register_cirr_submission(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "cirr-submission", "write the CIRR test1 files for the evaluation server")
+    p = command(sub, "cirr-submission", "write the CIRR test1 files for the evaluation server")
     _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_cirr.pt")
     p.add_argument("--submission-name", default=None, help="files are recall_submission_<name>.json ...")
     p.add_argument("--output-dir", type=Path, default=Path("submission"))
@@ -154,7 +151,7 @@ def _run_cirr_submission(args: argparse.Namespace) -> int:
 
 
 def _register_convert(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "convert", "convert a released LAVIS checkpoint (sprc_*.pt) to this project's format")
+    p = command(sub, "convert", "convert a released LAVIS checkpoint (sprc_*.pt) to this project's format")
     p.add_argument("--lavis-checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder (safetensors + config.json + tokenizer)")
     p.add_argument("--preset", default="blip2-vitg", help="the sizes (a released file has none): tiny, blip2-vitg, "
@@ -172,4 +169,4 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRY = [_register_validate, _register_cirr_submission, _register_convert]
+COMMANDS = [_register_validate, _register_cirr_submission, _register_convert]

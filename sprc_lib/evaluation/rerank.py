@@ -24,8 +24,8 @@ from sprc_lib.model.tokenizer import tokenize
 from sprc_lib.progress import tqdm
 
 # The authors' validation script re-ranks CIRR's top 200 and FashionIQ's top 40. The toy galleries are
-# smaller (CIRR val 360 images, each FashionIQ category 190) and the tiny re-ranker is weaker: its top K is
-# what stage 1 already ranks well enough for the re-ranker to add to (notebook 07 plots the choice).
+# smaller and the tiny re-ranker is weaker: its top K is what stage 1 already ranks well enough for the
+# re-ranker to add to (notebook 07 plots the choice).
 DEFAULT_TOP_K = {"CIRR": 200, "FashionIQ": 40}
 TOY_TOP_K = {"CIRR": 20, "FashionIQ": 40}
 TOY_FUSE = 0.5  # the tiny re-ranker adds to SPRC fused with it, not alone (notebook 07, section 5)

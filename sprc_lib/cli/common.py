@@ -13,6 +13,7 @@ SEED_MODEL_NAME = "blip2_cir_align_prompt"
 # Exit codes: a user's mistake, and a run stopped by Ctrl-C or by the termination signal (128 + signal).
 USER_ERROR, INTERRUPTED, TERMINATED = 2, 130, 143
 
+
 def command(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
     """A sub-command, with the flags every one takes."""
     p = sub.add_parser(name, help=text)

@@ -61,8 +61,8 @@ lab: setup toy
 # needs. The longest jobs start first, so that the short ones fill the cores at the end.
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(MAKE) --no-print-directory -j3 --output-sync=target test-slow-a test-slow-b test-notebooks \
-		test-full test-student test-fast
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(MAKE) --no-print-directory -j3 --output-sync=target \
+		test-slow-a test-slow-b test-notebooks test-full test-student test-fast
 
 # Every unit test but the retraining (make test runs them as two jobs, test-fast and test-slow, which pack
 # the two cores better than one long job).

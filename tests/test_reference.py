@@ -22,7 +22,6 @@ from sprc_lib.evaluation.context import scores_exactly
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.paths import checkout
-from sprc_lib.training.tiny_layout import reranker_name
 
 
 @contextmanager
@@ -40,8 +39,7 @@ def test_the_shipped_weights_score_what_reference_json_says(toy_root):
     """CIRR: every metric of both stages and of the pure re-ranking. FashionIQ's numbers, all of them in the
     summary table, are checked where `make course` prints that table from its own evaluation (test_course.py)."""
     with threads(1):  # batches of 32
-        found = reference.cirr_stages(*tiny_stages("CIRR", toy_root, {
-            "sprc": SHIPPED / "CIRR", "reranker": SHIPPED / reranker_name("CIRR")}), toy_root)
+        found = reference.cirr_stages(*tiny_stages("CIRR", toy_root, reference.shipped_folders("CIRR")), toy_root)
     assert found == json.loads(reference.RESULTS.read_text())["CIRR"], (
         "the shipped weights score other numbers than sprc_lib/course/reference.json: run `make reference`")
     assert {d: chance(d, toy_root) for d in DATASETS} == {
@@ -54,12 +52,10 @@ TWO_THREADS = """
 import json, sys, torch
 from pathlib import Path
 from sprc_lib.course import reference
-from sprc_lib.course.shipped import SHIPPED
 from sprc_lib.course.toy_track import tiny_stages
-from sprc_lib.training.tiny_layout import reranker_name
 root = Path(sys.argv[1])
 assert torch.get_num_threads() == 2
-stage1, stage2 = tiny_stages("CIRR", root, {"sprc": SHIPPED / "CIRR", "reranker": SHIPPED / reranker_name("CIRR")}, 7)
+stage1, stage2 = tiny_stages("CIRR", root, reference.shipped_folders("CIRR"), 7)
 assert stage1.exact and stage2.ctx.exact and stage1.batch_size == stage2.ctx.batch_size == 7
 print(json.dumps(reference.cirr_stages(stage1, stage2, root)))
 """

@@ -47,14 +47,13 @@ MARK = "toy-results"  # a doc's generated block sits between <!-- toy-results --
 DOCS = ("README.md", "notebooks/TEACHING.md")
 
 
-def results(root: Path, folders: dict[str, dict[str, Path]] | None = None,
-            batch_size: int = 32) -> dict[str, dict[str, dict[str, float]]]:
+def results(root: Path, folders: dict[str, dict[str, Path]] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """{dataset: {stage: {metric: percent}}} on toy val: SPRC, SPRC² (the tiny fusion) and chance, and on CIRR the
     authors' pure re-ranking of the same top K (the docs quote it); from `folders` ({dataset: {"sprc",
     "reranker"}}) or the toy root's models."""
     out = {}
     for dataset in DATASETS:
-        stage1, stage2 = tiny_stages(dataset, root, None if folders is None else folders[dataset], batch_size)
+        stage1, stage2 = tiny_stages(dataset, root, None if folders is None else folders[dataset])
         if dataset == "CIRR":
             out[dataset] = cirr_stages(stage1, stage2, root)
         else:
@@ -77,7 +76,12 @@ def reference_results(root: Path) -> dict[str, dict[str, dict[str, float]]]:
     for name in (*DATASETS, *map(reranker_name, DATASETS)):
         if shipped(name, root) is None:
             raise ValueError(f"{root}: the shipped {name} weights were trained on other toy data (make tiny-weights)")
-    return results(root, {d: {"sprc": SHIPPED / d, "reranker": SHIPPED / reranker_name(d)} for d in DATASETS})
+    return results(root, {d: shipped_folders(d) for d in DATASETS})
+
+
+def shipped_folders(dataset: str) -> dict[str, Path]:
+    """The shipped tiny SPRC and re-ranker of `dataset`, as `tiny_stages` takes them."""
+    return {"sprc": SHIPPED / dataset, "reranker": SHIPPED / reranker_name(dataset)}
 
 
 def summary_table(found: dict[str, dict[str, dict[str, float]]]) -> str:

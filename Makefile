@@ -62,7 +62,7 @@ lab: setup toy
 test: setup toy models
 	$(PY) -m ruff check sprc_lib tests notebooks
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(MAKE) --no-print-directory -j3 --output-sync=target \
-		test-slow-a test-slow-b test-notebooks test-full test-student test-fast
+		test-slow-a test-slow-b test-notebooks test-full test-fast
 
 # Every unit test but the retraining (make test runs them as two jobs, test-fast and test-slow, which pack
 # the two cores better than one long job).
@@ -116,7 +116,9 @@ reference: toy
 student: setup
 	$(PY) -m sprc_lib.course.student notebooks build/student
 
-# The student copies run their lessons and stop at the first exercise's check, with quiet outputs.
+# The student copies run their lessons and stop at the first exercise's check, with quiet outputs. Their lesson
+# cells are the course's own (test_student.py), which make test's nbval run executes, so this run is CI's,
+# after make test (like test-models), not make test's.
 test-student: student toy models
 	$(PY) -m pytest tests/support/student_run.py -p no:cacheprovider
 

@@ -115,7 +115,8 @@ DATA_PATH = None  # full mode: the folder holding cirr_dataset/ (default: data/ 
 # %%
 course = setup(MODE, DATA_PATH)  # tiny: toy data + the tiny BLIP-2 (made if missing); full: real CIRR + BLIP-2
 DATA, PRESET, START_WEIGHTS, CACHE_DIR = course.need_data("CIRR"), course.preset, course.weights, course.cache
-SCRATCH = Path(tempfile.mkdtemp(prefix="sprc04-"))  # this notebook's run folders; nothing lands in the repo
+SCRATCH_DIR = tempfile.TemporaryDirectory(prefix="sprc04-")  # this notebook's run folders: deleted when the kernel stops
+SCRATCH = Path(SCRATCH_DIR.name)  # nothing lands in the repo
 CHANCE = chance("CIRR", DATA)
 print(f"mode {MODE}: preset {PRESET}, {len(CIRRDataset(DATA, 'train', 'relative'))} CIRR training triplets")
 
@@ -571,6 +572,9 @@ assert steps_trained == 0 and position["epoch"] == EPOCHS  # the loop had no epo
 # %% tags=["check"]
 check(lambda: steps_trained == 0 and again.finished,
       "resume the finished run with a callback that counts the 'step' events: how many does it see?")
+
+# %%
+SCRATCH_DIR.cleanup()  # this notebook's temporary folders go (stopping the kernel does it too)
 
 # %% [markdown]
 # ## Questions

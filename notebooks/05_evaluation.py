@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -104,7 +104,8 @@ DATA_PATH = None  # full mode: the folder holding cirr_dataset/ and fashionIQ_da
 # %%
 course = setup(MODE, DATA_PATH)  # the data, cache and device of this mode
 DATA = course.data
-SCRATCH = Path(tempfile.mkdtemp(prefix="sprc05-"))  # submission files; nothing lands in the repo
+SCRATCH_DIR = tempfile.TemporaryDirectory(prefix="sprc05-")  # submission files: deleted when the kernel stops
+SCRATCH = Path(SCRATCH_DIR.name)  # nothing lands in the repo
 course.need_data("CIRR"), course.need_data("FashionIQ")
 # tiny: the tiny models (shipped with the course, or trained for other toy data); full: SPRC_CIRR_MODEL and
 # SPRC_FIQ_MODEL name (a run's best/ from notebook 04, or the authors' models converted in notebook 06)
@@ -417,6 +418,9 @@ print(f"the two top-{K} share {shared} image(s): the top-k "
 check(lambda: original.query.text == moved.query.text and original.query.reference != moved.query.reference
       and shared == len(set(original.names) & set(moved.names)),
       "keep query 0's text, change only the reference, and count the names the two top-k have in common")
+
+# %%
+SCRATCH_DIR.cleanup()  # this notebook's temporary folders go (stopping the kernel does it too)
 
 # %% [markdown]
 # ## Questions

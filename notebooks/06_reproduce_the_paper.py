@@ -117,7 +117,8 @@ CIRR_TEST_FROM_SERVER = None  # after uploading: the server's figures, e.g. {"re
 # %%
 course = setup(MODE, DATA_PATH)  # the data, cache, model sizes and device of this mode
 DATA = course.data
-SCRATCH = Path(tempfile.mkdtemp(prefix="sprc06-"))  # converted models, submissions; nothing lands in the repo
+SCRATCH_DIR = tempfile.TemporaryDirectory(prefix="sprc06-")  # converted models, submissions: deleted when the kernel stops
+SCRATCH = Path(SCRATCH_DIR.name)  # nothing lands in the repo
 course.need_data("CIRR"), course.need_data("FashionIQ")
 DATASETS = {"cirr": "CIRR", "fiq": "FashionIQ"}
 if MODE == "tiny":
@@ -389,6 +390,9 @@ print(f"Avg is {'mean_r5_rs1' if abs(r5_rs1 - cirr_paper['mean_r5_rs1']) < 0.006
 check(lambda: abs(r5_rs1 - PAPER["CIRR test"]["mean_r5_rs1"]) < 0.006
       and abs(seven_mean - PAPER["CIRR test"]["mean_r5_rs1"]) > 1,
       "average R@5 and Rs@1 of the paper's CIRR row, and separately all seven recalls; compare each with its Avg")
+
+# %%
+SCRATCH_DIR.cleanup()  # this notebook's temporary folders go (stopping the kernel does it too)
 
 # %% [markdown]
 # ## Questions

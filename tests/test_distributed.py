@@ -52,10 +52,11 @@ def losses_and_grads(net: torch.nn.Module, model: torch.nn.Module, batch: dict, 
     return {k: v.detach() for k, v in losses.items()}, grads
 
 
-def _gradient_worker(rank: int, world: int, init_file: str, out: str) -> None:
-    """One process: its slice of the batch through DDP, with global then local negatives."""
+def _worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """One process, its slice of the batch through DDP: global then local negatives, then the gradient cache
+    (micro-batches of 2) with global negatives. One spawn for both tests: starting processes is most of the cost."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    model = new_model("tiny", vocab_size=VOCAB, seed=0).eval()
+    model = new_model("tiny", vocab_size=VOCAB, seed=0).eval()  # dropout off: exact comparison
     ddp = DistributedDataParallel(model)
     mine = {k: v[rank * B : (rank + 1) * B] for k, v in triplets(world * B).items()}
     result = {}
@@ -63,19 +64,35 @@ def _gradient_worker(rank: int, world: int, init_file: str, out: str) -> None:
         losses, grads = losses_and_grads(ddp, model, mine, global_negatives=flag)
         mean = distributed.mean_over_ranks(torch.stack(list(losses.values())))
         result[name] = {"losses": dict(zip(losses, mean.tolist(), strict=True)), "grads": grads}
+
+    model.zero_grad(set_to_none=True)
+    inputs = tuple(mine[k] for k in ("reference", "target", "input_ids", "attention_mask"))
+    recipe = replace(TOY["CIRR"], **{f"loss_{k}": WEIGHTS[f"loss_{k}"] for k in ("rtc", "align")})
+    losses, loss = cached_backward(ddp, inputs, torch.amp.GradScaler("cpu", enabled=False), recipe, None, True, 2)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    mean = distributed.mean_over_ranks(torch.stack([*losses.values(), loss]).detach())
+    result["micro"] = {"losses": dict(zip([*losses, "loss"], mean.tolist(), strict=True)), "grads": grads}
     torch.save(result, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
+WORLD = 2
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """What each of two processes computed (`_worker`)."""
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(WORLD, str(out / "rendezvous"), str(out)), nprocs=WORLD)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
 @pytest.mark.slow
-def test_global_negatives_give_one_process_loss_and_gradients_on_the_whole_batch(tmp_path):
-    world = 2
-    mp.spawn(_gradient_worker, args=(world, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=world)
+def test_global_negatives_give_one_process_loss_and_gradients_on_the_whole_batch(ranks):
     model = new_model("tiny", vocab_size=VOCAB, seed=0).eval()
-    expected, expected_grads = losses_and_grads(model, model, triplets(world * B))
+    expected, expected_grads = losses_and_grads(model, model, triplets(WORLD * B))
     assert set(expected_grads) == {n for n, p in model.named_parameters() if p.requires_grad}
 
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
     for result in ranks:  # DDP leaves the same averaged gradients on every process
         got = result["global"]
         for name, value in expected.items():
@@ -92,30 +109,12 @@ def test_global_negatives_give_one_process_loss_and_gradients_on_the_whole_batch
     assert not torch.allclose(local["grads"]["temp"], expected_grads["temp"], atol=1e-5)
 
 
-def _micro_batch_worker(rank: int, world: int, init_file: str, out: str) -> None:
-    """One process: its slice through DDP with the gradient cache (micro-batches of 2), global negatives."""
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    model = new_model("tiny", vocab_size=VOCAB, seed=0).eval()  # dropout off: exact comparison
-    ddp = DistributedDataParallel(model)
-    mine = {k: v[rank * B : (rank + 1) * B] for k, v in triplets(world * B).items()}
-    inputs = tuple(mine[k] for k in ("reference", "target", "input_ids", "attention_mask"))
-    recipe = replace(TOY["CIRR"], **{f"loss_{k}": WEIGHTS[f"loss_{k}"] for k in ("rtc", "align")})
-    losses, loss = cached_backward(ddp, inputs, torch.amp.GradScaler("cpu", enabled=False), recipe, None, True, 2)
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    mean = distributed.mean_over_ranks(torch.stack([*losses.values(), loss]).detach())
-    torch.save({"losses": dict(zip([*losses, "loss"], mean.tolist(), strict=True)), "grads": grads},
-               Path(out) / f"micro{rank}.pt")
-    dist.destroy_process_group()
-
-
 @pytest.mark.slow
-def test_micro_batches_with_global_negatives_on_two_processes_give_the_whole_batch(tmp_path):
-    world = 2
-    mp.spawn(_micro_batch_worker, args=(world, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=world)
+def test_micro_batches_with_global_negatives_on_two_processes_give_the_whole_batch(ranks):
     model = new_model("tiny", vocab_size=VOCAB, seed=0).eval()
-    expected, expected_grads = losses_and_grads(model, model, triplets(world * B))
-    for r in range(world):
-        got = torch.load(tmp_path / f"micro{r}.pt", weights_only=True)
+    expected, expected_grads = losses_and_grads(model, model, triplets(WORLD * B))
+    for result in ranks:
+        got = result["micro"]
         for name, value in expected.items():
             assert got["losses"][name] == pytest.approx(value.item(), abs=1e-6), name
         assert got["grads"].keys() == expected_grads.keys()

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from sprc_lib.course.exercises import NotYet, check
-from sprc_lib.course.student import ANSWER, CHECK, SOLUTION, STUB_HEADER, split, student_copies, tags
+from sprc_lib.course.student import ANSWER, ANSWER_STUB, CHECK, SOLUTION, STUB_HEADER, split, student_copies, tags
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -74,6 +74,9 @@ def test_the_course_copies_hold_no_solution_code_and_every_exercise_and_question
         kept = "\n".join(c.source for c in solutions.cells)
         assert copies.exercises >= 3 and copies.answers >= 2, copies.student.name
         assert not any(tags(c) & {SOLUTION, ANSWER} for c in student.cells)
+        # Every other cell is the course's own, in order: nbval's run of the course runs the copy's lesson.
+        assert [c for c in student.cells if not c.source.startswith((STUB_HEADER, ANSWER_STUB))] == [
+            c for c in course.cells if not tags(c) & {SOLUTION, ANSWER}], copies.student.name
         assert sum(CHECK in tags(c) for c in student.cells) == copies.exercises
         assert any("try" in tags(c) for c in student.cells), f"{copies.student.name}: no 'try it' cell"
         answers = [c.source for c in course.cells if ANSWER in tags(c)]

@@ -58,6 +58,19 @@ def test_micro_batches_give_the_whole_batchs_losses_and_gradients(size):
         torch.testing.assert_close(grads[name], grad, rtol=0, atol=1e-6, msg=name)
 
 
+def test_from_pixels_the_vit_sees_each_image_once_per_step():
+    """Pass 3 reads the tokens pass 1 kept; losses and gradients stay the whole batch's (the test above)."""
+    inputs = batch()
+    assert inputs[0].dim() == 4  # pixels
+    net, seen = model(dropout=0.0), []
+    net.vision_model.embeddings.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    micro_batched(net, inputs, 8)
+    assert sum(seen) == 2 * BATCH and len(seen) == 2 * BATCH // 8  # reference and target, each micro-batch once
+    seen.clear()
+    whole_batch(net, inputs)
+    assert sum(seen) == 2 * BATCH
+
+
 def test_the_check_can_fail():
     """A micro-batch's own in-batch negatives (plain accumulation) are another loss: the comparison sees it."""
     inputs = batch()

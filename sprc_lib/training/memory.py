@@ -6,7 +6,7 @@ counted with saved-tensor hooks on a real forward of a small batch (the trainabl
 ViT tokens, under bf16 autocast on the CPU: 2-byte activations, as a GPU's fp16 or bf16 autocast keeps
 them; the ViT stays unallocated), fitted as a constant plus a cost per triplet. From first principles:
 the frozen ViT's transient peak when training from pixels, and what the gradient cache adds (the
-whole batch's representations and their gradients).
+whole batch's representations and their gradients, and from pixels the ViT tokens its second pass reads).
 
 The prediction is the peak of `torch.cuda.max_memory_allocated`; a GPU also holds the CUDA context
 and the allocator's slack, so a plan fits a GPU when 1.1 x the peak + 0.5 GiB is below its memory.
@@ -96,7 +96,7 @@ class Plan:
     activations: int  # saved for the backward, one micro-batch
     per_triplet: int  # of which each further triplet adds this
     vit: int  # the frozen ViT's transient peak (training from pixels)
-    gradient_cache: int  # the whole batch's representations and their gradients
+    gradient_cache: int  # the whole batch's representations and their gradients (from pixels: its ViT tokens too)
 
     @property
     def peak(self) -> int:
@@ -143,9 +143,10 @@ def plan_memory(config: SPRCConfig, batch_size: int, micro_batch: int | None = N
     d, nq = config.image_text_hidden_size, config.num_query_tokens
     reps = batch_size * (2 * d + nq * d + q.hidden_size) * 2 * 2  # half-precision values and their gradients
     scores = 2 * batch_size * batch_size * nq * 4 * 2  # the two score matrices of the whole-batch loss
+    kept_tokens = 0 if cached else 2 * batch_size * tokens * v.hidden_size * 2  # from pixels: the ViT runs once
     return Plan(batch_size, micro, cached, checkpointing, weights=vit * 2 + (trainable + frozen_rest) * 4,
                 gradients=trainable * 4, optimizer=trainable * 8, activations=activations, per_triplet=per_triplet,
-                vit=vit_peak, gradient_cache=reps + scores if micro < batch_size else 0)
+                vit=vit_peak, gradient_cache=reps + scores + kept_tokens if micro < batch_size else 0)
 
 
 def describe_plans(plans: list[Plan]) -> tuple[list[str], list[list[str]]]:

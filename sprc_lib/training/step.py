@@ -112,16 +112,21 @@ def cached_backward(
        the same representations), backpropagating its share of those gradients into the weights.
     In-batch negatives span the whole batch, as without micro-batches; only one micro-batch's
     activations are held at a time. Under DDP the gradients are averaged once, with the last one.
+    From pixels, pass 1 keeps the frozen ViT's tokens (what a feature cache holds) and pass 3 reads them:
+    the ViT runs once per image, not twice; it is frozen and deterministic, so pass 3 sees the very tokens
+    it would have computed.
     """
     model = net.module if isinstance(net, DistributedDataParallel) else net
     device = inputs[2].device
     parts = [slice(i, i + micro_batch) for i in range(0, len(inputs[2]), micro_batch)]
-    states, reps = [], []
+    states, reps, images = [], [], []
     with torch.no_grad():
         for part in parts:
             states.append(_rng_state(device))
             with autocast(device, dtype):
-                reps.append(model.representations(*(t[part] for t in inputs)))
+                pair = tuple(model.vit(x[part]) if x.dim() == 4 else x[part] for x in inputs[:2])
+                reps.append(model.representations(*pair, *(t[part] for t in inputs[2:])))
+            images.append(pair)
     whole = {k: torch.cat([r[k] for r in reps]).detach().requires_grad_() for k in reps[0]}
     temp = model.temp.detach().clone().requires_grad_()
     with autocast(device, dtype):
@@ -134,7 +139,7 @@ def cached_backward(
         sync = contextlib.nullcontext() if last or net is model else net.no_sync()
         with sync:
             with autocast(device, dtype):
-                again = net(*(t[part] for t in inputs), representations=True)
+                again = net(*images[i], *(t[part] for t in inputs[2:]), representations=True)
             outputs = [again[k] for k in whole] + ([model.temp] if last else [])
             grads = [whole[k].grad[part] for k in whole] + ([temp.grad] if last else [])
             torch.autograd.backward(outputs, grads)

@@ -10,6 +10,7 @@ import torch
 
 from sprc_lib.model import LOSS_NAMES, SPRCModel, tiny_config
 from sprc_lib.model.synthetic import random_triplets
+from sprc_lib.paths import checkout
 from sprc_lib.training.recipes import TOY
 from sprc_lib.training.step import cached_backward, optimizer_step
 
@@ -151,3 +152,14 @@ def test_plan_at_the_papers_batch_names_the_gpus_it_fits(capsys):
     assert "batch 128, micro-batches of 32" in out and "MiB per triplet (measured)" in out
     # The paper's batch at once needs an A100; in micro-batches of 32 it fits the free Colab T4.
     assert re.search(r"T4 16 GB\s+does not fit\s+fits", out) and re.search(r"A100 40 GB\s+fits\s+fits", out)
+    # The README quotes this plan: its figures are this output's.
+    readme = " ".join((checkout() / "README.md").read_text().split())
+    quoted = re.search(r"\((\S+) MiB per triplet .*? predicts (\S+) GiB for the paper's batch of 128 from pixels "
+                       r".*? and (\S+) GiB in micro-batches of 32 .*? the largest micro-batch a T4 takes is (\d+)\)",
+                       readme)
+    assert quoted, "README: the plan's paragraph is not where this test looks"
+    per_triplet = re.search(r"activations (\S+) MiB per triplet", out)[1]
+    peaks = re.search(r"^peak\s+(\S+)\s+(\S+)", out, re.M).groups()
+    t4 = re.search(r"^largest micro-batch on a T4.*?\s(\d+) / \d+ / \d+\s+(\d+) / ", out, re.M)[2]
+    assert quoted.groups() == (per_triplet, *peaks, t4), "README: run `python -m sprc_lib plan --preset blip2-vitg " \
+        "--batch-size 128 --micro-batch 32` and quote what it prints"

@@ -97,6 +97,7 @@ class Plan:
     per_triplet: int  # of which each further triplet adds this
     vit: int  # the frozen ViT's transient peak (training from pixels)
     gradient_cache: int  # the whole batch's representations and their gradients (from pixels: its ViT tokens too)
+    split_cost: int  # what the gradient cache would hold: any micro-batch smaller than the batch pays it
 
     @property
     def peak(self) -> int:
@@ -107,11 +108,14 @@ class Plan:
         return SLACK * self.peak + CONTEXT_BYTES <= gib * GIB
 
     def largest_micro_batch(self, gib: float) -> int:
-        """The largest micro-batch of this batch that fits a GPU of `gib` (0: none does)."""
-        room = (gib * GIB - CONTEXT_BYTES) / SLACK - (self.peak - self.activations - self.vit)
+        """The largest micro-batch of this batch that fits a GPU of `gib` (0: none does); the batch itself when
+        it fits at once, without the gradient cache that any smaller micro-batch needs."""
+        room = (gib * GIB - CONTEXT_BYTES) / SLACK - (self.weights + self.gradients + self.optimizer)
         fixed = self.activations - self.per_triplet * self.micro_batch
-        vit_each = self.vit / self.micro_batch
-        return max(0, min(self.batch_size, int((room - fixed) // (self.per_triplet + vit_each))))
+        each = self.per_triplet + self.vit / self.micro_batch
+        if fixed + each * self.batch_size <= room:
+            return self.batch_size
+        return max(0, min(self.batch_size - 1, int((room - self.split_cost - fixed) // each)))
 
 
 def activation_cost(config: SPRCConfig, checkpointing: bool = False) -> tuple[int, int]:
@@ -146,7 +150,8 @@ def plan_memory(config: SPRCConfig, batch_size: int, micro_batch: int | None = N
     kept_tokens = 0 if cached else 2 * batch_size * tokens * v.hidden_size * 2  # from pixels: the ViT runs once
     return Plan(batch_size, micro, cached, checkpointing, weights=vit * 2 + (trainable + frozen_rest) * 4,
                 gradients=trainable * 4, optimizer=trainable * 8, activations=activations, per_triplet=per_triplet,
-                vit=vit_peak, gradient_cache=reps + scores + kept_tokens if micro < batch_size else 0)
+                vit=vit_peak, gradient_cache=reps + scores + kept_tokens if micro < batch_size else 0,
+                split_cost=reps + scores + kept_tokens)
 
 
 def describe_plans(plans: list[Plan]) -> tuple[list[str], list[list[str]]]:

@@ -344,7 +344,9 @@ if course.max_steps is None:  # a bounded run (SPRC_MAX_STEPS: CI's stand-in of 
 #
 # The run folder holds everything about the run. `checkpoint.pt` is written at every epoch end and
 # when a run stops (also every N steps with `checkpoint_every`), atomically: a temporary file, then
-# a rename, so a crash mid-write never leaves half a checkpoint.
+# a rename, so a crash mid-write never leaves half a checkpoint. It holds what training changes; the
+# frozen weights (the ViT: two thirds of a checkpoint at the paper's size) stay in the base model,
+# from which a resume rebuilds them after checking that its files are the run's.
 
 # %%
 print(sorted(p.name for p in RUN.iterdir()))
@@ -352,6 +354,8 @@ checkpoint = torch.load(RUN / CHECKPOINT, map_location="cpu", weights_only=True)
 print("position:", checkpoint["position"])
 print(format_table(["key", "what it holds"], [
     ["model", f"{len(checkpoint['model'])} tensors, {sum(t.numel() for t in checkpoint['model'].values()):,} numbers"],
+    ["frozen_from", f"{len(checkpoint['frozen_from']['names'])} frozen tensors left out (the ViT's among them), "
+                    "rebuilt from the base model named here, checked by SHA-256"],
     ["optimizer", f"AdamW moments for {len(checkpoint['optimizer']['state'])} trainable tensors"],
     ["scheduler", f"OneCycleLR at step {checkpoint['scheduler']['last_epoch']} of {checkpoint['scheduler']['total_steps']}"],
     ["scaler", "the fp16 grad scaler's state (empty when it is off: CPU, bf16)"],

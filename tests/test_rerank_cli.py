@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from sprc_lib.cli import main
 from sprc_lib.model.loading import load_model
@@ -40,6 +41,11 @@ def test_a_reranker_run_stops_and_resumes_in_its_folder(reranker_run, capsys):
         ["train", "--resume", str(run)], capsys)  # each command resumes its own kind of run
     resumed = load_model(run / "checkpoint.pt")
     assert isinstance(reranker_run["stopped"], RerankerModel) and isinstance(resumed, RerankerModel)
+    # The checkpoint leaves out what the run rebuilds from its base model: the ViT and the frozen miner.
+    saved = torch.load(run / "checkpoint.pt", weights_only=True, mmap=True)
+    left_out = set(saved["frozen_from"]["names"])
+    assert left_out == {n for n, p in resumed.named_parameters() if not p.requires_grad}
+    assert not left_out & set(saved["model"]) and {"miner", "vision_model"} <= {n.split(".")[0] for n in left_out}
     rows = (run / "training_hyperparameters.json").read_text()
     assert json.loads(rows)["config"]["reranker"] is True
     moved = [k for k, v in resumed.state_dict().items() if not (v == reranker_run["stopped"].state_dict()[k]).all()]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
 
 from sprc_lib.data import CIRRDataset, build_transform, collate
+from sprc_lib.errors import CheckpointError
 from sprc_lib.features import CachedImages, FeatureCache
 from sprc_lib.model import LOSS_NAMES
 from sprc_lib.model.loading import load_model
@@ -116,9 +118,25 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(small_toy, tiny_
 
 @pytest.mark.slow
 def test_stop_after_steps_then_resume_finishes(small_toy, tiny_blip2, tmp_path):
-    config = small_config(small_toy, tiny_blip2, tmp_path / "run", num_epochs=1, batch_size=32)
+    base = shutil.copytree(tiny_blip2, tmp_path / "base")  # the run's base model, changed below
+    config = small_config(small_toy, base, tmp_path / "run", num_epochs=1, batch_size=32)
     first = train(config, stop_after_steps=3)
     assert not first.finished and first.train_history == []
+
+    # The checkpoint leaves out the frozen weights (the ViT among them); the base model has them.
+    saved = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)
+    frozen = {n for n, p in first.model.named_parameters() if not p.requires_grad}
+    assert set(saved["frozen_from"]["names"]) == frozen and not frozen & set(saved["model"])
+    assert any(n.startswith("vision_model.encoder.") for n in frozen)
+    stopped = load_model(tmp_path / "run" / CHECKPOINT)  # evaluating a checkpoint rebuilds them too
+    assert all(torch.equal(v, first.model.state_dict()[k]) for k, v in stopped.state_dict().items())
+    weights = base / "model.safetensors"
+    kept = weights.read_bytes()
+    weights.write_bytes(kept[:-8] + bytes(8))  # other frozen weights at the same path
+    with pytest.raises(CheckpointError, match=f"come from the run's base model {base}, whose files differ"):
+        resume_training(tmp_path / "run")
+    weights.write_bytes(kept)
+
     done = resume_training(tmp_path / "run")
     assert done.finished and [r["epoch"] for r in done.train_history] == [0]
     assert math.isfinite(done.train_history[0]["loss"])

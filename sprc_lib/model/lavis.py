@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -159,11 +160,16 @@ def lavis_state_dict(obj: object, source: str) -> dict[str, Tensor]:
     return obj
 
 
-def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source: str, unknown: list[str]) -> None:
-    """Load `state_dict` into `model` only if every key and shape fits; otherwise list all problems."""
+def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source: str, unknown: list[str],
+                   left_out: Collection[str] = ()) -> None:
+    """Load `state_dict` into `model` only if every key and shape fits; otherwise list all problems.
+
+    `left_out`: tensors the source leaves out on purpose (the frozen weights a run checkpoint does not carry),
+    which `model` already holds.
+    """
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(unknown) | (set(state_dict) - set(expected)))
+    missing = sorted(set(expected) - set(state_dict) - set(left_out))
+    unexpected = sorted(set(unknown) | (set(state_dict) - set(expected)) | (set(left_out) - set(expected)))
     mismatched = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
         for k, v in state_dict.items()

@@ -13,6 +13,7 @@ from transformers.initialization import no_init_weights
 from sprc_lib.errors import CheckpointError, MissingFileError, UserError
 from sprc_lib.files import atomic_path
 from sprc_lib.model.config import PRESETS, SPRCConfig, preset_config
+from sprc_lib.model.fingerprint import weights_fingerprint
 from sprc_lib.model.lavis import (
     LAVIS_RERANK_KEY,
     check_and_load,
@@ -99,13 +100,45 @@ def _from_folder(load, source: str | Path):
                               "local copy); a folder must hold what save_pretrained wrote") from err
 
 
-def model_from_saved(model_config: dict, state: dict, source: str) -> SPRCModel | RerankerModel:
-    """The model a training checkpoint holds (its `model_config` says which and how big), every tensor checked."""
+def model_from_saved(model_config: dict, state: dict, source: str, frozen_from: dict | None = None
+                     ) -> SPRCModel | RerankerModel:
+    """The model a training checkpoint holds (its `model_config` says which and how big), every tensor checked.
+
+    A checkpoint that leaves out its frozen weights (`frozen_from`, see `frozen_weights`) gets them from the
+    run's base model, built as the run built it, once that model's files are found to be the run's by content.
+    """
+    if frozen_from is not None:
+        model = base_model(frozen_from, source)
+        check_and_load(model, state, source, unknown=[], left_out=frozen_from["names"])
+        return model
     kind = RerankerModel if model_config.get("model_type") == RerankerConfig.model_type else SPRCModel
     with no_init_weights():  # every tensor comes from the checkpoint
         model = kind(kind.config_class(**model_config))
     check_and_load(model, state, source, unknown=[])
     return model
+
+
+def frozen_weights(model: SPRCModel | RerankerModel, base: str | Path, preset: str, weights: dict[str, str]) -> dict:
+    """What a run checkpoint records instead of the frozen tensors it leaves out (the ViT, the re-ranker's miner):
+    their names and the base model they come from, by path and by content (`weights`: its fingerprint)."""
+    where = Path(base)
+    return {"names": sorted(n for n, p in model.named_parameters() if not p.requires_grad),
+            "source": str(where.resolve()) if where.exists() else str(base), "weights": weights,
+            "reranker": isinstance(model, RerankerModel), "preset": preset,
+            "vocab_size": model.config.qformer_config.vocab_size}
+
+
+def base_model(frozen_from: dict, source: str) -> SPRCModel | RerankerModel:
+    """The run's starting model, rebuilt from its base weights (`frozen_weights`), which must be the run's."""
+    base = frozen_from["source"]
+    if weights_fingerprint(base) != frozen_from["weights"]:
+        found = "are not there" if not Path(base).exists() and not _is_hub_id(base) else "differ from the run's"
+        raise CheckpointError(f"{source}: holds the run's trained weights only; its frozen ones (the ViT"
+                              f"{', the miner' if frozen_from['reranker'] else ''}) come from the run's base model "
+                              f"{base}, whose files {found}. Put that model back there (or resume with --model-path "
+                              "pointing at a copy of it), or evaluate the run's best/ or final/ instead")
+    sizes = preset_config(frozen_from["preset"], frozen_from["vocab_size"])
+    return (load_reranker if frozen_from["reranker"] else load_model)(base, sizes)
 
 
 def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCModel | RerankerModel:
@@ -131,7 +164,7 @@ def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCMode
     if path.suffix in {".pt", ".pth"} or path.is_file():
         saved = read_checkpoint(path)
         if isinstance(saved, dict) and "model_config" in saved:  # a training run's checkpoint.pt
-            return model_from_saved(saved["model_config"], saved["model"], str(path))
+            return model_from_saved(saved["model_config"], saved["model"], str(path), saved.get("frozen_from"))
         if config is None:
             raise CheckpointError(f"{path}: a LAVIS-format checkpoint carries no sizes; pass a preset or a config")
         if isinstance(saved, dict) and LAVIS_RERANK_KEY in saved:  # the authors' re-ranker layout

@@ -29,12 +29,13 @@ from sprc_lib.evaluation.protocols import validation_galleries
 from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
 from sprc_lib.files import atomic_path
 from sprc_lib.model import SPRCModel, preset_config
-from sprc_lib.model.loading import BLIP2_RETRIEVAL, load_model, load_reranker, model_from_saved
+from sprc_lib.model.fingerprint import weights_fingerprint
+from sprc_lib.model.loading import BLIP2_RETRIEVAL, frozen_weights, load_model, load_reranker, model_from_saved
 from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.training import runs
 from sprc_lib.training.config import SettingError, TrainConfig
-from sprc_lib.training.fingerprint import data_fingerprint, weights_fingerprint
+from sprc_lib.training.fingerprint import data_fingerprint
 from sprc_lib.training.recipes import Recipe
 from sprc_lib.training.sampler import EpochBatchSampler
 from sprc_lib.training.step import make_optimizer, make_scheduler
@@ -62,6 +63,7 @@ class RunParts:
     stage1: EvalContext | None = None  # re-ranker runs: the SPRC model whose top K validation re-orders
     reranker: Reranker | None = None  # re-ranker runs: the model being trained, as validation uses it
     fingerprint: dict = field(default_factory=dict)  # what the run trains on, by content (`training.fingerprint`)
+    frozen_from: dict | None = None  # the frozen weights its checkpoints leave out (`model.loading.frozen_weights`)
 
     @property
     def main(self) -> bool:
@@ -109,7 +111,8 @@ def _tokenizer(config: TrainConfig, run_dir: Path, fresh: bool):
 
 def _model(config: TrainConfig, tokenizer, checkpoint: dict | None) -> SPRCModel | RerankerModel:
     if checkpoint is not None:
-        return model_from_saved(checkpoint["model_config"], checkpoint["model"], "the run's checkpoint")
+        return model_from_saved(checkpoint["model_config"], checkpoint["model"], "the run's checkpoint",
+                                checkpoint.get("frozen_from"))
     sizes = preset_config(config.preset, len(tokenizer))
     if config.reranker:
         return load_reranker(base_weights(config), sizes)
@@ -199,11 +202,16 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
                            "lower --batch-size")
     sampler = EpochBatchSampler(len(train_set), recipe.batch_size, config.seed, rank, world_size)
     optimizer = make_optimizer(model, recipe)
+    prints = _fingerprint(config, checkpoint)
+    if checkpoint is None:
+        frozen = frozen_weights(model, base_weights(config), config.preset, prints["base_model"])
+    else:  # a checkpoint written before they were left out holds every tensor, and its successors do too
+        frozen = checkpoint.get("frozen_from")
     return RunParts(
         config, recipe, run_dir, rank, world_size, model, _wrap(model, device), evaluation, train_set, items,
         sampler, optimizer, make_scheduler(optimizer, recipe, len(sampler), config.schedule_over_run),
         torch.amp.GradScaler(device.type, enabled=evaluation.dtype == torch.float16), stage1, reranker,
-        _fingerprint(config, checkpoint),
+        prints, frozen,
     )
 
 

@@ -7,7 +7,6 @@ copy is accepted and a different dataset at the same path (or at a new one) is r
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +18,10 @@ from sprc_lib.data.schema import (
     fashioniq_caption_path,
     fashioniq_split_path,
 )
+from sprc_lib.model.fingerprint import sha256, weights_fingerprint
 from sprc_lib.training.config import SettingError
 
 SPLITS = ("train", "val")  # what training and its validation read
-WEIGHT_SUFFIXES = {".json", ".safetensors", ".bin", ".pt", ".pth"}
-TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def data_files(dataset: str, root: Path) -> list[Path]:
@@ -45,22 +35,8 @@ def data_fingerprint(dataset: str, data_path: str | Path) -> dict[str, dict[str,
     """Each annotation file a run reads (by its path inside the data folder): its record count and SHA-256."""
     root = Path(data_path)
     return {str(path.relative_to(root)): {"records": len(read_json(path, "annotation file")),
-                                          "sha256": _sha256(path)}
+                                          "sha256": sha256(path)}
             for path in data_files(dataset, root)}
-
-
-def weights_fingerprint(source: str | Path) -> dict[str, str]:
-    """The SHA-256 of a weights file, or of a model folder's config and weight files; a hub id by its name."""
-    path = Path(source)
-    if path.is_file():
-        return {"sha256": _sha256(path)}
-    if not path.is_dir():
-        return {"hub": str(source)}
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-                       and p.name not in TOKENIZER_FILES):
-        digest.update(f"{file.relative_to(path)}\0{_sha256(file)}\0".encode())
-    return {"sha256": digest.hexdigest()}
 
 
 def check_same_data(saved: dict[str, dict[str, Any]], dataset: str, data_path: str | Path) -> None:

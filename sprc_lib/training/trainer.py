@@ -287,7 +287,10 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
                              "(a released model goes to --model-path instead)")
     prints = saved.get("fingerprint") or {}
     if settings.get("model_path") and "base_model" in prints:  # by content: a moved copy is the same weights
-        check_same_weights(prints["base_model"], settings.pop("model_path"))
+        moved = settings.pop("model_path")
+        check_same_weights(prints["base_model"], moved)
+        if saved.get("frozen_from"):  # the frozen weights the checkpoint leaves out come from the copy
+            saved["frozen_from"] = {**saved["frozen_from"], "source": str(Path(moved).resolve())}
     config, changes = resolve(settings, saved["config"], run_dir=str(path.parent))
     check_root(config.data_path, config.dataset)  # the run's data may have moved: say so, and --data-path
     if "data" in prints:
@@ -298,6 +301,7 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
         run = build_run(config, path.parent, saved)
         with open_run_dir(run, fresh=False):
             progress = checkpoint.restore(run, saved)
+            del saved  # the old checkpoint is memory-mapped: let it go once restored
             if run.main:
                 print(f"resuming {run.run_dir} at epoch {progress.epoch + 1}, step {progress.step_in_epoch}")
             if changes and run.main:

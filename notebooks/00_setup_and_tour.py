@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -126,7 +126,7 @@ else:
 # same about clothes, with two short texts per CIR query:
 
 # %%
-fiq_val = FashionIQDataset(root, "val", ["dress"], "relative")
+fiq_val = FashionIQDataset(root, "val", ["dress"], "relative", skip_missing=course.skip_missing)
 dress = fiq_val[max(range(len(fiq_val)), key=lambda i: len(fiq_val.caption(i)))]  # the wordiest query
 viz.show_query(fiq_val.load_image(dress["reference_name"]), dress["caption"], fiq_val.load_image(dress["target_name"]),
                title=f"a CIR query ({KIND} FashionIQ, dress)")

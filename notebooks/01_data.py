@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -98,7 +98,6 @@ MODE = course_mode()  # "tiny": toy data; "full": the real datasets under `sprc_
 SEED = 0  # the toy generator's seed for the fresh copy drawn in section 3
 N_TRIPLETS = 6  # triplets per grid
 IMAGE_SIZE = 224 if MODE == "full" else 64  # the model's input size: BLIP-2 ViT-g 224 px, the tiny preset 64 px
-SKIP_MISSING = MODE == "full"  # real FashionIQ copies miss some images (dead links); toy data misses none
 ARCHIVES = {}  # full mode: archives to unpack first, e.g. {"CIRR": "/content/drive/MyDrive/cirr_dataset.zip"}
 
 # %% [markdown]
@@ -139,7 +138,9 @@ ARCHIVES = {}  # full mode: archives to unpack first, e.g. {"CIRR": "/content/dr
 
 # %%
 course = setup(MODE)  # tiny: the toy copies (generated on first use); full: SPRC_DATA
-course.unpack(ARCHIVES, skip_missing=SKIP_MISSING)  # unpack_dataset for each, or a stop naming what is wrong
+# course.skip_missing: leave out the images a copy lacks (SPRC_SKIP_MISSING; by default in full mode, since real
+# FashionIQ copies lack some, and the toy data lacks none)
+course.unpack(ARCHIVES, skip_missing=course.skip_missing)  # unpack_dataset for each, or a stop naming what is wrong
 root = course.need_data("CIRR")  # or a stop that says where to get it and put it
 course.need_data("FashionIQ")
 is_toy = (root / MARKER).exists()  # the toy generator leaves this file; a real download has none
@@ -270,8 +271,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # a real FashionIQ copy warns about its missing images: section 8
     for category in FASHIONIQ_CATEGORIES:
         for split in FASHIONIQ_SPLITS:
-            queries = FashionIQDataset(root, split, [category], "relative", skip_missing=SKIP_MISSING)
-            gallery = FashionIQDataset(root, split, [category], "classic", skip_missing=SKIP_MISSING)
+            queries = FashionIQDataset(root, split, [category], "relative", skip_missing=course.skip_missing)
+            gallery = FashionIQDataset(root, split, [category], "classic", skip_missing=course.skip_missing)
             targets = "yes" if queries.triplets[0].target else "no (hidden)"
             rows.append(["FashionIQ", split, category, f"{len(queries):,}", f"{len(gallery):,}", targets])
 print(format_table(["dataset", "split", "category", "relative (queries)", "classic (gallery)", "targets"], rows))
@@ -304,7 +305,7 @@ viz.triplet_grid([(cirr_train.load_image(t.reference), t.caption, cirr_train.loa
 # %%
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    fiq_train = FashionIQDataset(root, "train", list(FASHIONIQ_CATEGORIES), "relative", skip_missing=SKIP_MISSING)
+    fiq_train = FashionIQDataset(root, "train", list(FASHIONIQ_CATEGORIES), "relative", skip_missing=course.skip_missing)
 step = len(fiq_train) // N_TRIPLETS  # spread the picks over the three categories
 picks = [fiq_train[i * step] for i in range(N_TRIPLETS)]
 viz.triplet_grid([(fiq_train.load_image(p["reference_name"]), f"{p['dress_type']}: {p['caption']}",
@@ -390,8 +391,8 @@ for name in [*elongated, near_square]:
 # %%
 for name in ("CIRR", "FashionIQ"):
     reports = check_dataset(name, root)
-    print(format_reports(reports, root, allow_missing=SKIP_MISSING).replace(str(root), f"<{root.name}>"), "\n")
-    assert all(r.usable(allow_missing=SKIP_MISSING) for r in reports)
+    print(format_reports(reports, root, allow_missing=course.skip_missing).replace(str(root), f"<{root.name}>"), "\n")
+    assert all(r.usable(allow_missing=course.skip_missing) for r in reports)
 
 # %% [markdown]
 # Now we break the fresh toy copy from section 3 in two realistic ways: one FashionIQ image goes missing

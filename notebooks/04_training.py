@@ -345,7 +345,7 @@ if course.max_steps is None:  # a bounded run (SPRC_MAX_STEPS: CI's stand-in of 
 # The run folder holds everything about the run. `checkpoint.pt` is written at every epoch end and
 # when a run stops (also every N steps with `checkpoint_every`), atomically: a temporary file, then
 # a rename, so a crash mid-write never leaves half a checkpoint. It holds what training changes; the
-# frozen weights (the ViT: two thirds of a checkpoint at the paper's size) stay in the base model,
+# frozen weights (the ViT: most of a checkpoint at the paper's size) stay in the base model,
 # from which a resume rebuilds them after checking that its files are the run's.
 
 # %%

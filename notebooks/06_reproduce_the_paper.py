@@ -209,6 +209,7 @@ vit, paper_vit = from_folder.config.vision_config, blip2_vitg_config().vision_co
 PAPER_MODEL = MODE == "full" and (vit.hidden_size, vit.num_hidden_layers) == (paper_vit.hidden_size,
                                                                               paper_vit.num_hidden_layers)
 print(f"the paper's model (ViT-g sizes, full mode): {PAPER_MODEL}")
+del in_memory, from_folder  # two whole models: free them before the next ones load (a Colab session has ~12 GB)
 
 # %% [markdown]
 # In tiny mode we can check the conversion against the model the file was written from: every
@@ -241,8 +242,11 @@ def evaluate(dataset: str, model, tokenizer) -> dict[str, float]:
     return validate(course.context(model, tokenizer), dataset, DATA)
 
 
-models = {name: (load_model(folder), load_tokenizer(folder)) for name, folder in converted.items()}
-ours = {"CIRR": evaluate("CIRR", *models["cirr"]), "FashionIQ": evaluate("FashionIQ", *models["fiq"])}
+ours = {}
+for name, dataset in DATASETS.items():  # one converted model in memory at a time
+    model = load_model(converted[name])
+    ours[dataset] = evaluate(dataset, model, load_tokenizer(converted[name]))
+    del model
 if MODE == "tiny":
     before = {"CIRR": evaluate("CIRR", *originals["cirr"]), "FashionIQ": evaluate("FashionIQ", *originals["fiq"])}
     one_query = {"CIRR": 100 / len(CIRRDataset(DATA, "val", "relative")),  # what one query is worth, in points
@@ -269,7 +273,10 @@ if MODE == "tiny":
 # parameters cell.
 
 # %%
-files = cirr_test_submission(course.context(*models["cirr"]), DATA, SCRATCH / "submission", "sprc_reproduced")
+model = load_model(converted["cirr"])
+files = cirr_test_submission(course.context(model, load_tokenizer(converted["cirr"])), DATA, SCRATCH / "submission",
+                             "sprc_reproduced")
+del model
 for path in files:
     entries = json.loads(path.read_text())
     print(f"{path.name}: {len(entries) - 2} pair ids, {path.stat().st_size:,} bytes")

@@ -9,8 +9,10 @@ import torch
 from IPython.core.interactiveshell import InteractiveShell
 
 from sprc_lib.course.setup import LOCATIONS, CourseStop, setup
+from sprc_lib.course.shipped import SHIPPED
 from sprc_lib.model.config import preset_config
-from sprc_lib.model.loading import model_sizes
+from sprc_lib.model.loading import load_model, model_sizes
+from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.paths import toy_root
 
 
@@ -35,7 +37,8 @@ def test_full_mode_reads_every_location_from_its_variable(full, monkeypatch):
     values = {"SPRC_BLIP2": "some/blip2", "SPRC_CIRR_CHECKPOINT": str(full / "a.pt"),
               "SPRC_FIQ_CHECKPOINT": str(full / "b.pt"), "SPRC_CIRR_MODEL": str(full / "cirr"),
               "SPRC_FIQ_MODEL": str(full / "fiq"), "SPRC_CIRR_RERANKER": str(full / "rc"),
-              "SPRC_FIQ_RERANKER": str(full / "rf"), "SPRC_MAX_STEPS": "7", "SPRC_MAX_QUERIES": "9"}
+              "SPRC_FIQ_RERANKER": str(full / "rf"), "SPRC_MAX_STEPS": "7", "SPRC_MAX_QUERIES": "9",
+              "SPRC_SKIP_MISSING": "0"}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     course = setup("full")
@@ -44,6 +47,7 @@ def test_full_mode_reads_every_location_from_its_variable(full, monkeypatch):
     assert {name: str(value) for name, value in seen.items()} == {**values, "SPRC_DATA": str(full / "data")}
     assert course.bounded(100) == 7 and course.bounded(3) == 3
     assert course.bounded_queries(None) == 9 and course.bounded_queries(200) == 9 and course.bounded_queries(4) == 4
+    assert not course.skip_missing
 
 
 def test_full_mode_defaults(full):
@@ -53,6 +57,9 @@ def test_full_mode_defaults(full):
     assert course.checkpoints == {"CIRR": full / "data" / "checkpoints" / "sprc_cirr.pt",
                                   "FashionIQ": full / "data" / "checkpoints" / "sprc_fiq.pt"}
     assert course.models == {"CIRR": None, "FashionIQ": None} and not course.has_trained("CIRR")
+    assert course.skip_missing and not setup("tiny").skip_missing  # real FashionIQ copies always lack images
+    model = load_model(SHIPPED / "CIRR")
+    assert course.context(model, load_tokenizer(SHIPPED / "CIRR")).skip_missing  # what evaluation reads
 
 
 @pytest.mark.parametrize(("call", "words"), [
@@ -80,6 +87,13 @@ def test_a_model_folder_that_is_not_there_is_named(full, monkeypatch):
 def test_a_wrong_bound_is_refused(full, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(CourseStop, match=f"{name}={value!r}: give a whole number of at least 1"):
+        setup("full")
+
+
+@pytest.mark.parametrize("value", ["yes", "2", "true"])
+def test_a_wrong_switch_is_refused(full, monkeypatch, value):
+    monkeypatch.setenv("SPRC_SKIP_MISSING", value)
+    with pytest.raises(CourseStop, match=f"SPRC_SKIP_MISSING={value!r}: give 1 or 0"):
         setup("full")
 
 

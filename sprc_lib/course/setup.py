@@ -47,6 +47,8 @@ LOCATIONS = {  # full mode's inputs: the variable and what it holds
     "SPRC_FIQ_RERANKER": "the same for FashionIQ (notebook 07)",
     "SPRC_MAX_STEPS": "a bound on every training run the notebooks start (CI's stand-in run); unset for a real run",
     "SPRC_MAX_QUERIES": "a bound on the queries notebook 07 re-ranks (CI's stand-in run); unset for a real run",
+    "SPRC_SKIP_MISSING": "1: leave out the images a dataset copy lacks, and the queries that use them (the default in "
+                         "full mode: real FashionIQ copies always lack some); 0: stop at the first one",
 }
 COLAB_CHECKPOINTS = Path("/content/drive/MyDrive/sprc")
 
@@ -81,6 +83,16 @@ def _bound(name: str) -> int | None:
     return int(value)
 
 
+def _switch(name: str, default: bool) -> bool:
+    """Variable `name` as 1 or 0 (`default` when unset)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if value not in ("0", "1"):
+        raise CourseStop(f"{name}={value!r}: give 1 or 0, or unset it")
+    return value == "1"
+
+
 @dataclass(frozen=True)
 class CourseSetup:
     """A notebook's mode and what follows from it."""
@@ -96,10 +108,12 @@ class CourseSetup:
     rerankers: dict[str, Path | None] = field(default_factory=dict)  # dataset -> a trained re-ranker, if given
     max_steps: int | None = None  # a bound on each training run (SPRC_MAX_STEPS)
     max_queries: int | None = None  # a bound on the queries a second stage scores (SPRC_MAX_QUERIES)
+    skip_missing: bool = False  # leave out images the data lacks, and their queries (SPRC_SKIP_MISSING)
 
     def context(self, model: SPRCModel, tokenizer: Any, **options: Any) -> EvalContext:
         """`model` ready to evaluate on this set-up's device, with its feature cache."""
-        return evaluation_context(model, tokenizer, device=self.device, feature_cache=self.cache, **options)
+        return evaluation_context(model, tokenizer, device=self.device, feature_cache=self.cache,
+                                  skip_missing=self.skip_missing, **options)
 
     def locations(self) -> dict[str, object]:
         """What each variable of `LOCATIONS` amounts to here (None where this mode does not use it)."""
@@ -108,7 +122,8 @@ class CourseSetup:
                 "SPRC_FIQ_CHECKPOINT": self.checkpoints.get("FashionIQ"),
                 "SPRC_CIRR_MODEL": self.models.get("CIRR"), "SPRC_FIQ_MODEL": self.models.get("FashionIQ"),
                 "SPRC_CIRR_RERANKER": self.rerankers.get("CIRR"), "SPRC_FIQ_RERANKER": self.rerankers.get("FashionIQ"),
-                "SPRC_MAX_STEPS": self.max_steps, "SPRC_MAX_QUERIES": self.max_queries}
+                "SPRC_MAX_STEPS": self.max_steps, "SPRC_MAX_QUERIES": self.max_queries,
+                "SPRC_SKIP_MISSING": int(self.skip_missing)}
 
     def bounded(self, steps: int) -> int:
         """`steps`, or fewer where SPRC_MAX_STEPS bounds the run (CI's stand-in run of the full track)."""
@@ -213,11 +228,12 @@ def setup(mode: str | None = None, data_path: str | Path | None = None) -> Cours
         raise ValueError(f"mode {mode!r}: choose one of {MODES}")
     hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars: noise in a lesson's output
     max_steps, max_queries = _bound("SPRC_MAX_STEPS"), _bound("SPRC_MAX_QUERIES")
+    skip_missing = _switch("SPRC_SKIP_MISSING", default=mode == "full")
     if mode == "tiny":
         data = ensure_toy()
         torch.set_num_threads(1)
         return CourseSetup(mode, data, data / "cache", "tiny", str(data / TINY_BLIP2), pick_device(),
-                           max_steps=max_steps, max_queries=max_queries)
+                           max_steps=max_steps, max_queries=max_queries, skip_missing=skip_missing)
     data = Path(data_path) if data_path else data_root()
     default_dir = COLAB_CHECKPOINTS if on_colab() else data / "checkpoints"
     cirr = _env_path("SPRC_CIRR_CHECKPOINT") or default_dir / "sprc_cirr.pt"
@@ -226,4 +242,4 @@ def setup(mode: str | None = None, data_path: str | Path | None = None) -> Cours
     rerankers = {dataset: _env_path(f"SPRC_{short.upper()}_RERANKER") for dataset, short in SHORT.items()}
     weights = os.environ.get("SPRC_BLIP2", "").strip() or BLIP2_RETRIEVAL
     return CourseSetup(mode, data, data / "cache", "blip2-vitg", weights, pick_device(), checkpoints, models,
-                       rerankers, max_steps, max_queries)
+                       rerankers, max_steps, max_queries, skip_missing)

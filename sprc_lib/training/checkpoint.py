@@ -50,7 +50,7 @@ def save(run: RunParts, progress: Progress) -> Path:
     state = {
         "config": asdict(run.config),
         "model_config": run.model.config.to_dict(),
-        # The frozen weights stay out (the ViT: 3.94 of a 6.18 GB checkpoint at the real size): a resume rebuilds
+        # The frozen weights stay out (the ViT: most of a checkpoint at the real size): a resume rebuilds
         # them from the run's base model, checked by content (`model.loading.model_from_saved`).
         "model": {k: v for k, v in run.model.state_dict().items() if not frozen or k not in frozen["names"]},
         "frozen_from": frozen,

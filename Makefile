@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-slow-a test-slow-b test-unit test-models test-notebooks test-full test-student install-cells lint clean
+.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-slow-a test-slow-b test-unit test-models test-notebooks test-full test-student rehearse install-cells lint clean
 
 setup: $(STAMP)
 
@@ -111,6 +111,12 @@ tiny-weights: retrain-models
 # The reference numbers and the doc blocks that quote them, from the shipped weights (a minute).
 reference: toy
 	$(PY) -m sprc_lib.course.reference --data-path $(TOY)
+
+# The full track at BLIP-2 ViT-g's real size, random weights, on this machine (sprc_lib/course/rehearse.py): each
+# command's peak memory, time and disk against a free Colab session, in build/rehearsal/rehearsal.md. Not part of
+# make test: it writes several GB of stand-ins and runs for many minutes.
+rehearse: setup toy
+	$(PY) -m sprc_lib.course.rehearse build/rehearsal
 
 # Copies for a class: the notebooks without solutions (stubs + checks) and a solutions notebook per chapter.
 student: setup

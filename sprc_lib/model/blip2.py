@@ -24,58 +24,54 @@ from transformers.models.blip_2.modeling_blip_2 import (
 from sprc_lib.model.config import SPRCConfig
 
 
-class RetrievalParts(nn.Module):
-    """The Q-Former side of BLIP-2's image-text retrieval: queries, text embeddings, Q-Former, projections.
+class RetrievalPasses:
+    """BLIP-2's retrieval parts and the passes through them, for a model's top level and for the re-ranker's
+    frozen copy (its hard-negative miner) alike: queries, text embeddings, Q-Former, projections."""
 
-    The re-ranker keeps a frozen copy of these (its hard-negative miner); the models hold the same
-    parts at their top level, where BLIP-2's names put them.
-    """
+    def add_retrieval_parts(self, config: SPRCConfig) -> None:
+        """The parts under BLIP-2's names, so that a BLIP-2 checkpoint loads into them by name."""
+        hidden = config.qformer_config.hidden_size
+        self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, hidden))
+        self.embeddings = Blip2TextEmbeddings(config.qformer_config)
+        self.qformer = Blip2QFormerModel._from_config(config.qformer_config)
+        self.vision_projection = nn.Linear(hidden, config.image_text_hidden_size)
+        self.text_projection = nn.Linear(hidden, config.image_text_hidden_size)
+
+    def image_hidden(self, image_embeds: Tensor) -> Tensor:
+        """Queries read the image through cross-attention: (B, T, Dv) -> (B, Q, H)."""
+        queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
+        out = self.qformer(query_embeds=self.embeddings(query_embeds=queries), encoder_hidden_states=image_embeds)
+        return out.last_hidden_state
+
+    def image_features(self, image_embeds: Tensor) -> Tensor:
+        """Target / gallery features: one normalised vector per query token, (B, Q, D)."""
+        hidden = self.image_hidden(image_embeds)
+        return F.normalize(self.vision_projection(hidden.to(self.vision_projection.weight.dtype)), dim=-1)
+
+    def _project_text(self, cls: Tensor) -> Tensor:
+        return F.normalize(self.text_projection(cls.to(self.text_projection.weight.dtype)), dim=-1)
+
+    def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """BLIP-2's unimodal text feature: the caption alone through the Q-Former's text path -> (B, D)."""
+        out = self.qformer(query_embeds=self.embeddings(input_ids=input_ids), query_length=0,
+                           attention_mask=attention_mask)
+        return self._project_text(out.last_hidden_state[:, 0])
+
+    @staticmethod
+    def scores(query_features: Tensor, image_features: Tensor) -> Tensor:
+        """Similarity of each query (B, D) to each image (N, Q, D): max over the image's query tokens -> (B, N)."""
+        return torch.einsum("bd,nqd->bnq", query_features, image_features.to(query_features.dtype)).amax(-1)
+
+
+class RetrievalParts(RetrievalPasses, nn.Module):
+    """The retrieval parts on their own: the re-ranker's frozen miner."""
 
     def __init__(self, config: SPRCConfig):
         super().__init__()
-        add_retrieval_parts(self, config)
+        self.add_retrieval_parts(config)
 
 
-def add_retrieval_parts(module: nn.Module, config: SPRCConfig) -> None:
-    """Give `module` the retrieval parts under BLIP-2's names (a model's top level, or its frozen copy)."""
-    hidden = config.qformer_config.hidden_size
-    module.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, hidden))
-    module.embeddings = Blip2TextEmbeddings(config.qformer_config)
-    module.qformer = Blip2QFormerModel._from_config(config.qformer_config)
-    module.vision_projection = nn.Linear(hidden, config.image_text_hidden_size)
-    module.text_projection = nn.Linear(hidden, config.image_text_hidden_size)
-
-
-def image_hidden(parts: nn.Module, image_embeds: Tensor) -> Tensor:
-    """Queries read the image through cross-attention: (B, T, Dv) -> (B, Q, H)."""
-    queries = parts.query_tokens.expand(image_embeds.shape[0], -1, -1)
-    out = parts.qformer(query_embeds=parts.embeddings(query_embeds=queries), encoder_hidden_states=image_embeds)
-    return out.last_hidden_state
-
-
-def image_features(parts: nn.Module, image_embeds: Tensor) -> Tensor:
-    """Target / gallery features: one normalised vector per query token, (B, Q, D)."""
-    hidden = image_hidden(parts, image_embeds)
-    return F.normalize(parts.vision_projection(hidden.to(parts.vision_projection.weight.dtype)), dim=-1)
-
-
-def project_text(parts: nn.Module, cls: Tensor) -> Tensor:
-    return F.normalize(parts.text_projection(cls.to(parts.text_projection.weight.dtype)), dim=-1)
-
-
-def text_features(parts: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """BLIP-2's unimodal text feature: the caption alone through the Q-Former's text path -> (B, D)."""
-    out = parts.qformer(query_embeds=parts.embeddings(input_ids=input_ids), query_length=0,
-                        attention_mask=attention_mask)
-    return project_text(parts, out.last_hidden_state[:, 0])
-
-
-def max_over_queries(query_features: Tensor, image_features: Tensor) -> Tensor:
-    """Similarity of each query (B, D) to each image (N, Q, D): max over the image's query tokens -> (B, N)."""
-    return torch.einsum("bd,nqd->bnq", query_features, image_features.to(query_features.dtype)).amax(-1)
-
-
-class Blip2Retrieval(PreTrainedModel):
+class Blip2Retrieval(RetrievalPasses, PreTrainedModel):
     """BLIP-2's stage-1 parts and the passes both models run; subclasses add their own parts and losses.
 
     `vision_model.post_layernorm` plays the authors' trainable `ln_vision`; the rest of the ViT is frozen.
@@ -91,7 +87,7 @@ class Blip2Retrieval(PreTrainedModel):
         super().__init__(config)
         self.vision_model = Blip2VisionModel._from_config(config.vision_config)
         self.vision_model.post_layernorm.eps = config.ln_vision_eps
-        add_retrieval_parts(self, config)
+        self.add_retrieval_parts(config)
         self.itm_head = nn.Linear(config.qformer_config.hidden_size, 2)
         self.temp = nn.Parameter(torch.tensor(float(config.temp_init)))
 
@@ -184,22 +180,3 @@ class Blip2Retrieval(PreTrainedModel):
         ones = attention_mask.new_ones(attention_mask.shape[0], self.config.num_query_tokens)
         return torch.cat([ones, attention_mask], dim=1)
 
-    def image_hidden(self, image_embeds: Tensor) -> Tensor:
-        """Queries read the image through cross-attention: (B, T, Dv) -> (B, Q, H)."""
-        return image_hidden(self, image_embeds)
-
-    def image_features(self, image_embeds: Tensor) -> Tensor:
-        """Target / gallery features: one normalised vector per query token, (B, Q, D)."""
-        return image_features(self, image_embeds)
-
-    def _project_text(self, cls: Tensor) -> Tensor:
-        return project_text(self, cls)
-
-    def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """BLIP-2's unimodal text feature: the caption alone through the Q-Former's text path -> (B, D)."""
-        return text_features(self, input_ids, attention_mask)
-
-    @staticmethod
-    def scores(query_features: Tensor, image_features: Tensor) -> Tensor:
-        """Similarity of each query (B, D) to each image (N, Q, D): max over the image's query tokens -> (B, N)."""
-        return max_over_queries(query_features, image_features)

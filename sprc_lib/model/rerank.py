@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sprc_lib.model.blip2 import Blip2Retrieval, RetrievalParts, image_features, max_over_queries, text_features
+from sprc_lib.model.blip2 import Blip2Retrieval, RetrievalParts
 from sprc_lib.model.config import PRESETS, SPRCConfig
 
 RERANK_LOSS_NAMES = ("loss_itm",)
@@ -99,9 +99,9 @@ class RerankerModel(Blip2Retrieval):
     def mining_scores(self, target_embeds: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """(B, B): the frozen miner's caption-only feature of query i against target j's query-token features,
         max over query tokens, divided by `temp`: how easily target j could be mistaken for query i's."""
-        targets = image_features(self.miner, target_embeds)
-        texts = text_features(self.miner, input_ids, attention_mask)
-        return max_over_queries(texts, targets) / self.temp
+        targets = self.miner.image_features(target_embeds)
+        texts = self.miner.text_features(input_ids, attention_mask)
+        return self.scores(texts, targets) / self.temp
 
     def match_logits(self, reference_embeds: Tensor, candidate_embeds: Tensor, input_ids: Tensor,
                      attention_mask: Tensor) -> Tensor:

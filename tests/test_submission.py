@@ -206,3 +206,22 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(OSError, match="disk full"):
         write_cirr_submission(tmp_path, "crash", recall, subset, **VALIDATION)
     assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary file
+
+
+def test_a_test1_gallery_too_small_for_the_top_50_is_named_before_any_image_is_encoded(toy_copy, capsys):
+    from sprc_lib.cli import main
+    from sprc_lib.course.shipped import SHIPPED
+
+    cirr = toy_copy / "cirr_dataset" / "cirr"
+    queries = json.loads((cirr / "captions" / "cap.rc2.test1.json").read_text())[:4]
+    names = {q["reference"] for q in queries} | {m for q in queries for m in q["img_set"]["members"]}
+    split = json.loads((cirr / "image_splits" / "split.rc2.test1.json").read_text())
+    (cirr / "captions" / "cap.rc2.test1.json").write_text(json.dumps(queries))
+    (cirr / "image_splits" / "split.rc2.test1.json").write_text(json.dumps({n: split[n] for n in names}))
+    argv = ["cirr-submission", "--data-path", str(toy_copy), "--preset", "tiny", "--model-path", str(SHIPPED / "CIRR"),
+            "--output-dir", str(toy_copy / "submission"), "--feature-cache", str(toy_copy / "fresh-cache")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"CIRR test1: {len(names)} images" in err and "at least 51" in err and "Traceback" not in err
+    assert not list((toy_copy / "fresh-cache").rglob("*.npy"))  # no image encoded
+    assert not (toy_copy / "submission").exists()

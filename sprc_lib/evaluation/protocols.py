@@ -22,7 +22,7 @@ from sprc_lib.evaluation.context import EvalContext
 from sprc_lib.evaluation.index import index_features, query_scores, relative_queries
 from sprc_lib.evaluation.metrics import chance_levels, cirr_metrics, fashioniq_metrics, fashioniq_summary
 from sprc_lib.evaluation.rerank import Reranker, rerank
-from sprc_lib.evaluation.submission import check_output_dir, cirr_submission, write_cirr_submission
+from sprc_lib.evaluation.submission import RECALL_TOP, check_output_dir, cirr_submission, write_cirr_submission
 
 
 def split_scores(ctx: EvalContext, gallery: RetrievalDataset, queries: RetrievalDataset,
@@ -106,8 +106,12 @@ def cirr_test_submission(ctx: EvalContext, root: str | Path, out_dir: str | Path
                         f"(e.g. {queries.missing_images[0]}); the server needs a ranking for every pair id: "
                         "restore the images (`python -m sprc_lib check-data --dataset CIRR` lists them)")
     check_output_dir(out_dir)
-    stages, names, refs = split_scores(ctx, ctx.load(CIRRDataset, root, "test1", "classic"), queries, reranker,
-                                       exclude_reference=True)
+    gallery = ctx.load(CIRRDataset, root, "test1", "classic")
+    if len(gallery.image_names) <= RECALL_TOP:  # before any image is encoded
+        raise DataError(f"{gallery.name}: {len(gallery.image_names)} images; the server's recall file ranks "
+                        f"{RECALL_TOP} images besides each query's reference, so the gallery needs at least "
+                        f"{RECALL_TOP + 1}: use the full test1 split (split.rc2.test1.json and its images)")
+    stages, names, refs = split_scores(ctx, gallery, queries, reranker, exclude_reference=True)
     scores = stages[-1]
     pair_ids = [t.pair_id for t in queries.triplets]
     members = [list(t.members) for t in queries.triplets]

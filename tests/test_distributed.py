@@ -30,7 +30,7 @@ from sprc_lib.training.config import TrainConfig
 from sprc_lib.training.recipes import TOY
 from sprc_lib.training.runs import CHECKPOINT, read_csv
 from sprc_lib.training.sampler import EpochBatchSampler
-from sprc_lib.training.step import cached_backward
+from sprc_lib.training.step import StepSettings, cached_backward
 from sprc_lib.training.trainer import resume_training, train
 
 VOCAB, B, L = 60, 4, 12  # B triplets per process
@@ -68,7 +68,8 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
     model.zero_grad(set_to_none=True)
     inputs = tuple(mine[k] for k in ("reference", "target", "input_ids", "attention_mask"))
     recipe = replace(TOY["CIRR"], **{f"loss_{k}": WEIGHTS[f"loss_{k}"] for k in ("rtc", "align")})
-    losses, loss = cached_backward(ddp, inputs, torch.amp.GradScaler("cpu", enabled=False), recipe, None, True, 2)
+    settings = StepSettings(recipe, global_negatives=True, micro_batch=2)
+    losses, loss = cached_backward(ddp, inputs, torch.amp.GradScaler("cpu", enabled=False), settings)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     mean = distributed.mean_over_ranks(torch.stack([*losses.values(), loss]).detach())
     result["micro"] = {"losses": dict(zip([*losses, "loss"], mean.tolist(), strict=True)), "grads": grads}

@@ -12,7 +12,7 @@ from sprc_lib.model import LOSS_NAMES, SPRCModel, tiny_config
 from sprc_lib.model.synthetic import random_triplets
 from sprc_lib.paths import checkout
 from sprc_lib.training.recipes import TOY
-from sprc_lib.training.step import cached_backward, optimizer_step
+from sprc_lib.training.step import Optimisation, StepSettings, cached_backward, optimizer_step
 
 VOCAB, BATCH = 60, 32
 KEYS = ("reference", "target", "input_ids", "attention_mask")
@@ -41,8 +41,8 @@ def whole_batch(net: SPRCModel, inputs: tuple) -> tuple[dict, dict]:
 
 def micro_batched(net: SPRCModel, inputs: tuple, size: int) -> tuple[dict, dict]:
     net.zero_grad(set_to_none=True)
-    losses, loss = cached_backward(net, inputs, torch.amp.GradScaler("cpu", enabled=False), TOY["CIRR"], None,
-                                   False, size)
+    losses, loss = cached_backward(net, inputs, torch.amp.GradScaler("cpu", enabled=False),
+                                   StepSettings(TOY["CIRR"], micro_batch=size))
     return {**losses, "loss": loss}, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
@@ -92,7 +92,7 @@ def test_the_graph_pass_replays_the_graph_free_pass_bit_for_bit_with_dropout_on(
         return reps
 
     net.representations = record
-    cached_backward(net, batch(), torch.amp.GradScaler("cpu", enabled=False), TOY["CIRR"], None, False, 8)
+    cached_backward(net, batch(), torch.amp.GradScaler("cpu", enabled=False), StepSettings(TOY["CIRR"], micro_batch=8))
     free, graph = seen[:4], seen[4:]  # 4 graph-free passes, then 4 with a graph
     assert len(graph) == 4
     for a, b in zip(free, graph, strict=True):
@@ -106,8 +106,8 @@ def test_an_optimiser_step_with_micro_batches_lands_on_the_same_weights():
     nets = [model(dropout=0.0) for _ in range(2)]
     for net, size in zip(nets, (None, 8), strict=True):
         optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
-        optimizer_step(net, inputs, optimizer, torch.amp.GradScaler("cpu", enabled=False), TOY["CIRR"], None,
-                       micro_batch=size)
+        optimizer_step(net, inputs, Optimisation(optimizer, torch.amp.GradScaler("cpu", enabled=False)),
+                       StepSettings(TOY["CIRR"], micro_batch=size))
     # Up to a tenth of one step (lr 1e-3): AdamW divides by the gradients' RMS, so where a gradient is ~0 in
     # theory (attention key biases) the 1e-9 differences of summation order grow into visible ones.
     for (name, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True):

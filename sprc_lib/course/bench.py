@@ -24,7 +24,7 @@ from sprc_lib.model.rerank import RerankerModel, reranker_config
 from sprc_lib.model.synthetic import random_triplets
 from sprc_lib.tables import format_table
 from sprc_lib.training.recipes import TOY, Recipe
-from sprc_lib.training.step import make_optimizer, optimizer_step
+from sprc_lib.training.step import Optimisation, StepSettings, make_optimizer, optimizer_step
 
 VOCAB = 1000
 RERANK_KS = (10, 50, 200)  # SPRC²'s candidates per query: the authors re-rank CIRR's top 200
@@ -128,7 +128,8 @@ def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, devi
         tensors = {"reference": reference, "target": target, "input_ids": ids, "attention_mask": mask}
 
         def run() -> None:  # the trainer's own step (no schedule: the rate stays at the recipe's peak)
-            losses.append(optimizer_step(model, tensors, optimizer, scaler, recipe, dtype)["loss"].item())
+            done = optimizer_step(model, tensors, Optimisation(optimizer, scaler), StepSettings(recipe, dtype))
+            losses.append(done["loss"].item())
         return run
 
     @torch.no_grad()
@@ -229,7 +230,8 @@ def step_peak(preset: str, batch_size: int, micro_batch: int | None, device: str
     _reset_peak(dev)
     before = _memory(dev)
     try:
-        optimizer_step(model, tensors, optimizer, scaler, recipe, dtype, micro_batch=micro_batch)
+        optimizer_step(model, tensors, Optimisation(optimizer, scaler),
+                       StepSettings(recipe, dtype, micro_batch=micro_batch))
     except torch.OutOfMemoryError:
         return None
     after = _memory(dev)

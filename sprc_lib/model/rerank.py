@@ -88,6 +88,11 @@ class RerankerModel(Blip2Retrieval):
         return [*self.vit_parameters(), *self.miner.parameters(), *self.vision_projection.parameters(),
                 *self.text_projection.parameters(), self.temp]
 
+    @staticmethod
+    def objective(losses: dict[str, Tensor], weights: object) -> Tensor:
+        """What the optimiser follows: the ITM loss alone (no weights apply)."""
+        return losses["loss_itm"]
+
     @torch.no_grad()
     def start_miner(self) -> None:
         """Copy the current retrieval parts into the frozen miner: done once, when training starts from BLIP-2."""

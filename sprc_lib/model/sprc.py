@@ -7,6 +7,8 @@ length, D projection width.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,6 +18,13 @@ from sprc_lib.model.blip2 import Blip2Retrieval
 from sprc_lib.model.config import SPRCConfig
 
 LOSS_NAMES = ("loss_itc", "loss_rtc", "loss_align")
+
+
+class LossWeights(Protocol):
+    """The weights of SPRC's auxiliary losses (a training recipe has them)."""
+
+    loss_rtc: float
+    loss_align: float
 
 
 def weighted_loss(losses: dict[str, Tensor], loss_rtc: float, loss_align: float) -> Tensor:
@@ -52,6 +61,11 @@ class SPRCModel(Blip2Retrieval):
     def frozen_parameters(self) -> list[nn.Parameter]:
         """The ViT, and the unused `itm_head`."""
         return [*self.vit_parameters(), *self.itm_head.parameters()]
+
+    @staticmethod
+    def objective(losses: dict[str, Tensor], weights: LossWeights) -> Tensor:
+        """What the optimiser follows: the three losses weighted by the recipe (`weighted_loss`)."""
+        return weighted_loss(losses, weights.loss_rtc, weights.loss_align)
 
     def fusion_pass(self, image_embeds: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Queries + caption + reference image -> the sentence-level prompt P, (B, Q, H).

@@ -23,6 +23,7 @@ from sprc_lib import distributed
 from sprc_lib.data.cirr import CIRRDataset
 from sprc_lib.data.fashioniq import FashionIQDataset
 from sprc_lib.data.schema import FASHIONIQ_CATEGORIES
+from sprc_lib.env import autocast_dtype
 from sprc_lib.errors import MissingFileError
 from sprc_lib.evaluation.context import EvalContext, evaluation_context
 from sprc_lib.evaluation.protocols import validation_galleries
@@ -38,7 +39,7 @@ from sprc_lib.training.config import SettingError, TrainConfig
 from sprc_lib.training.fingerprint import data_fingerprint
 from sprc_lib.training.recipes import Recipe
 from sprc_lib.training.sampler import EpochBatchSampler
-from sprc_lib.training.step import make_optimizer, make_scheduler
+from sprc_lib.training.step import Optimisation, StepSettings, make_optimizer, make_scheduler
 from sprc_lib.training.tiny_layout import TINY_BLIP2, model_folder
 
 
@@ -72,6 +73,17 @@ class RunParts:
     @property
     def global_batch(self) -> int:
         return self.recipe.batch_size * self.world_size
+
+    @property
+    def step_settings(self) -> StepSettings:
+        """How each step computes its loss, from the run's own settings."""
+        return StepSettings(self.recipe, autocast_dtype(self.config.precision, self.device),
+                            self.config.global_negatives, self.config.micro_batch)
+
+    @property
+    def optimisation(self) -> Optimisation:
+        """What each step updates (the schedule is rebuilt on a resume with another number of processes)."""
+        return Optimisation(self.optimizer, self.scaler, self.scheduler)
 
     @property
     def device(self) -> torch.device:
@@ -210,8 +222,8 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
     return RunParts(
         config, recipe, run_dir, rank, world_size, model, _wrap(model, device), evaluation, train_set, items,
         sampler, optimizer, make_scheduler(optimizer, recipe, len(sampler), config.schedule_over_run),
-        torch.amp.GradScaler(device.type, enabled=evaluation.dtype == torch.float16), stage1, reranker,
-        prints, frozen,
+        torch.amp.GradScaler(device.type, enabled=autocast_dtype(config.precision, device) == torch.float16),
+        stage1, reranker, prints, frozen,
     )
 
 

@@ -7,21 +7,40 @@ step the trainer takes (its loss weights included).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sprc_lib.env import autocast
-from sprc_lib.model import SPRCModel, weighted_loss
+from sprc_lib.model import SPRCModel
+from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.training.recipes import Recipe
 
 
-def objective(losses: dict[str, Tensor], recipe: Recipe) -> Tensor:
-    """What the optimiser follows: SPRC's weighted sum of its three terms, or the re-ranker's ITM loss."""
-    if set(losses) == {"loss_itm"}:
-        return losses["loss_itm"]
-    return weighted_loss(losses, recipe.loss_rtc, recipe.loss_align)
+@dataclass(frozen=True)
+class StepSettings:
+    """How a step computes its loss: the recipe (its loss weights), the autocast dtype (None: full precision),
+    negatives gathered from every process, and micro-batches (None: the whole batch at once)."""
+
+    recipe: Recipe
+    dtype: torch.dtype | None = None
+    global_negatives: bool = False
+    micro_batch: int | None = None
+
+
+@dataclass
+class Optimisation:
+    """What a step updates: the optimiser, the grad scaler (on under fp16) and the schedule, if any."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+
+def _model(net: nn.Module) -> SPRCModel | RerankerModel:
+    return net.module if isinstance(net, DistributedDataParallel) else net
 
 
 def make_optimizer(model: SPRCModel, recipe: Recipe) -> torch.optim.AdamW:
@@ -57,21 +76,12 @@ def make_scheduler(
     )
 
 
-def optimizer_step(
-    net: nn.Module,
-    batch: dict[str, Tensor],
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    recipe: Recipe,
-    dtype: torch.dtype | None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    global_negatives: bool = False,
-    micro_batch: int | None = None,
-) -> dict[str, Tensor]:
+def optimizer_step(net: nn.Module, batch: dict[str, Tensor], optimisation: Optimisation, settings: StepSettings
+                   ) -> dict[str, Tensor]:
     """Forward, the weighted loss, backward (grad scaler under fp16), optimiser and schedule step.
 
     `net` is the model or DDP around it; `batch` holds `reference`, `target` (pixels or cached ViT
-    tokens), `input_ids` and `attention_mask` on the training device. With `micro_batch` smaller than
+    tokens), `input_ids` and `attention_mask` on the training device. With `settings.micro_batch` smaller than
     the batch, the backward is the gradient cache's (`cached_backward`): the same loss and gradients as
     the whole batch, with the memory of one micro-batch. Returns the detached loss terms and their
     weighted sum (`loss`).
@@ -79,30 +89,24 @@ def optimizer_step(
     net.train()
     device = batch["input_ids"].device
     inputs = tuple(batch[k] for k in ("reference", "target", "input_ids", "attention_mask"))
-    optimizer.zero_grad(set_to_none=True)
+    o, micro_batch = optimisation, settings.micro_batch
+    o.optimizer.zero_grad(set_to_none=True)
     if micro_batch and micro_batch < len(batch["input_ids"]):
-        losses, loss = cached_backward(net, inputs, scaler, recipe, dtype, global_negatives, micro_batch)
+        losses, loss = cached_backward(net, inputs, o.scaler, settings)
     else:
-        with autocast(device, dtype):
-            losses = net(*inputs, global_negatives=global_negatives)
-            loss = objective(losses, recipe)
-        scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    if scheduler is not None:
-        scheduler.step()
+        with autocast(device, settings.dtype):
+            losses = net(*inputs, global_negatives=settings.global_negatives)
+            loss = _model(net).objective(losses, settings.recipe)
+        o.scaler.scale(loss).backward()
+    o.scaler.step(o.optimizer)
+    o.scaler.update()
+    if o.scheduler is not None:
+        o.scheduler.step()
     return {**{k: v.detach() for k, v in losses.items()}, "loss": loss.detach()}
 
 
-def cached_backward(
-    net: nn.Module,
-    inputs: tuple[Tensor, ...],
-    scaler: torch.amp.GradScaler,
-    recipe: Recipe,
-    dtype: torch.dtype | None,
-    global_negatives: bool,
-    micro_batch: int,
-) -> tuple[dict[str, Tensor], Tensor]:
+def cached_backward(net: nn.Module, inputs: tuple[Tensor, ...], scaler: torch.amp.GradScaler, settings: StepSettings
+                    ) -> tuple[dict[str, Tensor], Tensor]:
     """The whole batch's backward in micro-batches: the gradient cache (Gao et al. 2021).
 
     1. Every micro-batch's representations without a graph (the RNG state before each is kept).
@@ -116,9 +120,9 @@ def cached_backward(
     the ViT runs once per image, not twice; it is frozen and deterministic, so pass 3 sees the very tokens
     it would have computed.
     """
-    model = net.module if isinstance(net, DistributedDataParallel) else net
+    model, dtype = _model(net), settings.dtype
     device = inputs[2].device
-    parts = [slice(i, i + micro_batch) for i in range(0, len(inputs[2]), micro_batch)]
+    parts = [slice(i, i + settings.micro_batch) for i in range(0, len(inputs[2]), settings.micro_batch)]
     states, reps, images = [], [], []
     with torch.no_grad():
         for part in parts:
@@ -130,8 +134,8 @@ def cached_backward(
     whole = {k: torch.cat([r[k] for r in reps]).detach().requires_grad_() for k in reps[0]}
     temp = model.temp.detach().clone().requires_grad_()
     with autocast(device, dtype):
-        losses = model.losses(whole, global_negatives, temp=temp)
-        loss = objective(losses, recipe)
+        losses = model.losses(whole, settings.global_negatives, temp=temp)
+        loss = model.objective(losses, settings.recipe)
     scaler.scale(loss).backward()  # gradients of the (scaled) loss w.r.t. the representations and temp
     for i, (part, state) in enumerate(zip(parts, states, strict=True)):
         _set_rng_state(state, device)

@@ -154,8 +154,7 @@ class Trainer:
         tensors = {"reference": batch["reference"].to(device, non_blocking=True),
                    "target": batch["target"].to(device, non_blocking=True),
                    "input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        losses = optimizer_step(run.net, tensors, run.optimizer, run.scaler, run.recipe, run.evaluation.dtype,
-                                run.scheduler, run.config.global_negatives, run.config.micro_batch)
+        losses = optimizer_step(run.net, tensors, run.optimisation, run.step_settings)
         logged = distributed.mean_over_ranks(torch.stack([v.float() for v in losses.values()]))
         values = dict(zip(losses, logged.tolist(), strict=True))
         if not math.isfinite(values["loss"]):

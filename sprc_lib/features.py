@@ -258,6 +258,9 @@ class CachedImages(CarriesErrors, Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
     def __getitem__(self, index: int) -> dict:
         item = self.dataset[index]
         for key, name_key in self._IMAGE_KEYS.items():

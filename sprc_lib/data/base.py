@@ -78,6 +78,9 @@ class RetrievalDataset(CarriesErrors, Dataset):
 
     name: str  # e.g. "CIRR val", for messages
 
+    def set_epoch(self, epoch: int) -> None:
+        """Datasets whose items change from epoch to epoch (FashionIQ's caption order) take the epoch here."""
+
     def __init__(self, mode: str, preprocess: Callable | None, skip_missing: bool) -> None:
         check_choice(mode, MODES, "mode")
         self.mode = mode

@@ -54,6 +54,7 @@ class RunParts:
     world_size: int
     model: SPRCModel | RerankerModel
     net: SPRCModel | RerankerModel | DistributedDataParallel  # what the training loss runs through
+    tokenizer: transformers.BertTokenizer  # the run's own (saved in its folder and beside every model it saves)
     evaluation: EvalContext  # model, tokenizer, transform, device, dtype, cache
     train_set: CIRRDataset | FashionIQDataset  # names and captions
     items: Dataset  # what the loader reads: the train set with pixels, or with cached ViT tokens
@@ -220,7 +221,7 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
     else:  # a checkpoint written before they were left out holds every tensor, and its successors do too
         frozen = checkpoint.get("frozen_from")
     return RunParts(
-        config, recipe, run_dir, rank, world_size, model, _wrap(model, device), evaluation, train_set, items,
+        config, recipe, run_dir, rank, world_size, model, _wrap(model, device), tokenizer, evaluation, train_set, items,
         sampler, optimizer, make_scheduler(optimizer, recipe, len(sampler), config.schedule_over_run),
         torch.amp.GradScaler(device.type, enabled=autocast_dtype(config.precision, device) == torch.float16),
         stage1, reranker, prints, frozen,
@@ -254,7 +255,7 @@ def open_run_dir(run: RunParts, fresh: bool, overwrite: bool = False) -> Iterato
             if overwrite:
                 runs.clear_run(run.run_dir)
             with atomic_path(run.run_dir / runs.TOKENIZER) as tmp:
-                run.evaluation.tokenizer.save_pretrained(tmp)
+                run.tokenizer.save_pretrained(tmp)
             runs.write_hyperparameters(run.run_dir, hyperparameters(run))
         distributed.barrier()
         yield
@@ -272,7 +273,7 @@ def hyperparameters(run: RunParts) -> dict[str, Any]:
         "world_size": run.world_size,
         "global_batch_size": run.global_batch,
         "device": str(run.device),
-        "autocast": str(run.evaluation.dtype),
+        "autocast": str(run.step_settings.dtype),
         "trainable_parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
         "torch": torch.__version__,
         "skipped_missing_images": run.evaluation.skipped,  # what --skip-missing dropped, by split

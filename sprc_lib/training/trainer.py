@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader
 from sprc_lib import distributed
 from sprc_lib.data.base import collate
 from sprc_lib.data.errors import DataError
-from sprc_lib.data.fashioniq import FashionIQDataset
 from sprc_lib.data.schema import check_root
 from sprc_lib.data.workers import ignore_stop_signals
 from sprc_lib.errors import DiskFullError, RunFolderError, TrainingDiverged
@@ -141,7 +140,7 @@ class Trainer:
                 raise DiskFullError(f"{err}. The last complete checkpoint stands: continue with --resume "
                                     f"{run.run_dir} once there is room") from None
         if run.config.save_training and run.main:
-            runs.save_model_dir(run.model, run.evaluation.tokenizer, run.run_dir / "final", {"epoch": p.epoch - 1})
+            runs.save_model_dir(run.model, run.tokenizer, run.run_dir / "final", {"epoch": p.epoch - 1})
         distributed.barrier()  # when any process returns, the run's files are complete
         return self._result(finished=True)
 
@@ -150,7 +149,7 @@ class Trainer:
         run, p, start = self.run, self.progress, time.perf_counter()
         self._in_step = True
         device = run.device
-        ids, mask = tokenize(run.evaluation.tokenizer, batch["caption"], run.model.config.max_txt_len)
+        ids, mask = tokenize(run.tokenizer, batch["caption"], run.model.config.max_txt_len)
         tensors = {"reference": batch["reference"].to(device, non_blocking=True),
                    "target": batch["target"].to(device, non_blocking=True),
                    "input_ids": ids.to(device), "attention_mask": mask.to(device)}
@@ -176,9 +175,8 @@ class Trainer:
 
     def _batches(self) -> DataLoader:
         run, p = self.run, self.progress
-        for dataset in (run.train_set, run.items):
-            if isinstance(dataset, FashionIQDataset):
-                dataset.set_epoch(p.epoch)
+        for dataset in (run.train_set, run.items):  # FashionIQ draws its caption order by epoch
+            dataset.set_epoch(p.epoch)
         run.sampler.set_epoch(p.epoch, p.step_in_epoch, p.offset)
         return DataLoader(
             run.items, batch_sampler=run.sampler, num_workers=run.config.num_workers, collate_fn=collate,
@@ -213,7 +211,7 @@ class Trainer:
             return
         p.best = {"epoch": p.epoch, "key": key, "score": metrics[key], "metrics": metrics}
         if run.config.save_training and run.config.save_best and run.main:
-            runs.save_model_dir(run.model, run.evaluation.tokenizer, run.run_dir / "best", p.best)
+            runs.save_model_dir(run.model, run.tokenizer, run.run_dir / "best", p.best)
 
     def _emit(self, kind: str, **info) -> None:
         info = {"epoch": self.progress.epoch, "step": self.progress.global_step, **info}
@@ -249,7 +247,7 @@ class Trainer:
 
     def _result(self, finished: bool, stopped: str | None = None) -> TrainResult:
         p = self.progress
-        return TrainResult(self.run.run_dir, self.run.model, self.run.evaluation.tokenizer, p.train_history,
+        return TrainResult(self.run.run_dir, self.run.model, self.run.tokenizer, p.train_history,
                            p.val_history, p.best, finished, stopped)
 
 

@@ -145,11 +145,15 @@ class RerankerModel(Blip2Retrieval):
         }
 
     def forward(self, reference: Tensor, target: Tensor, input_ids: Tensor, attention_mask: Tensor,
-                **_: object) -> dict[str, Tensor]:
+                global_negatives: bool = False) -> dict[str, Tensor]:
         """The ITM loss of B (reference, caption, target) triplets: 2-way cross-entropy over their 3B examples.
 
-        `reference` and `target` are pixels or cached frozen-ViT tokens (see `encode_image`).
+        `reference` and `target` are pixels or cached frozen-ViT tokens (see `encode_image`). Hard negatives
+        come from the process's own batch, as in the authors' code: `global_negatives` is SPRC's alone.
         """
+        if global_negatives:
+            raise ValueError("the re-ranker mines its hard negatives within each process's batch: "
+                             "global negatives are SPRC's")
         examples = self.training_examples(self.encode_image(reference), self.encode_image(target), input_ids,
                                           attention_mask)
         logits = self.match_logits(examples["reference"], examples["candidate"], examples["input_ids"],

@@ -161,11 +161,12 @@ def lavis_state_dict(obj: object, source: str) -> dict[str, Tensor]:
 
 
 def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source: str, unknown: list[str],
-                   left_out: Collection[str] = ()) -> None:
+                   left_out: Collection[str] = (), assign: bool = False) -> None:
     """Load `state_dict` into `model` only if every key and shape fits; otherwise list all problems.
 
     `left_out`: tensors the source leaves out on purpose (the frozen weights a run checkpoint does not carry),
-    which `model` already holds.
+    which `model` already holds. `assign`: the model takes the tensors over instead of copying them (a model
+    built without init then never holds a second copy of the weights).
     """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict) - set(left_out))
@@ -183,6 +184,9 @@ def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source:
         parts.append("  Check the preset/config (sizes) against the file, or whether it is an SPRC checkpoint at all.")
         raise CheckpointError("\n".join(parts))
     check_finite(state_dict, source)
+    if assign:
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=False, assign=True)
+        return
     with torch.no_grad():
         for key, value in state_dict.items():
             expected[key].copy_(value.to(expected[key].dtype))

@@ -61,11 +61,14 @@ def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL) -> SPRCMode
     """
     blip = _from_folder(lambda name: Blip2ForImageTextRetrieval.from_pretrained(name, dtype=torch.float32),
                         name_or_path)
-    model = SPRCModel(sprc_config_from_blip2(blip.config))
+    with no_init_weights():  # SPRC takes BLIP-2's tensors over: random weights drawn first would double the memory
+        model = SPRCModel(sprc_config_from_blip2(blip.config))
     state = blip.state_dict()
-    fresh = model.state_dict()
-    state.update({k: fresh[k] for k in ("prompt_tokens", "temp")})
-    check_and_load(model, state, str(name_or_path), unknown=[])
+    del blip
+    prompt = torch.empty_like(model.prompt_tokens)
+    torch.nn.init.normal_(prompt, std=model.config.qformer_config.initializer_range)
+    state.update({"prompt_tokens": prompt, "temp": torch.tensor(float(model.config.temp_init))})
+    check_and_load(model, state, str(name_or_path), unknown=[], assign=True)
     return model
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.initialization import no_init_weights
 
 from sprc_lib.model.blip2 import Blip2Retrieval, RetrievalParts
 from sprc_lib.model.config import PRESETS, SPRCConfig
@@ -162,14 +163,19 @@ class RerankerModel(Blip2Retrieval):
 
 
 def reranker_from_retrieval(model: Blip2Retrieval) -> RerankerModel:
-    """A re-ranker starting from a BLIP-2-shaped model's weights (its ITM head included), miner started."""
-    reranker = RerankerModel(reranker_config(model.config))
+    """A re-ranker starting from a BLIP-2-shaped model's weights (its ITM head included), miner started.
+
+    The re-ranker takes `model`'s tensors over (`assign`) and is built without drawing the random weights they
+    replace, so two models never sit in memory at once; only the miner is a copy. Drop `model` afterwards.
+    """
+    with no_init_weights():
+        reranker = RerankerModel(reranker_config(model.config))
     state = {k: v for k, v in model.state_dict().items() if k in reranker.state_dict()}
     missing = sorted(set(reranker.state_dict()) - set(state) - {k for k in reranker.state_dict()
                                                                 if k.startswith("miner.")})
     if missing:
         raise ValueError(f"cannot start a re-ranker from {type(model).__name__}: it lacks {missing[:5]}")
-    reranker.load_state_dict(state, strict=False)
+    reranker.load_state_dict(state, strict=False, assign=True)
     reranker.start_miner()
     return reranker
 

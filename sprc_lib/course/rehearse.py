@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval
+from transformers import BertTokenizer, Blip2ForImageTextRetrieval
 
 from sprc_lib.course.toy_track import ensure_toy
 from sprc_lib.data.schema import CIRR_DIR
-from sprc_lib.model.config import blip2_vitg_config
+from sprc_lib.model.config import blip2_config, blip2_vitg_config
 from sprc_lib.model.lavis import save_lavis_checkpoint
 from sprc_lib.model.loading import BLIP2_VOCABULARY, load_model
 from sprc_lib.model.tokenizer import BOS_TOKEN, SPECIAL_TOKENS, load_tokenizer
@@ -75,9 +75,7 @@ def real_size_blip2(out: Path, seed: int = 0) -> Path:
     """A BLIP-2 retrieval model at ViT-g's sizes with random weights, saved as the hub's folder is laid out."""
     sizes = blip2_vitg_config(BLIP2_VOCABULARY)
     torch.manual_seed(seed)
-    model = Blip2ForImageTextRetrieval(Blip2Config(
-        vision_config=sizes.vision_config.to_dict(), qformer_config=sizes.qformer_config.to_dict(),
-        num_query_tokens=sizes.num_query_tokens, image_text_hidden_size=sizes.image_text_hidden_size))
+    model = Blip2ForImageTextRetrieval(blip2_config(sizes))
     model.save_pretrained(str(out))
     blip2_tokenizer(out)
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transformers import Blip2QFormerConfig, Blip2VisionConfig, PreTrainedConfig
+from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, PreTrainedConfig
 
 
 class SPRCConfig(PreTrainedConfig):
@@ -109,3 +109,9 @@ def preset_config(name: str, vocab_size: int) -> SPRCConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name](vocab_size)
+
+
+def blip2_config(sizes: SPRCConfig) -> Blip2Config:
+    """The transformers BLIP-2 configuration with these sizes: how the hub's retrieval checkpoint is laid out."""
+    return Blip2Config(vision_config=sizes.vision_config.to_dict(), qformer_config=sizes.qformer_config.to_dict(),
+                       num_query_tokens=sizes.num_query_tokens, image_text_hidden_size=sizes.image_text_hidden_size)

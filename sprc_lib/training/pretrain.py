@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import Blip2Config, Blip2ForImageTextRetrieval
+from transformers import Blip2ForImageTextRetrieval
 
 from sprc_lib.data import CIRRDataset, FashionIQDataset, build_transform
 from sprc_lib.data.base import load_rgb
@@ -33,6 +33,7 @@ from sprc_lib.data.schema import FASHIONIQ_CATEGORIES
 from sprc_lib.data.toy import PRETRAINING
 from sprc_lib.env import pick_device
 from sprc_lib.model import SPRCModel
+from sprc_lib.model.config import blip2_config
 from sprc_lib.model.loading import new_model
 from sprc_lib.model.tokenizer import make_word_tokenizer, tokenize
 from sprc_lib.progress import tqdm
@@ -92,14 +93,7 @@ def keep_key_bias_zero(model: SPRCModel) -> None:
 
 def to_blip2_retrieval(model: SPRCModel) -> Blip2ForImageTextRetrieval:
     """The pretrained tiny model as a transformers BLIP-2 retrieval model (what the hub's ViT-g one is)."""
-    c = model.config
-    config = Blip2Config(
-        vision_config=c.vision_config.to_dict(),
-        qformer_config=c.qformer_config.to_dict(),
-        num_query_tokens=c.num_query_tokens,
-        image_text_hidden_size=c.image_text_hidden_size,
-    )
-    blip = Blip2ForImageTextRetrieval(config)
+    blip = Blip2ForImageTextRetrieval(blip2_config(model.config))
     state = {k: v for k, v in model.state_dict().items() if k not in ("prompt_tokens", "temp")}
     blip.load_state_dict(state, strict=True)
     return blip.eval()

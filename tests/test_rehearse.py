@@ -7,7 +7,7 @@ import json
 
 from PIL import Image
 
-from sprc_lib.course.rehearse import CUT, IMAGE_SIZE, Row, blip2_tokenizer, measure, mini_cirr
+from sprc_lib.course.rehearse import CUT, IMAGE_SIZE, Row, blip2_tokenizer, main, measure, mini_cirr
 from sprc_lib.data import CIRRDataset
 from sprc_lib.model.loading import BLIP2_VOCABULARY
 
@@ -39,3 +39,11 @@ def test_the_verdict_is_against_a_free_colab_session():
     assert Row("a", 0, 8.0, 1, 0).verdict() == "fits"
     assert Row("a", 0, 10.0, 1, 0).verdict() == "fits, above 9 GB"
     assert Row("a", 0, 15.3, 1, 0).verdict() == "ends a free Colab session"
+
+
+def test_a_folder_the_rehearsal_did_not_make_is_left_alone(tmp_path, capsys):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "mine.txt").write_text("a user's file")
+    assert main([str(tmp_path)]) == 2
+    assert "a folder the rehearsal did not make" in capsys.readouterr().err
+    assert (tmp_path / "work" / "mine.txt").read_text() == "a user's file"

@@ -28,6 +28,7 @@ from transformers import BertTokenizer, Blip2ForImageTextRetrieval
 
 from sprc_lib.course.toy_track import ensure_toy
 from sprc_lib.data.schema import CIRR_DIR
+from sprc_lib.errors import UserError
 from sprc_lib.model.config import blip2_config, blip2_vitg_config
 from sprc_lib.model.lavis import save_lavis_checkpoint
 from sprc_lib.model.loading import BLIP2_VOCABULARY, load_model
@@ -172,7 +173,15 @@ def commands(paths: dict[str, Path], work: Path) -> list[tuple[str, list[str], l
     ]
 
 
+MARK = ".sprc-rehearsal"  # in every folder the rehearsal writes: it never clears a folder without it
+
+
 def rehearse(out: Path) -> list[Row]:
+    if out.exists() and any(out.iterdir()) and not (out / MARK).exists():
+        raise UserError(f"{out}: a folder the rehearsal did not make; give an empty or new folder "
+                        "(make rehearse uses build/rehearsal)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARK).touch()
     paths = build(out)
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -193,7 +202,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m sprc_lib.course.rehearse OUT", file=sys.stderr)
         return 2
     out = Path(argv[0])
-    rows = rehearse(out)
+    try:
+        rows = rehearse(out)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     text = table(rows)
     (out / "rehearsal.md").write_text(text + "\n")
     print(text)

@@ -88,7 +88,7 @@ SHOWN = 3  # rows in each before/after grid
 course = setup(MODE)  # the data, cache and device of this mode
 root = course.need_data("CIRR")
 stage1 = course.context(*course.trained("CIRR"))  # stage 1: SPRC
-reranker_model, tokenizer = course.trained_reranker("CIRR")  # stage 2: the re-ranker
+reranker_model, tokenizer = course.trained_reranker("CIRR", beside=stage1.model)  # stage 2: the re-ranker
 k, alpha = default_top_k("CIRR", course.preset), default_fuse(course.preset)  # the defaults (section 5)
 reranker = Reranker(course.context(reranker_model, tokenizer), max(*KS, k), alpha)
 model = reranker.ctx.model

@@ -69,7 +69,11 @@ def _reranker(args: argparse.Namespace, ctx, dataset: str):
             if value is not None:
                 raise UserError(f"{flag} applies to a re-ranker: pass --rerank-model too")
         return None
-    model, tokenizer = load_model_and_tokenizer(args.rerank_model, args.tokenizer, args.preset, "--rerank-model")
+    model, tokenizer = load_model_and_tokenizer(args.rerank_model, args.tokenizer, args.preset, "--rerank-model",
+                                                vit_from=ctx.model)
+    if not model.shares_vit_with(ctx.model):
+        print(f"note: the frozen ViT of --rerank-model {args.rerank_model} differs from --model-path's, so both are "
+              "kept in memory; models started from one BLIP-2 share it")
     rerank_ctx = evaluation_context(
         model, tokenizer, device=ctx.device, precision=args.precision or "auto", transform=args.transform or
         "targetpad", target_ratio=args.target_ratio, feature_cache=args.feature_cache, batch_size=ctx.batch_size,

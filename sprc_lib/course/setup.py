@@ -201,9 +201,10 @@ class CourseSetup:
             raise CourseStop(f"{variable}={folder}: no such folder; point it at a saved model folder")
         return load_model(folder).eval(), load_tokenizer(folder)
 
-    def trained_reranker(self, dataset: str) -> tuple[RerankerModel, Any]:
+    def trained_reranker(self, dataset: str, beside: SPRCModel | None = None) -> tuple[RerankerModel, Any]:
         """A trained SPRC² re-ranker for `dataset` and its tokenizer: the tiny one, or the folder
-        SPRC_<dataset>_RERANKER names; a stop that says what to set when there is none."""
+        SPRC_<dataset>_RERANKER names; a stop that says what to set when there is none. `beside`: the stage-1
+        model it re-ranks, whose frozen ViT it uses when the two are the same (one in memory, not two)."""
         if self.mode == "tiny":
             return tiny_reranker(dataset, self.data)
         folder = self.rerankers.get(dataset)
@@ -213,7 +214,7 @@ class CourseSetup:
             raise CourseStop(f"{variable} {where}: train a re-ranker (`python -m sprc_lib train-reranker --dataset "
                              f"{dataset} --stage1-model <your SPRC model> --save-training --save-best`, notebook 07 "
                              f"section 7) and set {variable} to its run's best/, then run this cell again")
-        return load_reranker(folder).eval(), load_tokenizer(folder)
+        return load_reranker(folder, vit_from=beside).eval(), load_tokenizer(folder)
 
 
 def setup(mode: str | None = None, data_path: str | Path | None = None) -> CourseSetup:

@@ -9,6 +9,7 @@ and `temp`. Shapes: B batch, T image tokens, Dv ViT width, Q queries, H Q-Former
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -124,6 +125,31 @@ class Blip2Retrieval(RetrievalPasses, PreTrainedModel):
         """The frozen part: patch/position embeddings and the transformer blocks, not `ln_vision`."""
         vit = self.vision_model
         return [*vit.embeddings.parameters(), *vit.encoder.parameters()]
+
+    def vit_names(self) -> list[str]:
+        """The state-dict names of `vit_parameters` (what `share_vit` shares)."""
+        return [n for n in self.state_dict() if n.startswith(("vision_model.embeddings.", "vision_model.encoder."))]
+
+    def share_vit(self, owner: Blip2Retrieval, read: Callable[[str], Tensor]) -> bool:
+        """Use `owner`'s frozen ViT instead of this model's own when the weights this model was to load
+        (`read(name)`, one tensor at a time) equal it: two models started from one BLIP-2 (stage 1 and the
+        re-ranker) then hold one ViT in memory, not two (4 GB each at ViT-g's size). Returns whether it did."""
+        theirs = owner.state_dict()
+        for name in self.vit_names():
+            try:
+                mine = read(name)
+            except KeyError:  # the source lacks it: the load that follows names what is missing
+                return False
+            if mine.shape != theirs[name].shape or not torch.equal(mine.to(theirs[name].device, theirs[name].dtype),
+                                                                   theirs[name]):
+                return False
+        self.vision_model.embeddings = owner.vision_model.embeddings
+        self.vision_model.encoder = owner.vision_model.encoder
+        return True
+
+    def shares_vit_with(self, other: Blip2Retrieval) -> bool:
+        """Whether the two models hold one frozen ViT (`share_vit`)."""
+        return self.vision_model.encoder is other.vision_model.encoder
 
     def frozen_parameters(self) -> list[nn.Parameter]:
         """What this model never trains: the ViT here; subclasses add the parts their loss leaves alone."""

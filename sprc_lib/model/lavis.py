@@ -121,8 +121,9 @@ def project_to_lavis(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def read_checkpoint(path: str | Path) -> object:
-    """A `.pt` file's contents, memory-mapped (a 4 GB file costs no RAM until read), tensors and plain data only.
+def read_checkpoint(path: str | Path, mmap: bool = True) -> object:
+    """A `.pt` file's contents, memory-mapped (a 4 GB file costs no RAM until read; `mmap=False` reads it whole),
+    tensors and plain data only.
 
     A file that is not a PyTorch checkpoint, is cut short, or holds Python objects besides tensors and
     plain data (loading those could run code) is refused with a CheckpointError naming it.
@@ -135,7 +136,7 @@ def read_checkpoint(path: str | Path) -> object:
                                "pass a run's checkpoint.pt)")
     try:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except RuntimeError as err:  # an old (non-zip) file cannot be memory-mapped: read it whole
             if "mmap" not in str(err):
                 raise
@@ -161,13 +162,18 @@ def lavis_state_dict(obj: object, source: str) -> dict[str, Tensor]:
 
 
 def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source: str, unknown: list[str],
-                   left_out: Collection[str] = (), assign: bool = False) -> None:
+                   left_out: Collection[str] = (), assign: bool = False, vit_from: Blip2Retrieval | None = None
+                   ) -> None:
     """Load `state_dict` into `model` only if every key and shape fits; otherwise list all problems.
 
     `left_out`: tensors the source leaves out on purpose (the frozen weights a run checkpoint does not carry),
     which `model` already holds. `assign`: the model takes the tensors over instead of copying them (a model
-    built without init then never holds a second copy of the weights).
+    built without init then never holds a second copy of the weights). `vit_from`: a model whose frozen ViT
+    `model` uses instead of loading its own, when the state's ViT equals it (`Blip2Retrieval.share_vit`).
     """
+    if vit_from is not None and model.share_vit(vit_from, state_dict.__getitem__):
+        left_out = {*left_out, *model.vit_names()}
+        state_dict = {k: v for k, v in state_dict.items() if k not in left_out}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict) - set(left_out))
     unexpected = sorted(set(unknown) | (set(state_dict) - set(expected)) | (set(left_out) - set(expected)))
@@ -202,13 +208,14 @@ def check_finite(state_dict: dict[str, Tensor], source: str) -> None:
                                   "download it again, or use another checkpoint")
 
 
-def load_lavis_state(obj: object, config: SPRCConfig, source: str) -> SPRCModel | RerankerModel:
+def load_lavis_state(obj: object, config: SPRCConfig, source: str, vit_from: Blip2Retrieval | None = None
+                     ) -> SPRCModel | RerankerModel:
     """A released file's contents -> the model `config` describes (SPRC, or the re-ranker for a
-    `RerankerConfig`) with its sizes, checked against every tensor."""
+    `RerankerConfig`) with its sizes, checked against every tensor (`vit_from`: see `check_and_load`)."""
     project, unknown = lavis_to_project(lavis_state_dict(obj, source))
     with no_init_weights():  # every tensor is overwritten below (or the load fails)
         model = RerankerModel(config) if isinstance(config, RerankerConfig) else SPRCModel(config)
-    check_and_load(model, project, source, unknown)
+    check_and_load(model, project, source, unknown, vit_from=vit_from)
     return model
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from torch import Tensor
 from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval
 from transformers.initialization import no_init_weights
 
 from sprc_lib.errors import CheckpointError, MissingFileError, UserError
 from sprc_lib.files import atomic_path
+from sprc_lib.model.blip2 import Blip2Retrieval
 from sprc_lib.model.config import PRESETS, SPRCConfig, preset_config
 from sprc_lib.model.fingerprint import weights_fingerprint
 from sprc_lib.model.lavis import (
@@ -53,11 +57,13 @@ def blip2_sizes(name_or_path: str | Path = BLIP2_RETRIEVAL, vocab_size: int | No
     return config
 
 
-def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL) -> SPRCModel:
+def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL, vit_from: Blip2Retrieval | None = None
+                         ) -> SPRCModel:
     """BLIP-2 stage-1 weights (ViT + Q-Former + projections) as SPRC's starting point.
 
     Only SPRC's additions start fresh: `prompt_tokens` (normal, std 0.02) and `temp` (0.07). The hub
     checkpoint has no `temp`; LAVIS' own pretrain file does and the reference starts from its value.
+    `vit_from`: see `check_and_load`.
     """
     blip = _from_folder(lambda name: Blip2ForImageTextRetrieval.from_pretrained(name, dtype=torch.float32),
                         name_or_path)
@@ -68,8 +74,23 @@ def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL) -> SPRCMode
     prompt = torch.empty_like(model.prompt_tokens)
     torch.nn.init.normal_(prompt, std=model.config.qformer_config.initializer_range)
     state.update({"prompt_tokens": prompt, "temp": torch.tensor(float(model.config.temp_init))})
-    check_and_load(model, state, str(name_or_path), unknown=[], assign=True)
+    check_and_load(model, state, str(name_or_path), unknown=[], assign=True, vit_from=vit_from)
     return model
+
+
+def _folder_reader(folder: Path) -> Callable[[str], Tensor]:
+    """One tensor at a time from a save_pretrained folder's safetensors, read and not mapped: comparing a ViT
+    this way keeps none of it in memory (`Blip2Retrieval.share_vit`). A name the folder lacks: KeyError."""
+    index = folder / "model.safetensors.index.json"
+    files = json.loads(index.read_text())["weight_map"] if index.is_file() else None
+
+    def read(name: str) -> Tensor:
+        with safe_open(folder / (files[name] if files else "model.safetensors"), "pt") as f:
+            if name not in f.keys():  # noqa: SIM118 (a safe_open handle has no __contains__)
+                raise KeyError(name)
+            return f.get_tensor(name)
+
+    return read
 
 
 def _is_hub_id(source: str | Path) -> bool:
@@ -103,21 +124,22 @@ def _from_folder(load, source: str | Path):
                               "local copy); a folder must hold what save_pretrained wrote") from err
 
 
-def model_from_saved(model_config: dict, state: dict, source: str, frozen_from: dict | None = None
-                     ) -> SPRCModel | RerankerModel:
+def model_from_saved(model_config: dict, state: dict, source: str, frozen_from: dict | None = None,
+                     vit_from: Blip2Retrieval | None = None) -> SPRCModel | RerankerModel:
     """The model a training checkpoint holds (its `model_config` says which and how big), every tensor checked.
 
     A checkpoint that leaves out its frozen weights (`frozen_from`, see `frozen_weights`) gets them from the
     run's base model, built as the run built it, once that model's files are found to be the run's by content.
+    `vit_from`: see `check_and_load`.
     """
     if frozen_from is not None:
-        model = base_model(frozen_from, source)
+        model = base_model(frozen_from, source, vit_from)
         check_and_load(model, state, source, unknown=[], left_out=frozen_from["names"])
         return model
     kind = RerankerModel if model_config.get("model_type") == RerankerConfig.model_type else SPRCModel
     with no_init_weights():  # every tensor comes from the checkpoint
         model = kind(kind.config_class(**model_config))
-    check_and_load(model, state, source, unknown=[])
+    check_and_load(model, state, source, unknown=[], vit_from=vit_from)
     return model
 
 
@@ -131,7 +153,7 @@ def frozen_weights(model: SPRCModel | RerankerModel, base: str | Path, preset: s
             "vocab_size": model.config.qformer_config.vocab_size}
 
 
-def base_model(frozen_from: dict, source: str) -> SPRCModel | RerankerModel:
+def base_model(frozen_from: dict, source: str, vit_from: Blip2Retrieval | None = None) -> SPRCModel | RerankerModel:
     """The run's starting model, rebuilt from its base weights (`frozen_weights`), which must be the run's."""
     base = frozen_from["source"]
     if weights_fingerprint(base) != frozen_from["weights"]:
@@ -141,10 +163,11 @@ def base_model(frozen_from: dict, source: str) -> SPRCModel | RerankerModel:
                               f"{base}, whose files {found}. Put that model back there (or resume with --model-path "
                               "pointing at a copy of it), or evaluate the run's best/ or final/ instead")
     sizes = preset_config(frozen_from["preset"], frozen_from["vocab_size"])
-    return (load_reranker if frozen_from["reranker"] else load_model)(base, sizes)
+    return (load_reranker if frozen_from["reranker"] else load_model)(base, sizes, vit_from)
 
 
-def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCModel | RerankerModel:
+def load_model(source: str | Path, config: SPRCConfig | None = None, vit_from: Blip2Retrieval | None = None
+               ) -> SPRCModel | RerankerModel:
     """Load the weights of SPRC (or of the SPRC² re-ranker, where the source holds one) from any of the
     places they come from.
 
@@ -156,27 +179,33 @@ def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCMode
     - a BLIP-2 retrieval checkpoint (a directory, or a hub id such as `Salesforce/blip2-itm-vit-g`).
 
     Anything else, or a file that is damaged, raises a CheckpointError that names it.
+
+    `vit_from`: a model already in memory whose frozen ViT the loaded one uses, instead of its own, when the
+    source's ViT is the same (`Blip2Retrieval.share_vit`): stage 1 beside a re-ranker holds one ViT, not two.
     """
     path = Path(source)
     kind = _model_type(path) if path.is_dir() else None
     if kind in (SPRCConfig.model_type, RerankerConfig.model_type):
         model_class = SPRCModel if kind == SPRCConfig.model_type else RerankerModel
-        model = _from_folder(model_class.from_pretrained, path)
+        model = _from_folder(model_class.from_pretrained, path)  # memory-mapped: a tensor costs RAM once read
+        if vit_from is not None:
+            model.share_vit(vit_from, _folder_reader(path))  # its own ViT, never read, is dropped
         check_finite(model.state_dict(), str(path))
         return model
     if path.suffix in {".pt", ".pth"} or path.is_file():
         saved = read_checkpoint(path)
         if isinstance(saved, dict) and "model_config" in saved:  # a training run's checkpoint.pt
-            return model_from_saved(saved["model_config"], saved["model"], str(path), saved.get("frozen_from"))
+            return model_from_saved(saved["model_config"], saved["model"], str(path), saved.get("frozen_from"),
+                                    vit_from)
         if config is None:
             raise CheckpointError(f"{path}: a LAVIS-format checkpoint carries no sizes; pass a preset or a config")
         if isinstance(saved, dict) and LAVIS_RERANK_KEY in saved:  # the authors' re-ranker layout
             config = reranker_config(config)
-        return load_lavis_state(saved, config, str(path))
+        return load_lavis_state(saved, config, str(path), vit_from)
     if kind == Blip2Config.model_type:
-        return load_blip2_retrieval(path)
+        return load_blip2_retrieval(path, vit_from)
     if not path.exists() and _is_hub_id(source):
-        return load_blip2_retrieval(str(source))  # a hub id such as Salesforce/blip2-itm-vit-g
+        return load_blip2_retrieval(str(source), vit_from)  # a hub id such as Salesforce/blip2-itm-vit-g
     if not path.exists():
         raise CheckpointError(f"{source}: no such file or folder; pass a saved model folder, a run's "
                               "checkpoint.pt, a released sprc_*.pt, or a BLIP-2 folder or hub id")
@@ -186,11 +215,12 @@ def load_model(source: str | Path, config: SPRCConfig | None = None) -> SPRCMode
     )
 
 
-def load_reranker(source: str | Path, config: SPRCConfig | None = None) -> RerankerModel:
+def load_reranker(source: str | Path, config: SPRCConfig | None = None, vit_from: Blip2Retrieval | None = None
+                  ) -> RerankerModel:
     """An SPRC² re-ranker: a saved one (folder, run checkpoint, authors' layout), or a new one started from
     any BLIP-2-shaped weights `load_model` reads (a BLIP-2 retrieval checkpoint, the tiny BLIP-2, an SPRC
     model), their ITM head included, with its miner copied from them."""
-    model = load_model(source, config)
+    model = load_model(source, config, vit_from)
     return model if isinstance(model, RerankerModel) else reranker_from_retrieval(model)
 
 
@@ -201,13 +231,14 @@ def new_model(preset: str, vocab_size: int, seed: int = 0) -> SPRCModel:
 
 
 def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | None = None,
-                             preset: str = "blip2-vitg", flag: str = "--model-path"
-                             ) -> tuple[SPRCModel | RerankerModel, BertTokenizer]:
+                             preset: str = "blip2-vitg", flag: str = "--model-path",
+                             vit_from: Blip2Retrieval | None = None) -> tuple[SPRCModel | RerankerModel, BertTokenizer]:
     """A model to evaluate and its tokenizer: the one beside it (a saved model, a run's `tokenizer/`), or
     `tokenizer`, or BLIP-2's for a released file. `preset` gives the sizes a released `.pt` lacks.
 
     `flag` says what the model is for: `--model-path` (SPRC, stage 1) or `--rerank-model` (the SPRC²
     re-ranker); a model of the other kind is refused with a message naming the flag it belongs to.
+    `vit_from`: see `load_model`.
     """
     if not Path(model_path).exists() and not _is_hub_id(model_path):
         raise MissingFileError(f"{flag} {model_path}: no such file or folder; pass a saved model folder, a "
@@ -222,7 +253,7 @@ def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | Non
     if source is None and preset == "tiny":
         raise CheckpointError(f"{model_path}: no tokenizer beside it; pass --tokenizer (the tiny model's folder)")
     words = load_tokenizer(source or BLIP2_RETRIEVAL)
-    model = load_model(model_path, preset_config(preset, len(words)))
+    model = load_model(model_path, preset_config(preset, len(words)), vit_from)
     wanted, other = (RerankerModel, "--model-path") if flag == "--rerank-model" else (SPRCModel, "--rerank-model")
     if not isinstance(model, wanted):
         what = "an SPRC² re-ranker" if isinstance(model, RerankerModel) else "an SPRC (stage-1) model"

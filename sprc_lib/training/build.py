@@ -62,7 +62,7 @@ class RunParts:
     optimizer: torch.optim.AdamW
     scheduler: torch.optim.lr_scheduler.OneCycleLR
     scaler: torch.amp.GradScaler
-    stage1: EvalContext | None = None  # re-ranker runs: the SPRC model whose top K validation re-orders
+    stage1: Stage1 | None = None  # re-ranker runs: the SPRC model whose top K validation re-orders
     reranker: Reranker | None = None  # re-ranker runs: the model being trained, as validation uses it
     fingerprint: dict = field(default_factory=dict)  # what the run trains on, by content (`training.fingerprint`)
     frozen_from: dict | None = None  # the frozen weights its checkpoints leave out (`model.loading.frozen_weights`)
@@ -148,18 +148,41 @@ def stage1_source(config: TrainConfig) -> str:
                        f"model (a run's best/ or final/, or a released sprc_*.pt){hint}")
 
 
-def _stage1(config: TrainConfig, evaluation: EvalContext) -> tuple[EvalContext, Reranker]:
-    """The stage-1 model ready to score beside the re-ranker (same device, precision, transform and cache
-    folder; the cache is shared when both hold the same frozen ViT, as models started from one BLIP-2 do)."""
-    model = load_model(stage1_source(config), preset_config(config.preset, len(evaluation.tokenizer)))
-    if not isinstance(model, SPRCModel):
-        raise SettingError(f"--stage1-model {stage1_source(config)}: this is a re-ranker; pass an SPRC model")
-    recipe = config.recipe()
-    stage1 = evaluation_context(
-        model, evaluation.tokenizer, device=evaluation.device, precision=config.precision, transform=recipe.transform,
-        target_ratio=recipe.target_ratio, feature_cache=config.feature_cache, num_workers=config.num_workers,
-        skip_missing=config.skip_missing, exact=False,
-    )
+@dataclass
+class Stage1:
+    """The SPRC model a re-ranker run's validation re-orders. It is loaded for each validation and released after
+    it, so it never sits beside the run's gradients and optimiser moments; it scores on the re-ranker's device,
+    precision, transform and cache folder, with the re-ranker's frozen ViT when the two are the same (models
+    started from one BLIP-2 are), so the cache is shared too."""
+
+    config: TrainConfig
+    evaluation: EvalContext  # the re-ranker's
+
+    @contextlib.contextmanager
+    def loaded(self) -> Iterator[EvalContext]:
+        source = stage1_source(self.config)
+        model = load_model(source, preset_config(self.config.preset, len(self.evaluation.tokenizer)),
+                           vit_from=self.evaluation.model)
+        if not isinstance(model, SPRCModel):
+            raise SettingError(f"--stage1-model {source}: this is a re-ranker; pass an SPRC model")
+        recipe = self.config.recipe()
+        yield evaluation_context(
+            model, self.evaluation.tokenizer, device=self.evaluation.device, precision=self.config.precision,
+            transform=recipe.transform, target_ratio=recipe.target_ratio, feature_cache=self.config.feature_cache,
+            num_workers=self.config.num_workers, skip_missing=self.config.skip_missing, exact=False,
+        )
+
+    def check(self) -> None:
+        """Load it once when the run starts, so that a wrong --stage1-model stops the run before its first step."""
+        with self.loaded() as stage1:
+            if not stage1.model.shares_vit_with(self.evaluation.model) and distributed.rank() == 0:
+                print(f"note: the frozen ViT of --stage1-model {stage1_source(self.config)} differs from the "
+                      "re-ranker's, so each validation holds both")
+
+
+def _stage1(config: TrainConfig, evaluation: EvalContext) -> tuple[Stage1, Reranker]:
+    stage1 = Stage1(config, evaluation)
+    stage1.check()
     fuse = default_fuse(config.preset) if config.rerank_fuse is None else config.rerank_fuse
     return stage1, Reranker(evaluation, config.rerank_top_k or default_top_k(config.dataset, config.preset), fuse)
 

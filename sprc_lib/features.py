@@ -52,7 +52,7 @@ _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32}
 GB = 10**9
 
 
-def _size(n_bytes: int) -> str:
+def size_text(n_bytes: int) -> str:
     """GB for a real cache, MiB for a toy one (where GB would print 0.0)."""
     return f"{n_bytes / GB:.1f} GB" if n_bytes >= GB / 10 else f"{n_bytes / 2**20:.1f} MiB"
 
@@ -180,7 +180,7 @@ class FeatureCache:
         itemsize = np.dtype(_NUMPY_DTYPES[self.dtype]).itemsize
         total, need = (cache_bytes(n, tokens, width, itemsize) for n in (n_images, n_new))
         tqdm.write(f"feature cache: {n_images:,} images x {tokens} tokens x {width} x {itemsize} bytes = "
-                   f"{_size(total)} (computing {n_new:,} new, {_size(need)}) in {self.dir}")
+                   f"{size_text(total)} (computing {n_new:,} new, {size_text(need)}) in {self.dir}")
         free = shutil.disk_usage(self.dir).free
         if free < need + DISK_MARGIN:
             raise UserError(

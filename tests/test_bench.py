@@ -20,6 +20,15 @@ def test_the_bench_step_is_the_trainers_with_the_recipes_weights():
     assert len(base.losses) == len(heavier.losses) == 4  # warm-up and one timed call of each training path
     assert heavier.losses[0] - base.losses[0] == pytest.approx(1.386, abs=0.4)
     assert "train step, cached ViT tokens" in base.rows[2][0]
+    assert any("re-rank" in row[0] for row in base.rows)
+
+
+def test_training_only_times_the_same_steps_and_no_second_model():
+    full = run_bench(preset="tiny", batch_size=4, repeats=1, device="cpu")
+    steps = run_bench(preset="tiny", batch_size=4, repeats=1, device="cpu", training_only=True)
+    assert [row[0] for row in steps.rows[1:]] == [row[0] for row in full.rows[1:3]]
+    assert steps.losses == full.losses  # the same steps on the same model and batch
+    assert "ViT forward on both images" in steps.rows[0][0]
 
 
 @pytest.mark.slow

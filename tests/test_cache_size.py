@@ -80,6 +80,6 @@ def test_warm_states_its_size_then_fills_the_cache(cache, gallery, monkeypatch, 
 
 
 def test_a_size_is_said_in_gb_when_real_and_in_mib_when_toy():
-    from sprc_lib.features import _size
+    from sprc_lib.features import size_text
 
-    assert _size(361 * 10**9) == "361.0 GB" and _size(17 * 2**20) == "17.0 MiB"
+    assert size_text(361 * 10**9) == "361.0 GB" and size_text(17 * 2**20) == "17.0 MiB"

@@ -16,6 +16,7 @@ from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer, tokenize
 from sprc_lib.training.build import build_run, open_run_dir
 from sprc_lib.training.config import TrainConfig
+from sprc_lib.training.disk import run_disk
 from sprc_lib.training.recipes import PAPER, TOY, recipe_for
 from sprc_lib.training.runs import CHECKPOINT, read_csv
 from sprc_lib.training.sampler import EpochBatchSampler
@@ -128,6 +129,11 @@ def test_stop_after_steps_then_resume_finishes(small_toy, tiny_blip2, tmp_path):
     frozen = {n for n, p in first.model.named_parameters() if not p.requires_grad}
     assert set(saved["frozen_from"]["names"]) == frozen and not frozen & set(saved["model"])
     assert any(n.startswith("vision_model.encoder.") for n in frozen)
+    # Its size, and a saved model folder's, are what `plan` and the run's first lines tell before any is written.
+    disk = run_disk(first.model.config)
+    assert (tmp_path / "run" / CHECKPOINT).stat().st_size == pytest.approx(disk.checkpoint, rel=0.02)
+    first.model.save_pretrained(tmp_path / "folder")
+    assert (tmp_path / "folder" / "model.safetensors").stat().st_size == pytest.approx(disk.model_folder, rel=0.02)
     stopped = load_model(tmp_path / "run" / CHECKPOINT)  # evaluating a checkpoint rebuilds them too
     assert all(torch.equal(v, first.model.state_dict()[k]) for k, v in stopped.state_dict().items())
     weights = base / "model.safetensors"

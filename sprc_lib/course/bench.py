@@ -106,9 +106,11 @@ class BenchResult:
 
 
 def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, device: str = "auto",
-              precision: str = "auto", seed: int = 0, recipe: Recipe = TOY["CIRR"]) -> BenchResult:
-    """Time the pixel and cached training steps (the trainer's step, `recipe`'s loss weights), index
-    extraction and query scoring."""
+              precision: str = "auto", seed: int = 0, recipe: Recipe = TOY["CIRR"], training_only: bool = False
+              ) -> BenchResult:
+    """Time the pixel and cached training steps (the trainer's step, `recipe`'s loss weights) and the ViT
+    alone; then, unless `training_only`, index extraction, query scoring and re-ranking (a second model: at
+    the real size on a CPU, that part alone runs for hours)."""
     dev = pick_device(device)
     dtype = autocast_dtype(precision, dev)
     torch.manual_seed(seed)
@@ -152,37 +154,27 @@ def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, devi
             gallery = model.image_features(model.encode_image(tgt_tok))
             model.scores(model.composed_features(model.encode_image(ref_tok), ids, mask), gallery)
 
-    reranker = RerankerModel(reranker_config(model.config)).to(dev).eval()
-    if dev.type == "cuda":
-        reranker.set_vit_dtype(torch.float16)
-
     def rerank(k: int) -> Callable[[], None]:
         """One query's top `k` scored by the re-ranker: its reference and caption beside each candidate."""
         picks = torch.arange(k, device=dev) % batch_size
 
         @torch.no_grad()
         def run() -> None:
+            reranker = rerankers[0]
             with autocast(dev, dtype):
                 refs = reranker.encode_image(ref_tok[:1]).expand(k, -1, -1)
                 reranker.match_scores(refs, reranker.encode_image(tgt_tok[picks]), ids[:1].expand(k, -1),
                                       mask[:1].expand(k, -1))
         return run
 
-    t = measure(
-        {
-            "reference": step(ref_px, tgt_px),
-            "cached": step(ref_tok, tgt_tok),
-            "vit": vit_only,
-            "index_px": index(ref_px),
-            "index_cache": index(ref_tok),
-            "query": queries,
-            **{f"rerank_{k}": rerank(k) for k in RERANK_KS},
-        },
-        dev,
-        repeats,
-    )
-    reference, cached, vit, index_px, index_cache, query = (t[k] for k in ("reference", "cached", "vit", "index_px",
-                                                                         "index_cache", "query"))
+    t = measure({"reference": step(ref_px, tgt_px), "cached": step(ref_tok, tgt_tok), "vit": vit_only}, dev, repeats)
+    if not training_only:
+        rerankers = [RerankerModel(reranker_config(model.config)).to(dev).eval()]
+        if dev.type == "cuda":
+            rerankers[0].set_vit_dtype(torch.float16)
+        t |= measure({"index_px": index(ref_px), "index_cache": index(ref_tok), "query": queries,
+                      **{f"rerank_{k}": rerank(k) for k in RERANK_KS}}, dev, repeats)
+    reference, cached, vit = t["reference"], t["cached"], t["vit"]
 
     def rate(t: Timing, items: int) -> str:
         return f"{items / t.seconds:,.1f}"
@@ -194,13 +186,17 @@ def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, devi
     rows = [
         ["train step, reference (ViT every step)", rate(reference, b), mem(reference), "1.00"],
         ["train step, cached ViT tokens", rate(cached, b), mem(cached), f"{reference.seconds / cached.seconds:.2f}"],
-        ["index extraction from pixels", rate(index_px, b), mem(index_px), "1.00"],
-        ["index extraction from cache", rate(index_cache, b), mem(index_cache),
-         f"{index_px.seconds / index_cache.seconds:.2f}"],
-        ["stage-1 queries (composed + scores vs batch gallery)", rate(query, b), mem(query), "-"],
-        *[[f"SPRC² re-rank of one query's top {k}: {t[f'rerank_{k}'].seconds / (query.seconds / b):,.0f}x a "
-           "stage-1 query", rate(t[f"rerank_{k}"], 1), mem(t[f"rerank_{k}"]), "-"] for k in RERANK_KS],
-    ]  # fmt: skip
+    ]
+    if not training_only:
+        index_px, index_cache, query = t["index_px"], t["index_cache"], t["query"]
+        rows += [
+            ["index extraction from pixels", rate(index_px, b), mem(index_px), "1.00"],
+            ["index extraction from cache", rate(index_cache, b), mem(index_cache),
+             f"{index_px.seconds / index_cache.seconds:.2f}"],
+            ["stage-1 queries (composed + scores vs batch gallery)", rate(query, b), mem(query), "-"],
+            *[[f"SPRC² re-rank of one query's top {k}: {t[f'rerank_{k}'].seconds / (query.seconds / b):,.0f}x a "
+               "stage-1 query", rate(t[f"rerank_{k}"], 1), mem(t[f"rerank_{k}"]), "-"] for k in RERANK_KS],
+        ]
     proportion = vit.seconds / cached.seconds
     header = (
         f"preset {preset}, batch {b}, device {dev}, autocast {dtype}, median of {repeats}; "
@@ -288,6 +284,7 @@ def print_plan(preset: str, batch_size: int, micro_batch: int | None = None, cac
     """`python -m sprc_lib plan`: the planner's table for the whole batch and for micro-batches (given, or the
     largest power of two that fits a T4)."""
     from sprc_lib.errors import UserError
+    from sprc_lib.training.disk import describe_disk
     from sprc_lib.training.memory import GPUS, activation_cost, describe_plans, plan_memory
 
     for name, value in (("--batch-size", batch_size), ("--micro-batch", micro_batch)):
@@ -307,3 +304,5 @@ def print_plan(preset: str, batch_size: int, micro_batch: int | None = None, cac
           + f": activations {cost[1] / 2**20:.1f} MiB per triplet (measured), predicted peak of "
           "torch.cuda.max_memory_allocated; a GPU fits it when 1.1 x peak + 0.5 GiB is below its memory")
     print(format_table(*describe_plans(plans)))
+    print("\nDisk, before it fills:")
+    print("\n".join(describe_disk(config)))

@@ -41,6 +41,7 @@ from sprc_lib.progress import tqdm
 from sprc_lib.training import checkpoint, reports, runs
 from sprc_lib.training.build import RunParts, build_run, open_run_dir, stage1_source
 from sprc_lib.training.config import Change, SettingError, TrainConfig, check, resolve
+from sprc_lib.training.disk import run_disk
 from sprc_lib.training.fingerprint import check_same_data, check_same_weights
 from sprc_lib.training.step import optimizer_step
 from sprc_lib.training.stops import StopRequests
@@ -195,8 +196,11 @@ class Trainer:
             runs.write_csv(p.train_history, run.run_dir / runs.TRAIN_CSV)
         self._emit("epoch", metrics=row)
         if p.epoch % run.recipe.validation_frequency == 0:
-            metrics = validate(run.stage1 or run.evaluation, run.config.dataset, run.config.data_path,
-                               run.reranker)
+            if run.stage1 is None:
+                metrics = validate(run.evaluation, run.config.dataset, run.config.data_path)
+            else:
+                with run.stage1.loaded() as stage1:
+                    metrics = validate(stage1, run.config.dataset, run.config.data_path, run.reranker)
             p.val_history.append({"epoch": p.epoch, **metrics})
             if run.main:
                 runs.write_csv(p.val_history, run.run_dir / runs.VALIDATION_CSV)
@@ -227,6 +231,8 @@ class Trainer:
         r, w, steps = run.recipe, run.world_size, len(run.sampler)
         for line in run.evaluation.skipped_lines():
             print(line)
+        disk = run_disk(run.model.config, reranker=run.reranker is not None)
+        print(f"run folder: {disk.describe(run.config.save_training)}")
         if run.config.micro_batch and run.config.micro_batch < r.batch_size:
             print(f"gradient cache: each process's batch of {r.batch_size} in micro-batches of "
                   f"{run.config.micro_batch} (the same loss and gradients, the memory of one micro-batch)")
@@ -278,7 +284,9 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
                     **settings: Any) -> TrainResult:
     """Continue a stopped run in its folder; `settings` may change the APPLIED settings (see `training.config`)."""
     path = runs.find_checkpoint(run_dir)
-    saved = read_checkpoint(path)
+    # Read whole, not memory-mapped: the optimizer's moments would stay views of the file and keep every page
+    # the restore read (the trainable weights too) in memory for the whole run.
+    saved = read_checkpoint(path, mmap=False)
     if not isinstance(saved, dict) or not {"config", "position", "model"} <= set(saved):
         raise RunFolderError(f"--resume {run_dir}: {path} is not a training checkpoint of this library "
                              "(a released model goes to --model-path instead)")
@@ -298,7 +306,7 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
         run = build_run(config, path.parent, saved)
         with open_run_dir(run, fresh=False):
             progress = checkpoint.restore(run, saved)
-            del saved  # the old checkpoint is memory-mapped: let it go once restored
+            del saved  # the restored model holds copies of its tensors: let them go
             if run.main:
                 print(f"resuming {run.run_dir} at epoch {progress.epoch + 1}, step {progress.step_in_epoch}")
             if changes and run.main:

@@ -69,14 +69,20 @@ def saved_bytes(model: SPRCModel, batch: int, checkpointing: bool = False, seed:
     params = {p.data_ptr() for p in model.parameters() if p.device.type != "meta"}
     seen: dict[int, int] = {}
 
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
+    kept: list[torch.UntypedStorage] = []  # alive until the forward ends, so no two storages share an address
+
+    def pack(tensor: torch.Tensor) -> None:
         if tensor.device.type != "meta" and tensor.data_ptr() not in params:
             storage = tensor.untyped_storage()
             seen[storage.data_ptr()] = storage.nbytes()  # a storage saved twice is held once
-        return tensor
+            kept.append(storage)
+        # The graph keeps nothing: no backward runs here, and a graph holding its own outputs would never be
+        # freed (an output saved for its own backward makes a cycle that Python's collector cannot see).
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(torch.device("cpu"),
-                                                                              torch.bfloat16):
+    def unpack(_: None) -> torch.Tensor:
+        raise RuntimeError("saved_bytes measures a forward; it runs no backward")
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack), autocast(torch.device("cpu"), torch.bfloat16):
         model(tokens[0], tokens[1], triplets["input_ids"], triplets["attention_mask"])
     model.checkpoint_qformer(False)
     return sum(seen.values())

@@ -284,6 +284,7 @@ def print_plan(preset: str, batch_size: int, micro_batch: int | None = None, cac
     """`python -m sprc_lib plan`: the planner's table for the whole batch and for micro-batches (given, or the
     largest power of two that fits a T4)."""
     from sprc_lib.errors import UserError
+    from sprc_lib.training.compute import describe_compute, step_flops
     from sprc_lib.training.disk import describe_disk
     from sprc_lib.training.memory import GPUS, activation_cost, describe_plans, plan_memory
 
@@ -306,3 +307,5 @@ def print_plan(preset: str, batch_size: int, micro_batch: int | None = None, cac
     print(format_table(*describe_plans(plans)))
     print("\nDisk, before it fills:")
     print("\n".join(describe_disk(config)))
+    print("\nTime:")
+    print("\n".join(describe_compute(step_flops(config))))

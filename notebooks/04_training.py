@@ -251,7 +251,7 @@ print(format_table(["model", "frozen ViT", "trainable rest", "ViT / rest"], [
 assert 4.5 < paper_vit / paper_trainable < 6  # "by far the largest part", "about five times" (section 6)
 if MODE == "tiny":
     assert vit_params < trainable_params  # the tiny ViT is the smaller part (section 6)
-del start_model, paper_model
+del start_model, paper_model, cache  # the cache holds the model too: at the real size, gigabytes of host memory
 
 # %% [markdown]
 # ## 3. A training run, watched live
@@ -281,7 +281,9 @@ print(f"{steps_per_epoch} steps per epoch; stopped after {len(live.steps)} steps
 assert not first.finished and live.steps[-1].step == STOP_AT_STEP
 peak, reached = config.value("learning_rate"), max(record.lr for record in live.steps)
 print(f"learning rate: the schedule's peak {peak:.1e}, the highest reached so far {reached:.1e}")
-assert reached > 0.9 * peak  # past the warm-up: the schedule is laid over these epochs (`schedule_over_run`)
+if course.max_steps is None:  # a bounded run's few steps may straddle the schedule's peak
+    assert reached > 0.9 * peak  # past the warm-up: the schedule is laid over these epochs (`schedule_over_run`)
+del first  # the result holds the trained model; the next run loads its own (at the real size: gigabytes)
 
 # %% [markdown]
 # In full mode the run also writes its curves for TensorBoard (`report_to="tensorboard"`, the
@@ -395,6 +397,7 @@ print(format_table(["metric", "after training", "chance"],
 if course.max_steps is None:  # as in section 4: only an unbounded run makes a claim about learning
     assert final["recall_at10"] > 5 * CHANCE["recall_at10"], "two epochs should put recall far above chance"
     assert done.train_history[-1]["loss"] < done.train_history[0]["loss"]
+del done  # its model, before the timing runs below load theirs
 
 # %% [markdown]
 # ## 6. Is the cache worth it? Pixels against the cache, measured side by side

@@ -110,7 +110,7 @@ course.need_data("CIRR"), course.need_data("FashionIQ")
 # tiny: the tiny models (shipped with the course, or trained for other toy data); full: SPRC_CIRR_MODEL and
 # SPRC_FIQ_MODEL name (a run's best/ from notebook 04, or the authors' models converted in notebook 06)
 cirr_ctx = course.context(*course.trained("CIRR"))
-fiq_ctx = course.context(*course.trained("FashionIQ"))
+fiq_ctx = course.context(*course.trained("FashionIQ", beside=cirr_ctx.model))  # one frozen ViT for both
 # Each context holds a model ready to score: on the device, the ViT in fp16 on a GPU (as in training), its
 # transform, the feature cache. Warming fills the cache with the val galleries (a ViT pass per new image).
 cirr_ctx.warm(validation_galleries("CIRR", DATA, course.skip_missing))
@@ -180,9 +180,10 @@ assert library["recall_subset_at2"] == subset_at[2] and library["recall_at5"] ==
 cirr = validate(cirr_ctx, "CIRR", DATA)
 cirr_chance = chance("CIRR", DATA, course.skip_missing)
 print(metrics_table(cirr, cirr_chance))
-assert cirr["recall_at10"] > 5 * cirr_chance["recall_at10"] and cirr["recall_subset_at1"] > cirr_chance["recall_subset_at1"], (
-    "the CIRR model barely beats chance: check that SPRC_CIRR_MODEL is a trained CIRR model (a run's best/), "
-    "and that its tokenizer is the one it was trained with")
+if not course.standin_weights:  # random stand-ins (`make rehearse`) claim nothing
+    assert cirr["recall_at10"] > 5 * cirr_chance["recall_at10"] and cirr["recall_subset_at1"] > cirr_chance[
+        "recall_subset_at1"], ("the CIRR model barely beats chance: check that SPRC_CIRR_MODEL is a trained CIRR "
+                               "model (a run's best/), and that its tokenizer is the one it was trained with")
 
 # %% [markdown]
 # The last rows summarise the recalls: `mean_r5_rs1` is (R@5 + Rs@1) / 2, the "Avg" the CIRR leaderboard
@@ -218,8 +219,10 @@ rows = [[c, *(f"{fiq[f'{c}_recall_at{k}']:.1f} ({fiq_chance[f'{c}_recall_at{k}']
         for c in ("dress", "shirt", "toptee", "average")]
 print(format_table(["category", "R@10 (chance)", "R@50 (chance)"], rows))
 print(f"average of R@10 and R@50: {fiq['average']:.1f} (chance {fiq_chance['average']:.1f})")
-assert fiq["average_recall_at10"] > 3 * fiq_chance["average_recall_at10"], (
-    "the FashionIQ model barely beats chance: check that SPRC_FIQ_MODEL is a trained FashionIQ model (a run's best/)")
+if not course.standin_weights:
+    assert fiq["average_recall_at10"] > 3 * fiq_chance["average_recall_at10"], (
+        "the FashionIQ model barely beats chance: check that SPRC_FIQ_MODEL is a trained FashionIQ model (a run's "
+        "best/)")
 
 # %% [markdown]
 # ## 4. The CIRR test server: writing and checking the two files
@@ -277,7 +280,8 @@ display(retrieval_grid(retriever, retriever.retrievals(K, range(SHOWN_QUERIES)),
 
 # %% tags=["try"]
 # Try it: pick other CIRR val queries (any indices below len(retriever.queries)), or another K, and rerun.
-PICKED = [i for i in (10, 11, 12) if i < len(retriever.queries)]  # query numbers (a small val set has fewer)
+PICKED = [i for i in (10, 11, 12) if i < len(retriever.queries)]  # query numbers
+PICKED = PICKED or list(range(min(3, len(retriever.queries))))  # a small val set has fewer
 display(retrieval_grid(retriever, retriever.retrievals(K, PICKED), title="CIRR val: the queries you picked"))
 
 # %% [markdown]

@@ -200,15 +200,18 @@ print(sorted(p.name for p in converted["cirr"].iterdir()))
 # %%
 tokenizer = load_tokenizer(TOKENIZERS["cirr"])
 in_memory = load_lavis_checkpoint(FILES["cirr"], course.sizes(len(tokenizer)))
-from_folder = load_model(converted["cirr"])
-same = all(torch.equal(a, b) for a, b in zip(in_memory.state_dict().values(), from_folder.state_dict().values(), strict=True))
+# vit_from: the folder's frozen ViT is compared with the in-memory one tensor by tensor as it is read, and used
+# only if equal, so the two models hold one ViT between them (at the real size, two would fill a Colab session).
+from_folder = load_model(converted["cirr"], vit_from=in_memory)
+same = from_folder.shares_vit_with(in_memory) and all(
+    torch.equal(a, b) for a, b in zip(in_memory.state_dict().values(), from_folder.state_dict().values(), strict=True))
 print(f"{sum(p.numel() for p in from_folder.parameters()):,} parameters; folder == in-memory conversion: {same}")
 assert same
 # Is this the paper's model (its ViT-g sizes)? Section 6 sets a difference to the paper only for it.
 vit, paper_vit = from_folder.config.vision_config, blip2_vitg_config().vision_config
-PAPER_MODEL = MODE == "full" and (vit.hidden_size, vit.num_hidden_layers) == (paper_vit.hidden_size,
-                                                                              paper_vit.num_hidden_layers)
-print(f"the paper's model (ViT-g sizes, full mode): {PAPER_MODEL}")
+PAPER_MODEL = MODE == "full" and not course.standin_weights and (vit.hidden_size, vit.num_hidden_layers) == (
+    paper_vit.hidden_size, paper_vit.num_hidden_layers)  # random stand-ins at its sizes (`make rehearse`) are not
+print(f"the paper's model (ViT-g sizes, full mode, released weights): {PAPER_MODEL}")
 del in_memory, from_folder  # two whole models: free them before the next ones load (a Colab session has ~12 GB)
 
 # %% [markdown]

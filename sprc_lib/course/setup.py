@@ -49,6 +49,8 @@ LOCATIONS = {  # full mode's inputs: the variable and what it holds
     "SPRC_MAX_QUERIES": "a bound on the queries notebook 07 re-ranks (CI's stand-in run); unset for a real run",
     "SPRC_SKIP_MISSING": "1: leave out the images a dataset copy lacks, and the queries that use them (the default in "
                          "full mode: real FashionIQ copies always lack some); 0: stop at the first one",
+    "SPRC_STANDIN_WEIGHTS": "1: the models are random stand-ins (`make rehearse`): every cell runs, none claims a "
+                            "model's quality; unset for trained models",
 }
 COLAB_CHECKPOINTS = Path("/content/drive/MyDrive/sprc")
 
@@ -109,6 +111,7 @@ class CourseSetup:
     max_steps: int | None = None  # a bound on each training run (SPRC_MAX_STEPS)
     max_queries: int | None = None  # a bound on the queries a second stage scores (SPRC_MAX_QUERIES)
     skip_missing: bool = False  # leave out images the data lacks, and their queries (SPRC_SKIP_MISSING)
+    standin_weights: bool = False  # random stand-in models: no claim about quality (SPRC_STANDIN_WEIGHTS)
 
     def context(self, model: SPRCModel, tokenizer: Any, **options: Any) -> EvalContext:
         """`model` ready to evaluate on this set-up's device, with its feature cache."""
@@ -123,7 +126,7 @@ class CourseSetup:
                 "SPRC_CIRR_MODEL": self.models.get("CIRR"), "SPRC_FIQ_MODEL": self.models.get("FashionIQ"),
                 "SPRC_CIRR_RERANKER": self.rerankers.get("CIRR"), "SPRC_FIQ_RERANKER": self.rerankers.get("FashionIQ"),
                 "SPRC_MAX_STEPS": self.max_steps, "SPRC_MAX_QUERIES": self.max_queries,
-                "SPRC_SKIP_MISSING": int(self.skip_missing)}
+                "SPRC_SKIP_MISSING": int(self.skip_missing), "SPRC_STANDIN_WEIGHTS": int(self.standin_weights)}
 
     def bounded(self, steps: int) -> int:
         """`steps`, or fewer where SPRC_MAX_STEPS bounds the run (CI's stand-in run of the full track)."""
@@ -187,9 +190,10 @@ class CourseSetup:
                              "where it is, then run this cell again")
         return path
 
-    def trained(self, dataset: str) -> tuple[SPRCModel, Any]:
+    def trained(self, dataset: str, beside: SPRCModel | None = None) -> tuple[SPRCModel, Any]:
         """A trained SPRC for `dataset` and its tokenizer: the tiny one (trained on first use), or the folder
-        SPRC_<dataset>_MODEL names; a stop that says what to set when there is none."""
+        SPRC_<dataset>_MODEL names; a stop that says what to set when there is none. `beside`: a model already
+        loaded whose frozen ViT this one uses when the two are the same (models trained from one BLIP-2 are)."""
         if self.mode == "tiny":
             return tiny_model(dataset, self.data)
         folder = self.models.get(dataset)
@@ -199,7 +203,7 @@ class CourseSetup:
                              f"converted sprc_{SHORT[dataset]} folder (notebook 06), then run this cell again")
         if not folder.exists():
             raise CourseStop(f"{variable}={folder}: no such folder; point it at a saved model folder")
-        return load_model(folder).eval(), load_tokenizer(folder)
+        return load_model(folder, vit_from=beside).eval(), load_tokenizer(folder)
 
     def trained_reranker(self, dataset: str, beside: SPRCModel | None = None) -> tuple[RerankerModel, Any]:
         """A trained SPRC² re-ranker for `dataset` and its tokenizer: the tiny one, or the folder
@@ -230,11 +234,13 @@ def setup(mode: str | None = None, data_path: str | Path | None = None) -> Cours
     hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars: noise in a lesson's output
     max_steps, max_queries = _bound("SPRC_MAX_STEPS"), _bound("SPRC_MAX_QUERIES")
     skip_missing = _switch("SPRC_SKIP_MISSING", default=mode == "full")
+    standins = _switch("SPRC_STANDIN_WEIGHTS", default=False)
     if mode == "tiny":
         data = ensure_toy()
         torch.set_num_threads(1)
         return CourseSetup(mode, data, data / "cache", "tiny", str(data / TINY_BLIP2), pick_device(),
-                           max_steps=max_steps, max_queries=max_queries, skip_missing=skip_missing)
+                           max_steps=max_steps, max_queries=max_queries, skip_missing=skip_missing,
+                           standin_weights=standins)
     data = Path(data_path) if data_path else data_root()
     default_dir = COLAB_CHECKPOINTS if on_colab() else data / "checkpoints"
     cirr = _env_path("SPRC_CIRR_CHECKPOINT") or default_dir / "sprc_cirr.pt"
@@ -243,4 +249,4 @@ def setup(mode: str | None = None, data_path: str | Path | None = None) -> Cours
     rerankers = {dataset: _env_path(f"SPRC_{short.upper()}_RERANKER") for dataset, short in SHORT.items()}
     weights = os.environ.get("SPRC_BLIP2", "").strip() or BLIP2_RETRIEVAL
     return CourseSetup(mode, data, data / "cache", "blip2-vitg", weights, pick_device(), checkpoints, models,
-                       rerankers, max_steps, max_queries, skip_missing)
+                       rerankers, max_steps, max_queries, skip_missing, standins)

@@ -352,7 +352,7 @@ if course.max_steps is None:  # a bounded run (SPRC_MAX_STEPS: CI's stand-in of 
 
 # %%
 print(sorted(p.name for p in RUN.iterdir()))
-checkpoint = torch.load(RUN / CHECKPOINT, map_location="cpu", weights_only=True)
+checkpoint = torch.load(RUN / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)  # read on demand
 print("position:", checkpoint["position"])
 print(format_table(["key", "what it holds"], [
     ["model", f"{len(checkpoint['model'])} tensors, {sum(t.numel() for t in checkpoint['model'].values()):,} numbers"],
@@ -366,6 +366,7 @@ print(format_table(["key", "what it holds"], [
     ["config, model_config", "everything needed to rebuild the trainer"],
 ]))
 assert checkpoint["position"]["global_step"] == STOP_AT_STEP
+del checkpoint
 
 # %% [markdown]
 # To resume, pass the run folder to `resume_training` (or `--resume RUN` on the command line). The
@@ -571,7 +572,7 @@ check(lambda: fell_most == min(LOSS_NAMES, key=lambda n: rows[-1][n] / rows[0][n
 events = []
 again = resume_training(RUN, callback=lambda kind, info: events.append(kind))
 steps_trained = events.count("step")
-position = torch.load(RUN / CHECKPOINT, map_location="cpu", weights_only=True)["position"]
+position = torch.load(RUN / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)["position"]
 print(f"finished: {again.finished}; epochs in the history: {len(again.train_history)}; steps trained: "
       f"{steps_trained}; the checkpoint's next epoch: {position['epoch']} of {EPOCHS}")
 assert steps_trained == 0 and position["epoch"] == EPOCHS  # the loop had no epoch left to run

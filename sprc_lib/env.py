@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import importlib.metadata
 import os
 import platform
@@ -62,6 +64,27 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
     else:
         with torch.autocast(device_type=device.type, dtype=dtype):
             yield
+
+
+def return_host_memory() -> None:
+    """Hand freed host memory back to the operating system. glibc keeps the freed blocks of a finished run (the
+    optimiser's moments, the gradients) in its heap: at the real size, gigabytes stayed resident after a
+    one-step run and its model were freed, and a notebook that trains run after run grew by as much each
+    time. A no-op on a libc without `malloc_trim`."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # another libc (musl): nothing to trim
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+@contextlib.contextmanager
+def host_memory_returned() -> Iterator[None]:
+    """`return_host_memory` before and after the block (a training run)."""
+    return_host_memory()
+    try:
+        yield
+    finally:
+        return_host_memory()
 
 
 def _version(package: str) -> str:

@@ -30,6 +30,7 @@ from sprc_lib.data.base import collate
 from sprc_lib.data.errors import DataError
 from sprc_lib.data.schema import check_root
 from sprc_lib.data.workers import ignore_stop_signals
+from sprc_lib.env import host_memory_returned
 from sprc_lib.errors import DiskFullError, RunFolderError, TrainingDiverged
 from sprc_lib.evaluation.metrics import KEEP_BEST_KEY
 from sprc_lib.evaluation.protocols import validate
@@ -271,7 +272,7 @@ def train(config: TrainConfig, callback: Callback | None = None, stop_after_step
         raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
     if config.reranker:
         stage1_source(config)  # named now, not after the set-up
-    with distributed.session(distributed.process_device(config.device)):
+    with distributed.session(distributed.process_device(config.device)), host_memory_returned():
         run_dir = Path(distributed.broadcast_object(str(runs.new_run_dir(config.dataset, config.preset,
                                                                            config.output_dir))))  # rank 0's clock
         runs.check_new_run_dir(run_dir, overwrite)
@@ -302,7 +303,7 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
         check_same_data(prints["data"], config.dataset, config.data_path)
     if stop_after_steps is not None and stop_after_steps < 1:
         raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
-    with distributed.session(distributed.process_device(config.device)):
+    with distributed.session(distributed.process_device(config.device)), host_memory_returned():
         run = build_run(config, path.parent, saved)
         with open_run_dir(run, fresh=False):
             progress = checkpoint.restore(run, saved)

@@ -38,7 +38,7 @@ def test_full_mode_reads_every_location_from_its_variable(full, monkeypatch):
               "SPRC_FIQ_CHECKPOINT": str(full / "b.pt"), "SPRC_CIRR_MODEL": str(full / "cirr"),
               "SPRC_FIQ_MODEL": str(full / "fiq"), "SPRC_CIRR_RERANKER": str(full / "rc"),
               "SPRC_FIQ_RERANKER": str(full / "rf"), "SPRC_MAX_STEPS": "7", "SPRC_MAX_QUERIES": "9",
-              "SPRC_SKIP_MISSING": "0"}
+              "SPRC_SKIP_MISSING": "0", "SPRC_STANDIN_WEIGHTS": "1"}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     course = setup("full")
@@ -47,7 +47,7 @@ def test_full_mode_reads_every_location_from_its_variable(full, monkeypatch):
     assert {name: str(value) for name, value in seen.items()} == {**values, "SPRC_DATA": str(full / "data")}
     assert course.bounded(100) == 7 and course.bounded(3) == 3
     assert course.bounded_queries(None) == 9 and course.bounded_queries(200) == 9 and course.bounded_queries(4) == 4
-    assert not course.skip_missing
+    assert not course.skip_missing and course.standin_weights
 
 
 def test_full_mode_defaults(full):
@@ -58,6 +58,7 @@ def test_full_mode_defaults(full):
                                   "FashionIQ": full / "data" / "checkpoints" / "sprc_fiq.pt"}
     assert course.models == {"CIRR": None, "FashionIQ": None} and not course.has_trained("CIRR")
     assert course.skip_missing and not setup("tiny").skip_missing  # real FashionIQ copies always lack images
+    assert not course.standin_weights  # trained models: the notebooks make their claims
     model = load_model(SHIPPED / "CIRR")
     assert course.context(model, load_tokenizer(SHIPPED / "CIRR")).skip_missing  # what evaluation reads
 

@@ -4,12 +4,42 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
+import nbformat
+import pytest
 from PIL import Image
 
-from sprc_lib.course.rehearse import CUT, IMAGE_SIZE, Row, blip2_tokenizer, main, measure, mini_cirr
-from sprc_lib.data import CIRRDataset
+from sprc_lib.course.bench import print_bench
+from sprc_lib.course.reference import doc_block
+from sprc_lib.course.rehearse import (
+    COLAB_RAM_GB,
+    CUT,
+    FASHION_CUT,
+    IMAGE_SIZE,
+    MARK_README,
+    NOTEBOOK_DIR,
+    NOTEBOOKS,
+    Row,
+    bench_figures,
+    blip2_tokenizer,
+    commands,
+    main,
+    measure,
+    mini_cirr,
+    mini_fashioniq,
+    notebook_commands,
+    notebook_env,
+    table,
+    with_parameters,
+)
+from sprc_lib.course.setup import setup
+from sprc_lib.data import CIRRDataset, FashionIQDataset
+from sprc_lib.model.config import blip2_vitg_config
 from sprc_lib.model.loading import BLIP2_VOCABULARY
+from sprc_lib.paths import checkout
+from sprc_lib.training.disk import run_disk
 
 
 def test_the_mini_cirr_keeps_a_few_triplets_with_their_images_at_a_real_resolution(tmp_path):
@@ -47,3 +77,71 @@ def test_a_folder_the_rehearsal_did_not_make_is_left_alone(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "a folder the rehearsal did not make" in capsys.readouterr().err
     assert (tmp_path / "work" / "mine.txt").read_text() == "a user's file"
+
+
+def test_the_mini_fashioniq_lacks_one_image_as_real_copies_do(tmp_path):
+    root = mini_fashioniq(tmp_path)
+    train = FashionIQDataset(root, "train", ["shirt"], "relative")
+    assert len(train) == FASHION_CUT["train"]
+    with Image.open(train.image_path(train.triplets[0].reference)) as image:
+        assert image.size == IMAGE_SIZE
+    with pytest.warns(UserWarning, match="1 of 16 images are missing"):
+        val = FashionIQDataset(root, "val", ["dress"], "relative", skip_missing=True)
+    assert len(val.missing_images) == 1 and len(val) == FASHION_CUT["val"] - 1
+
+
+def test_the_bench_figures_are_read_from_the_bench_itself(capsys):
+    print_bench(preset="tiny", batch_size=4, repeats=1, device="cpu", training_only=True)
+    speed_up, vit_share = bench_figures(capsys.readouterr().out)
+    assert speed_up > 0 and vit_share > 0
+
+
+def test_the_notebooks_find_every_stand_in_in_full_mode(tmp_path, monkeypatch):
+    paths = {k: tmp_path / k for k in ("data", "blip2", "released", "released_fiq", "reranker")}
+    for name, value in notebook_env(paths, tmp_path / "work").items():
+        monkeypatch.setenv(name, value)
+    course = setup()
+    assert course.mode == "full" and course.data == paths["data"] and course.weights == str(paths["blip2"])
+    assert course.checkpoints == {"CIRR": paths["released"], "FashionIQ": paths["released_fiq"]}
+    assert set(course.models.values()) == {tmp_path / "work" / "converted"}
+    assert set(course.rerankers.values()) == {paths["reranker"]}
+    assert (course.max_steps, course.max_queries, course.skip_missing, course.standin_weights) == (8, 2, True, True)
+
+
+def test_the_readme_shows_a_rehearsal_of_every_command_each_fitting_a_free_colab_session():
+    """The block `make rehearse` writes into the README: the current list of commands, each passed, each within a
+    free Colab session's host memory, each verdict the one its figures give (which says where a command is above
+    the 9 GB mark)."""
+    block = doc_block(checkout() / "README.md", MARK_README)
+    assert block, "README: the rehearsal block is empty; run `make rehearse`"
+    header, *lines = block.split("```text\n")[1].split("```")[0].strip().splitlines()
+    columns = re.split(r"\s{2,}", table([]))
+    assert re.split(r"\s{2,}", header) == columns, "README: the rehearsal block does not hold a rehearsal's table"
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines]
+    paths = {k: Path(k) for k in ("data", "blip2", "released", "released_fiq", "reranker")}
+    expected = [name for name, *_ in commands(paths, Path("work")) + notebook_commands(paths, Path("work"))]
+    assert [r[0] for r in rows] == expected, "README: the rehearsal table is not the current rehearsal's; rerun it"
+    for name, code, peak, seconds, disk, verdict in rows:
+        row = Row(name, int(code), float(peak), float(seconds), float(disk))
+        assert row.verdict() == verdict and row.code == 0 and row.peak_gb < COLAB_RAM_GB, name
+
+
+def test_the_readme_quotes_the_rehearsals_cache_gain_and_the_caches_size():
+    readme = " ".join((checkout() / "README.md").read_text().split())
+    summary = " ".join(doc_block(checkout() / "README.md", MARK_README).split())
+    measured = re.search(r"ran ([\d.]+)x faster than from pixels; the ViT's forward on both images took ([\d.]+)x",
+                         summary)
+    quoted = re.search(r"a training step from the cache ran ([\d.]+)x faster than from pixels, the ViT's forward on "
+                       r"both images taking ([\d.]+)x the trainable step", readme)
+    assert measured and quoted and quoted.groups() == measured.groups(), "README: quote the rehearsal's figures"
+    per_image = run_disk(blip2_vitg_config(BLIP2_VOCABULARY)).cache_per_image
+    assert f"{per_image:,} bytes per image at the real size" in readme
+
+
+def test_each_notebook_gets_its_parameters_after_its_parameters_cell(tmp_path):
+    for name, values in NOTEBOOKS.items():
+        book = nbformat.read(with_parameters(NOTEBOOK_DIR / f"{name}.ipynb", values, tmp_path), as_version=4)
+        tags = [cell.metadata.get("tags", []) for cell in book.cells]
+        at = tags.index(["injected-parameters"])
+        assert "parameters" in tags[at - 1], name
+        assert all(f"{key} = {value!r}" in book.cells[at].source for key, value in values.items())

@@ -158,26 +158,30 @@ def _outliers(found: dict, ranges: dict) -> str:
             f"they fall outside these ranges on {len(out)} metric(s): {'; '.join(out)}.")
 
 
-def _block(text: str) -> re.Pattern:
-    return re.compile(rf"(<!-- {MARK} -->\n)(.*?)(<!-- /{MARK} -->)", re.S)
+def _block(mark: str) -> re.Pattern:
+    return re.compile(rf"(<!-- {mark} -->\n)(.*?)(<!-- /{mark} -->)", re.S)
 
 
-def doc_block(path: Path) -> str | None:
-    """The generated block of a doc, None if it has none."""
-    match = _block(MARK).search(path.read_text(encoding="utf-8"))
+def doc_block(path: Path, mark: str = MARK) -> str | None:
+    """The generated block of a doc (between `<!-- mark -->` and `<!-- /mark -->`), None if it has none."""
+    match = _block(mark).search(path.read_text(encoding="utf-8"))
     return match.group(2).rstrip("\n") if match else None
+
+
+def write_block(path: Path, text: str, mark: str = MARK) -> None:
+    """Put `text` into a doc's generated block; a doc without one is an error (its markers were lost)."""
+    old = path.read_text(encoding="utf-8")
+    if not _block(mark).search(old):
+        raise ValueError(f"{path}: no <!-- {mark} --> block to write into")
+    path.write_text(_block(mark).sub(lambda m: m.group(1) + text + "\n" + m.group(3), old), encoding="utf-8")
 
 
 def write_docs(checkout: Path, text: str) -> list[Path]:
     """Put `text` into every doc's generated block; a doc without one is an error (its markers were lost)."""
     written = []
     for name in DOCS:
-        path = checkout / name
-        old = path.read_text(encoding="utf-8")
-        if not _block(MARK).search(old):
-            raise ValueError(f"{path}: no <!-- {MARK} --> block to write the toy results into")
-        path.write_text(_block(MARK).sub(lambda m: m.group(1) + text + "\n" + m.group(3), old), encoding="utf-8")
-        written.append(path)
+        write_block(checkout / name, text)
+        written.append(checkout / name)
     return written
 
 

@@ -62,19 +62,19 @@ def index_features(ctx: EvalContext, gallery: RetrievalDataset) -> IndexFeatures
     )
     names, features, embeds = [], [], []
     model.eval()
-    # Counted in images: at the real size on a CPU one batch takes minutes.
-    bar = tqdm(total=len(share), desc=f"index {gallery.name}", unit="img", leave=False,
-               disable=not distributed.is_main())
-    for batch in loader:
-        with autocast(device, dtype):
-            images = batch["image"].to(device)
-            e = model.encode_image(images.to(real) if ctx.exact else images)
-            g = model.image_features(e)
-        names += batch["name"]
-        features.append(g.to(real))
-        embeds.append(e.to(dtype or real))
-        bar.update(len(batch["name"]))
-    bar.close()
+    # Counted in images: at the real size on a CPU one batch takes minutes. Closed on any way out, so that an
+    # error's message starts a line of its own.
+    with tqdm(total=len(share), desc=f"index {gallery.name}", unit="img", leave=False,
+              disable=not distributed.is_main()) as bar:
+        for batch in loader:
+            with autocast(device, dtype):
+                images = batch["image"].to(device)
+                e = model.encode_image(images.to(real) if ctx.exact else images)
+                g = model.image_features(e)
+            names += batch["name"]
+            features.append(g.to(real))
+            embeds.append(e.to(dtype or real))
+            bar.update(len(batch["name"]))
     if not names:  # a share can be empty when the gallery has fewer batches than there are processes
         tokens, width = model.vision_model.embeddings.position_embedding.shape[1:]
         features.append(torch.empty(0, model.config.num_query_tokens, model.config.image_text_hidden_size,

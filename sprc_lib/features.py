@@ -46,6 +46,7 @@ from sprc_lib.data.workers import CarriesErrors
 from sprc_lib.errors import UserError
 from sprc_lib.files import atomic_path, write_atomic
 from sprc_lib.model import SPRCModel
+from sprc_lib.model.blip2 import is_vit_name
 from sprc_lib.progress import tqdm
 
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32}
@@ -72,14 +73,10 @@ def cache_bytes(n_images: int, tokens: int, width: int, bytes_per_value: int = 2
 def backbone_fingerprint(model: SPRCModel) -> str:
     """A hash of the frozen ViT's weights (and sizes): a different backbone gets a different cache."""
     digest = hashlib.sha256()
-    for name, tensor in sorted((n, t) for n, t in model.state_dict().items() if _is_vit_key(n)):
+    for name, tensor in sorted((n, t) for n, t in model.state_dict().items() if is_vit_name(n)):
         digest.update(f"{name}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _is_vit_key(name: str) -> bool:
-    return name.startswith(("vision_model.embeddings.", "vision_model.encoder."))
 
 
 def _file_stamp(path: Path) -> tuple[int, int]:

@@ -25,6 +25,11 @@ from transformers.models.blip_2.modeling_blip_2 import (
 from sprc_lib.model.config import SPRCConfig
 
 
+def is_vit_name(name: str) -> bool:
+    """Whether a state-dict name is the frozen ViT's (its embeddings and blocks, not `ln_vision`)."""
+    return name.startswith(("vision_model.embeddings.", "vision_model.encoder."))
+
+
 class RetrievalPasses:
     """BLIP-2's retrieval parts and the passes through them, for a model's top level and for the re-ranker's
     frozen copy (its hard-negative miner) alike: queries, text embeddings, Q-Former, projections."""
@@ -128,7 +133,7 @@ class Blip2Retrieval(RetrievalPasses, PreTrainedModel):
 
     def vit_names(self) -> list[str]:
         """The state-dict names of `vit_parameters` (what `share_vit` shares)."""
-        return [n for n in self.state_dict() if n.startswith(("vision_model.embeddings.", "vision_model.encoder."))]
+        return [n for n in self.state_dict() if is_vit_name(n)]
 
     def share_vit(self, owner: Blip2Retrieval, read: Callable[[str], Tensor]) -> bool:
         """Use `owner`'s frozen ViT instead of this model's own when the weights this model was to load

@@ -21,16 +21,13 @@ from torch import nn
 
 from sprc_lib.env import autocast
 from sprc_lib.model import SPRCConfig, SPRCModel
+from sprc_lib.model.blip2 import is_vit_name
 from sprc_lib.model.synthetic import random_triplets
 
 GIB = 2**30
 # Memory as torch reports it (GiB) on the GPUs a course user meets: Colab's free T4, L4, A100.
 GPUS = {"T4 16 GB": 15.0, "L4 24 GB": 22.0, "A100 40 GB": 39.4}
 CONTEXT_BYTES, SLACK = 0.5 * GIB, 1.1
-
-
-def _is_vit(name: str) -> bool:
-    return name.startswith(("vision_model.embeddings.", "vision_model.encoder."))
 
 
 def trainable_model(config: SPRCConfig, seed: int = 0, device: str | torch.device = "cpu") -> SPRCModel:
@@ -49,7 +46,7 @@ def trainable_model(config: SPRCConfig, seed: int = 0, device: str | torch.devic
         for name, p in model.named_parameters():
             if name == "temp":
                 p.fill_(config.temp_init)
-            elif not _is_vit(name):
+            elif not is_vit_name(name):
                 p.normal_(0, 0.02) if p.dim() > 1 else p.fill_(1.0 if name.endswith("weight") else 0.0)
     for name, buffer in model.named_buffers():
         if not name.startswith("vision_model.") and buffer.is_floating_point():
@@ -138,9 +135,9 @@ def plan_memory(config: SPRCConfig, batch_size: int, micro_batch: int | None = N
     micro = min(micro_batch or batch_size, batch_size)
     with torch.device("meta"):
         sizes = SPRCModel(config)
-    vit = sum(p.numel() for n, p in sizes.named_parameters() if _is_vit(n))
+    vit = sum(p.numel() for n, p in sizes.named_parameters() if is_vit_name(n))
     trainable = sum(p.numel() for p in sizes.parameters() if p.requires_grad)
-    frozen_rest = sum(p.numel() for n, p in sizes.named_parameters() if not _is_vit(n) and not p.requires_grad)
+    frozen_rest = sum(p.numel() for n, p in sizes.named_parameters() if not is_vit_name(n) and not p.requires_grad)
     small, per_triplet = cost or activation_cost(config, checkpointing)
     activations = small + per_triplet * (micro - 2)
     v, q = config.vision_config, config.qformer_config

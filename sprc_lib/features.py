@@ -72,10 +72,10 @@ def cache_bytes(n_images: int, tokens: int, width: int, bytes_per_value: int = 2
 
 def backbone_fingerprint(model: SPRCModel) -> str:
     """A hash of the frozen ViT's weights (and sizes): a different backbone gets a different cache."""
-    digest = hashlib.sha256()
+    digest, read = hashlib.sha256(), model.vit_reader()  # from the file where it can: see `vit_reader`
     for name, tensor in sorted((n, t) for n, t in model.state_dict().items() if is_vit_name(n)):
         digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        digest.update(read(name).detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 

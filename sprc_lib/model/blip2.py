@@ -150,7 +150,34 @@ class Blip2Retrieval(RetrievalPasses, PreTrainedModel):
                 return False
         self.vision_model.embeddings = owner.vision_model.embeddings
         self.vision_model.encoder = owner.vision_model.encoder
+        self._vit_source = getattr(owner, "_vit_source", None)
         return True
+
+    def remember_vit_source(self, read: Callable[[str], Tensor]) -> None:
+        """Note where this model's frozen ViT was memory-mapped from: `read(name)` reads a tensor again through a
+        mapping of its own, closed after the read. A fingerprint that reads the ViT so (`vit_reader`) leaves this
+        model's mapped pages unread: a run that the feature cache serves never holds the ViT's 4 GB in RAM."""
+        self._vit_source = (read, self._vit_stamp())
+
+    def _vit_stamp(self) -> dict[str, tuple[int, int]]:
+        """Each ViT tensor's storage and count of in-place writes: while they stay, so do the values."""
+        return {n: (t.data_ptr(), t._version) for n, t in self.state_dict().items() if is_vit_name(n)}
+
+    def vit_reader(self) -> Callable[[str], Tensor]:
+        """Reads the frozen ViT's tensors as the model holds them now: from their file while the model still holds,
+        unwritten, the very tensors it mapped from there (`remember_vit_source`), else from the model."""
+        state = self.state_dict()
+        source = getattr(self, "_vit_source", None)
+        if source is None or source[1] != self._vit_stamp():
+            return state.__getitem__
+
+        def read(name: str) -> Tensor:
+            try:
+                return source[0](name).to(state[name].dtype)
+            except KeyError:  # not in the file under this name: the model's own
+                return state[name]
+
+        return read
 
     def shares_vit_with(self, other: Blip2Retrieval) -> bool:
         """Whether the two models hold one frozen ViT (`share_vit`)."""

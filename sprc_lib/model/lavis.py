@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import torch
@@ -162,16 +162,18 @@ def lavis_state_dict(obj: object, source: str) -> dict[str, Tensor]:
 
 
 def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source: str, unknown: list[str],
-                   left_out: Collection[str] = (), assign: bool = False, vit_from: Blip2Retrieval | None = None
-                   ) -> None:
+                   left_out: Collection[str] = (), assign: bool = False, vit_from: Blip2Retrieval | None = None,
+                   read: Callable[[str], Tensor] | None = None) -> None:
     """Load `state_dict` into `model` only if every key and shape fits; otherwise list all problems.
 
     `left_out`: tensors the source leaves out on purpose (the frozen weights a run checkpoint does not carry),
     which `model` already holds. `assign`: the model takes the tensors over instead of copying them (a model
     built without init then never holds a second copy of the weights). `vit_from`: a model whose frozen ViT
     `model` uses instead of loading its own, when the state's ViT equals it (`Blip2Retrieval.share_vit`).
+    `read`: the state's tensors read again from their files, for the checks (see `check_finite`).
     """
-    if vit_from is not None and model.share_vit(vit_from, state_dict.__getitem__):
+    read = read or state_dict.__getitem__
+    if vit_from is not None and model.share_vit(vit_from, read):
         left_out = {*left_out, *model.vit_names()}
         state_dict = {k: v for k, v in state_dict.items() if k not in left_out}
     expected = model.state_dict()
@@ -189,7 +191,7 @@ def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source:
                 parts.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else ""))
         parts.append("  Check the preset/config (sizes) against the file, or whether it is an SPRC checkpoint at all.")
         raise CheckpointError("\n".join(parts))
-    check_finite(state_dict, source)
+    check_finite(state_dict, source, read)
     if assign:
         model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=False, assign=True)
         return
@@ -198,9 +200,18 @@ def check_and_load(model: Blip2Retrieval, state_dict: dict[str, Tensor], source:
             expected[key].copy_(value.to(expected[key].dtype))
 
 
-def check_finite(state_dict: dict[str, Tensor], source: str) -> None:
-    """Refuse weights holding NaN or infinity: a model loaded with them scores every image NaN, far from here."""
-    for key, value in state_dict.items():
+def check_finite(state_dict: dict[str, Tensor], source: str, read: Callable[[str], Tensor] | None = None) -> None:
+    """Refuse weights holding NaN or infinity: a model loaded with them scores every image NaN, far from here.
+
+    `read(name)`: the tensor read again from its file (KeyError where the file lacks it). For a memory-mapped
+    state, checking copies read that way leaves the state's own pages unread: at ViT-g's size, the 4 GB of a
+    frozen ViT that a run from the feature cache never needs stay out of RAM.
+    """
+    for key, mapped in state_dict.items():
+        try:
+            value = read(key) if read is not None else mapped
+        except KeyError:  # not in the files (a fresh tensor): the state's own
+            value = mapped
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise CheckpointError(f"{source}: tensor {key} holds {bad:,} NaN or infinite value(s) of "

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from safetensors import safe_open
 from torch import Tensor
 from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval
@@ -74,14 +75,28 @@ def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL, vit_from: B
     prompt = torch.empty_like(model.prompt_tokens)
     torch.nn.init.normal_(prompt, std=model.config.qformer_config.initializer_range)
     state.update({"prompt_tokens": prompt, "temp": torch.tensor(float(model.config.temp_init))})
-    check_and_load(model, state, str(name_or_path), unknown=[], assign=True, vit_from=vit_from)
+    read = _file_reader(name_or_path)
+    check_and_load(model, state, str(name_or_path), unknown=[], assign=True, vit_from=vit_from, read=read)
+    if read is not None and not (vit_from is not None and model.shares_vit_with(vit_from)):
+        model.remember_vit_source(read)
     return model
 
 
-def _folder_reader(folder: Path) -> Callable[[str], Tensor]:
-    """One tensor at a time from a save_pretrained folder's safetensors, read and not mapped: comparing a ViT
-    this way keeps none of it in memory (`Blip2Retrieval.share_vit`). A name the folder lacks: KeyError."""
+def _file_reader(source: str | Path) -> Callable[[str], Tensor] | None:
+    """One tensor at a time from the safetensors of a save_pretrained folder (or of a hub id's cached copy), read
+    through a mapping of its own that closes after each read. Comparing or checking a model's weights this way
+    leaves the model's own memory-mapped tensors unread, so they cost no RAM until they are used (`share_vit`,
+    `check_finite`, `remember_vit_source`). None where there are no safetensors; a name they lack: KeyError."""
+    folder = Path(source)
+    if not folder.is_dir() and _is_hub_id(source):
+        for name in ("model.safetensors.index.json", "model.safetensors"):
+            found = try_to_load_from_cache(str(source), name)
+            if isinstance(found, str):
+                folder = Path(found).parent
+                break
     index = folder / "model.safetensors.index.json"
+    if not index.is_file() and not (folder / "model.safetensors").is_file():
+        return None
     files = json.loads(index.read_text())["weight_map"] if index.is_file() else None
 
     def read(name: str) -> Tensor:
@@ -188,9 +203,12 @@ def load_model(source: str | Path, config: SPRCConfig | None = None, vit_from: B
     if kind in (SPRCConfig.model_type, RerankerConfig.model_type):
         model_class = SPRCModel if kind == SPRCConfig.model_type else RerankerModel
         model = _from_folder(model_class.from_pretrained, path)  # memory-mapped: a tensor costs RAM once read
-        if vit_from is not None:
-            model.share_vit(vit_from, _folder_reader(path))  # its own ViT, never read, is dropped
-        check_finite(model.state_dict(), str(path))
+        read = _file_reader(path)
+        if vit_from is not None and read is not None:
+            model.share_vit(vit_from, read)  # its own ViT, never read, is dropped
+        check_finite(model.state_dict(), str(path), read)
+        if read is not None and not (vit_from is not None and model.shares_vit_with(vit_from)):
+            model.remember_vit_source(read)
         return model
     if path.suffix in {".pt", ".pth"} or path.is_file():
         saved = read_checkpoint(path)

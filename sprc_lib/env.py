@@ -77,9 +77,25 @@ def return_host_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+MMAP_THRESHOLD = 1 << 20
+
+
+def map_large_blocks() -> None:
+    """Serve each host allocation of 1 MiB or more (a weight, a gradient, an AdamW moment, a batch of
+    activations at the real size) from a memory map of its own, which goes back to the system when freed.
+    glibc raises that threshold itself after freeing a large block (up to 32 MiB) and then serves such
+    tensors from its heap, where the gaps they leave stay resident and a training step's peak grows with
+    each step. Setting the threshold keeps it fixed. A no-op on a libc without `mallopt`."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # another libc (musl)
+            ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
 @contextlib.contextmanager
 def host_memory_returned() -> Iterator[None]:
-    """`return_host_memory` before and after the block (a training run)."""
+    """`map_large_blocks`, and `return_host_memory` before and after the block (a training run)."""
+    map_large_blocks()
     return_host_memory()
     try:
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -24,3 +25,27 @@ def test_freed_heap_blocks_go_back_to_the_system():
     return_host_memory()
     assert before - resident_mb() > 256, "the 512 MB freed stayed resident"
     del pinned
+
+
+FRAGMENTED = """
+import sys, torch
+from sprc_lib.env import map_large_blocks
+if sys.argv[1] == "mapped":
+    map_large_blocks()
+def resident_mb():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+first = torch.ones(4 << 20)
+del first  # 16 MB freed: glibc would now serve blocks up to that size from its heap
+blocks = [torch.ones(1 << 20) for _ in range(128)]  # 4 MB each, 512 MB
+pinned = torch.ones(1 << 20)  # above them: the heap cannot shrink past it
+before = resident_mb()
+del blocks
+print(before - resident_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
+def test_freed_tensors_of_a_mebibyte_or_more_leave_at_once():
+    returned = float(subprocess.run([sys.executable, "-c", FRAGMENTED, "mapped"], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert returned > 400, f"of 512 MB freed, {returned:.0f} MB went back"

@@ -33,7 +33,7 @@
 # ## What you will learn
 #
 # - what composed image retrieval (CIR) asks for, from one picture of a CIR query;
-# - the map of the seven notebooks and what each one adds;
+# - the map of the course's notebooks (00 to 07) and what each one adds;
 # - how to check your environment (versions, device, GPU memory, Colab or not);
 # - what the *tiny* and *full* modes are, which one is active, and how to switch;
 # - where things live in `sprc_lib`, and what a trained model does with a query you type.
@@ -71,7 +71,7 @@ import torch
 from IPython.display import display
 
 from sprc_lib import BLIP2_RETRIEVAL, CIRRDataset, FashionIQDataset, environment_report, format_table, on_colab
-from sprc_lib.course import Query, Retriever, course_mode, retrieval_grid, setup
+from sprc_lib.course import Query, Retriever, answers, course_mode, retrieval_grid, setup
 from sprc_lib.course import figures as viz
 from sprc_lib.course.exercises import check
 from sprc_lib.course.setup import LOCATIONS, MODES
@@ -147,6 +147,7 @@ viz.show_query(fiq_val.load_image(dress["reference_name"]), dress["caption"], fi
 # | **04 training** | the paper's recipe, live curves, checkpoints and resume, the feature cache, several GPUs | how a run is set up, watched and continued |
 # | **05 evaluation** | metrics by hand then by the library, CIRR and FashionIQ validation, a test submission, failure cases, an explorer | what the numbers mean and where the model fails |
 # | **06 reproducing the paper** | download the authors' checkpoints, convert, evaluate, compare | whether the rebuild matches the paper |
+# | **07 re-ranking (SPRC²)** | a second stage that reads each of SPRC's best candidates with the query: its hard negatives, its ceiling, its cost, fusion | when a slower, finer model pays for itself |
 #
 # Three ways to run the same code:
 #
@@ -314,7 +315,7 @@ print(f"'Full ' -> {spaced!r}")
 print(f"'huge'  -> {unknown}")
 
 # %% tags=["check"]
-check(lambda: spaced == "full" and unknown.startswith("ValueError") and course_mode() == MODE,
+check(lambda: (spaced, unknown) == (answers.mode_for("Full "), answers.mode_for("huge")) and course_mode() == MODE,
       "spaced should be what course_mode() returns for 'Full ' (a mode name), unknown the error it raises for "
       "'huge' (as 'ValueError: ...'), and SPRC_MODE should be back to what it was")
 
@@ -334,7 +335,7 @@ if my_results:
     print(f"{kept} of the top {TOP_K} stay when only the colour word changes")
 
 # %% tags=["check"]
-check(lambda: retriever is None or kept == len(set(my_results[0].names) & set(my_results[1].names)),
+check(lambda: retriever is None or kept == answers.shared_names(*my_results),
       "my_results should hold the two retrievals (one per text) and kept the number of images their top fives share")
 
 # %% [markdown]
@@ -366,7 +367,7 @@ check(lambda: retriever is None or kept == len(set(my_results[0].names) & set(my
 # - A CIR query is a reference image plus a modification text; the answer is a gallery image, and
 #   Recall@K (beside its chance level K/N) says how often it is found in the top K.
 # - SPRC composes the two inside BLIP-2's Q-Former, as a sentence-level prompt (notebook 03).
-# - The course has seven notebooks; each adds one idea, and all run in **tiny** mode on a CPU.
+# - The course has eight notebooks (00 to 07); each adds one idea, and all run in **tiny** mode on a CPU.
 # - `environment_report()` tells you the versions, device and GPU; `SPRC_MODE=full` switches every
 #   notebook to BLIP-2 ViT-g and the real data, through `setup(MODE)`.
 # - `sprc_lib` holds the code; a `Retriever` ranks a gallery for any CIR query, and section 6 shows the

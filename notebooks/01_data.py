@@ -18,7 +18,7 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/sprc-course/sprc-course/blob/main/notebooks/01_data.ipynb)
 #
-# SPRC is trained and evaluated on two datasets: **CIRR** ([Liu et al., 2021](https://arxiv.org/abs/2108.04024);
+# SPRC ([paper](https://arxiv.org/abs/2310.05473)) is trained and evaluated on two datasets: **CIRR** ([Liu et al., 2021](https://arxiv.org/abs/2108.04024);
 # [repository](https://github.com/Cuberick-Orion/CIRR)): real-life photos from NLVR2 with human-written
 # modification texts, and **FashionIQ** ([Wu et al., 2021](https://arxiv.org/abs/1905.12794);
 # [repository](https://github.com/XiaoxiaoGuo/fashion-iq)): product photos of dresses, shirts and tops
@@ -73,7 +73,7 @@ from PIL import Image
 from torchvision.transforms import Compose
 
 from sprc_lib import CIRRDataset, DataError, FashionIQDataset, TargetPad, build_transform, format_table
-from sprc_lib.course import course_mode, setup
+from sprc_lib.course import answers, course_mode, setup
 from sprc_lib.course import figures as viz
 from sprc_lib.course.examples import CIRR_EXAMPLE_RECORD, CIRR_TEST_EXAMPLE_RECORD, FASHIONIQ_EXAMPLE_RECORD
 from sprc_lib.course.exercises import check
@@ -488,7 +488,7 @@ print(f"{distinct} distinct texts in 8 epochs, of the 4 possible (c0 and c1, c1 
 print(f"epoch 3 drawn again gives the same text: {repeat == texts[3]}")
 
 # %% tags=["check"]
-check(lambda: len(texts) == 8 and distinct == len(set(texts)) and 1 <= distinct <= 4 and repeat == texts[3],
+check(lambda: len(texts) == 8 and distinct == answers.distinct_texts(texts) and 1 <= distinct <= 4 and repeat == texts[3],
       "texts should list caption(0) for epochs 0 to 7 in order, distinct count the different ones, and repeat "
       "be caption(0) after set_epoch(3) again")
 

@@ -85,6 +85,7 @@ from sprc_lib import (
     plan_memory,
     read_csv,
     resume_training,
+    tokenize,
     train,
 )
 from sprc_lib.course import (
@@ -99,9 +100,12 @@ from sprc_lib.course import (
 )
 from sprc_lib.course.curves import hide_progress
 from sprc_lib.course.exercises import check
+from sprc_lib.env import autocast_dtype
 from sprc_lib.features import cache_bytes
 from sprc_lib.model import LOSS_NAMES, SPRCModel
 from sprc_lib.model.config import blip2_vitg_config
+from sprc_lib.training.memory import activation_cost
+from sprc_lib.training.step import Optimisation, StepSettings, make_optimizer, make_scheduler, optimizer_step
 
 # %% tags=["parameters"]
 MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real CIRR): set SPRC_MODE=full or edit this
@@ -181,13 +185,17 @@ print(f"50 epochs of a schedule laid over {SCHEDULE_EPOCHS}: the last step at {r
 # Before renting a GPU: will one step of the recipe fit it? The planner adds up the weights, the
 # gradients and AdamW's moments (exact, from the sizes) and the activations autograd keeps for the
 # backward (measured on a small batch), for the whole batch at once and in micro-batches (the
-# gradient cache, `--micro-batch`: the same loss and gradients, the memory of one micro-batch).
-# `python -m sprc_lib plan --preset blip2-vitg --batch-size 128` prints the same table in a shell.
+# gradient cache, `--micro-batch`: the same loss and gradients, the memory of one micro-batch). It
+# plans the paper's model in both modes (a plan needs the sizes, not the weights; the tiny model's
+# would round to zero). `python -m sprc_lib plan --preset blip2-vitg --batch-size 128` prints the
+# same table in a shell.
 
 # %%
-plan_batch = BATCH_SIZE or (TOY if MODE == "tiny" else PAPER)["CIRR"].batch_size
-sizes = course.sizes(len(load_tokenizer(START_WEIGHTS)))  # the sizes of the BLIP-2 training starts from
-plans = [plan_memory(sizes, plan_batch), plan_memory(sizes, plan_batch, micro_batch=max(1, plan_batch // 4))]
+plan_batch = BATCH_SIZE or PAPER["CIRR"].batch_size
+sizes = blip2_vitg_config()  # the paper's model: BLIP-2 ViT-g and its Q-Former
+cost = activation_cost(sizes)  # what autograd keeps per triplet, measured once for both plans
+plans = [plan_memory(sizes, plan_batch, cost=cost),
+         plan_memory(sizes, plan_batch, micro_batch=max(1, plan_batch // 4), cost=cost)]
 print(format_table(*describe_plans(plans)))
 assert plans[1].peak < plans[0].peak  # micro-batches hold one micro-batch's activations at a time
 
@@ -251,7 +259,72 @@ print(format_table(["model", "frozen ViT", "trainable rest", "ViT / rest"], [
 assert 4.5 < paper_vit / paper_trainable < 6  # "by far the largest part", "about five times" (section 6)
 if MODE == "tiny":
     assert vit_params < trainable_params  # the tiny ViT is the smaller part (section 6)
-del start_model, paper_model, cache  # the cache holds the model too: at the real size, gigabytes of host memory
+del paper_model
+
+# %% [markdown]
+# ### One optimisation step, written out
+#
+# The run below takes thousands of steps, each one call of `optimizer_step`
+# (`sprc_lib/training/step.py`). Here is one step written out, on four training triplets whose images
+# come from the cache just filled: the three losses, their sum weighted by the recipe (`loss_rtc`,
+# `loss_align`), the backward pass, AdamW's update and the schedule's step. The grad scaler multiplies
+# the loss before the backward pass and divides the gradients before the update; it only does something
+# under fp16 (a T4), where small gradients would otherwise round to zero. The dropout draws are seeded,
+# so that the library's step, taken next from the same weights, can be compared bit for bit.
+
+# %%
+recipe = (TOY if MODE == "tiny" else PAPER)["CIRR"]
+net = start_model.model  # the start weights, on the device, with the ViT frozen
+dtype = autocast_dtype("auto", course.device)  # None on a CPU: plain fp32
+step_set = CIRRDataset(DATA, "train", "relative")
+four = [step_set.triplets[i] for i in range(4)]
+ids, mask = tokenize(load_tokenizer(START_WEIGHTS), [t.caption for t in four], net.config.max_txt_len)
+batch = {"reference": torch.stack([cache.token(step_set.image_path(t.reference)) for t in four]),
+         "target": torch.stack([cache.token(step_set.image_path(t.target)) for t in four]),
+         "input_ids": ids, "attention_mask": mask}
+batch = {k: v.to(course.device) for k, v in batch.items()}
+trainable = {name: p for name, p in net.named_parameters() if p.requires_grad}
+start = {name: p.detach().clone() for name, p in trainable.items()}
+
+
+def fresh_optimisation(model: SPRCModel) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR,
+                                                   torch.amp.GradScaler]:
+    optimizer = make_optimizer(model, recipe)  # AdamW over the trainable parameters, the recipe's settings
+    scheduler = make_scheduler(optimizer, recipe, steps_per_epoch=100)
+    return optimizer, scheduler, torch.amp.GradScaler(course.device.type, enabled=dtype == torch.float16)
+
+
+optimizer, scheduler, scaler = fresh_optimisation(net)
+torch.manual_seed(SEED)  # the dropout draws
+net.train()
+optimizer.zero_grad(set_to_none=True)
+with torch.autocast(course.device.type, dtype=dtype, enabled=dtype is not None):
+    losses = net(batch["reference"], batch["target"], batch["input_ids"], batch["attention_mask"])
+    loss = losses["loss_itc"] + recipe.loss_rtc * losses["loss_rtc"] + recipe.loss_align * losses["loss_align"]
+scaler.scale(loss).backward()  # the gradients of every trainable parameter
+scaler.step(optimizer)  # AdamW: w <- w - lr * (m / (sqrt(v) + eps) + weight_decay * w)
+scaler.update()
+scheduler.step()  # the next step's learning rate
+by_hand = {name: p.detach().clone() for name, p in trainable.items()}
+print(format_table(["term", "value"], [*[[k, f"{v.item():.4f}"] for k, v in losses.items()],
+                                       ["loss (weighted sum)", f"{loss.item():.4f}"]]))
+
+# %% [markdown]
+# The same step by the library, from the same weights, optimiser state and dropout draws:
+
+# %%
+with torch.no_grad():
+    for name, p in trainable.items():
+        p.copy_(start[name])
+optimizer, scheduler, scaler = fresh_optimisation(net)
+torch.manual_seed(SEED)
+library = optimizer_step(net, batch, Optimisation(optimizer, scaler, scheduler), StepSettings(recipe, dtype))
+same = [torch.equal(p, by_hand[name]) for name, p in trainable.items()]
+moved = sum(not torch.equal(start[name], by_hand[name]) for name in trainable)
+print(f"{sum(same)} of {len(same)} trainable tensors equal, bit for bit; {moved} of them moved in the step; "
+      f"loss {library['loss'].item():.4f} by the library, {loss.item():.4f} by hand")
+assert all(same) and torch.equal(library["loss"], loss.detach()) and moved > 0
+del start_model, cache, net, trainable, start, by_hand, optimizer, scheduler, scaler, losses, loss, library
 
 # %% [markdown]
 # ## 3. A training run, watched live
@@ -353,7 +426,9 @@ if course.max_steps is None:  # a bounded run (SPRC_MAX_STEPS: CI's stand-in of 
 # %%
 print(sorted(p.name for p in RUN.iterdir()))
 checkpoint = torch.load(RUN / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)  # read on demand
-print("position:", checkpoint["position"])
+position = checkpoint["position"]  # the file counts epochs from 0, as the loop does; people count from 1
+print(f"stopped in epoch {position['epoch'] + 1} of {EPOCHS}, after {position['step_in_epoch']} of its steps: "
+      f"step {position['global_step']} of the run (stored as {position})")
 print(format_table(["key", "what it holds"], [
     ["model", f"{len(checkpoint['model'])} tensors, {sum(t.numel() for t in checkpoint['model'].values()):,} numbers"],
     ["frozen_from", f"{len(checkpoint['frozen_from']['names'])} frozen tensors left out (the ViT's among them), "
@@ -565,8 +640,8 @@ check(lambda: fell_most == min(LOSS_NAMES, key=lambda n: rows[-1][n] / rows[0][n
 
 # %% [markdown]
 # **Exercise 3.** Predict what resuming the *finished* run does, then try it, counting the steps it
-# trains in `steps_trained` (a callback sees every step). (Hint: the checkpoint's position says which
-# epoch comes next.)
+# trains in `steps_trained` (a callback sees every step). (Hint: the checkpoint's position says how
+# many epochs are complete.)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 events = []
@@ -574,7 +649,7 @@ again = resume_training(RUN, callback=lambda kind, info: events.append(kind))
 steps_trained = events.count("step")
 position = torch.load(RUN / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)["position"]
 print(f"finished: {again.finished}; epochs in the history: {len(again.train_history)}; steps trained: "
-      f"{steps_trained}; the checkpoint's next epoch: {position['epoch']} of {EPOCHS}")
+      f"{steps_trained}; epochs the checkpoint has completed: {position['epoch']} of {EPOCHS}")
 assert steps_trained == 0 and position["epoch"] == EPOCHS  # the loop had no epoch left to run
 
 # %% tags=["check"]

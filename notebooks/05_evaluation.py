@@ -86,6 +86,7 @@ from sprc_lib.course import (
     Explorer,
     ExplorerWidget,
     Retriever,
+    answers,
     course_mode,
     img_set_figure,
     retrieval_grid,
@@ -369,14 +370,14 @@ print(f"the reference comes first in {reference_first:.1f}% of the queries and a
       f"reference above it ({100 * (above & (removed_rank == 1)).float().mean():.1f}%)")
 
 # %% tags=["check"]
-check(lambda: abs(reference_first - 100 * (rank_gallery(retriever.all_scores())[:, 0] == torch.tensor(
-          [retriever.gallery_names.index(x.reference) for x in retriever.queries])).float().mean().item()) < 1e-6,
+check(lambda: abs(reference_first - answers.reference_first(retriever)) < 1e-6,
       "rank the gallery with nothing excluded and count, in %, the queries whose first image is their reference")
 
 # %% [markdown]
 # **Exercise 2.** Is the model worse on some kinds of edit? Split the CIRR val queries by a keyword
-# of their text (colour words, size words, removals, several edits joined by "then"/"and") and
-# compare R@10 per group.
+# of their text (colour words, size words, removals, several edits joined by "then"/"and"), matching
+# whole words only, and compare R@10 per group: `recall_by_kind` maps each kind to its R@10 (the size
+# words under `"size"`: bigger, smaller, larger, size), and `weakest` names the kind with the lowest.
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 kinds = {
@@ -401,8 +402,7 @@ print(f"weakest kind: {weakest}, R@10 {recall_by_kind[weakest]:.1f} against {cir
 # %% tags=["check"]
 SIZE_WORDS = {"bigger", "smaller", "larger", "size"}
 check(lambda: len(recall_by_kind) >= 2 and recall_by_kind[weakest] == min(recall_by_kind.values())
-      and (sized := [r for r in retriever.retrievals(k=K) if SIZE_WORDS & set(re.findall(r"[a-z]+", r.query.text.lower()))])
-      and abs(recall_by_kind["size"] - 100 * sum(r.target_rank <= 10 for r in sized) / len(sized)) < 1e-9,
+      and abs(recall_by_kind["size"] - answers.recall_of_kind(retriever, K, SIZE_WORDS)) < 1e-9,
       "recall_by_kind maps each kind to the percentage of its queries (matched by whole words) whose target_rank "
       "is at most 10; weakest is the kind with the lowest")
 
@@ -423,7 +423,7 @@ print(f"the two top-{K} share {shared} image(s): the top-k "
 
 # %% tags=["check"]
 check(lambda: original.query.text == moved.query.text and original.query.reference != moved.query.reference
-      and shared == len(set(original.names) & set(moved.names)),
+      and shared == answers.shared_names(original, moved),
       "keep query 0's text, change only the reference, and count the names the two top-k have in common")
 
 # %%

@@ -71,3 +71,21 @@ def test_one_heading_scheme(path):
     assert last.startswith("**Next:**"), "Further reading ends with a **Next:** paragraph"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert not re.search(r"\bpart \d", text), "cross-references say 'section N'"
+
+
+PAPER_URL = "https://arxiv.org/abs/2310.05473"
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_links_the_paper(path):
+    assert PAPER_URL in path.read_text(), f"{path.name}: link the SPRC paper ({PAPER_URL})"
+
+
+def test_the_tours_map_lists_every_notebook_and_counts_them_right():
+    tour = "\n".join(c.source for c in jupytext.read(NOTEBOOKS[0]).cells if c.cell_type == "markdown")
+    rows = re.findall(r"^\| \*\*(\d\d) ", tour, flags=re.MULTILINE)
+    assert rows == [p.name[:2] for p in NOTEBOOKS], "00's map should have one row per notebook, in order"
+    counts = re.findall(r"\b(\w+) notebooks\b", tour)
+    assert f"{NUMBER_WORDS[len(NOTEBOOKS)]}" in counts and not set(counts) & (set(NUMBER_WORDS) - {
+        NUMBER_WORDS[len(NOTEBOOKS)]}), f"00 counts its notebooks as {counts}"

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from sprc_lib.course.exercises import NotYet, check
-from sprc_lib.course.student import ANSWER, ANSWER_STUB, CHECK, SOLUTION, STUB_HEADER, split, student_copies, tags
+from sprc_lib.course.student import (
+    ANSWER,
+    ANSWER_STUB,
+    CHECK,
+    SOLUTION,
+    STUB_HEADER,
+    read_names,
+    split,
+    student_copies,
+    tags,
+)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -70,7 +81,6 @@ def test_the_course_copies_hold_no_solution_code_and_every_exercise_and_question
         course = nbformat.read(NOTEBOOKS / copies.student.name, as_version=4)
         student = nbformat.read(copies.student, as_version=4)
         solutions = nbformat.read(copies.solutions, as_version=4)
-        shown = "\n".join(c.source for c in student.cells if c.cell_type == "code")  # a statement may quote code
         kept = "\n".join(c.source for c in solutions.cells)
         assert copies.exercises >= 3 and copies.answers >= 2, copies.student.name
         assert not any(tags(c) & {SOLUTION, ANSWER} for c in student.cells)
@@ -81,16 +91,47 @@ def test_the_course_copies_hold_no_solution_code_and_every_exercise_and_question
         assert any("try" in tags(c) for c in student.cells), f"{copies.student.name}: no 'try it' cell"
         answers = [c.source for c in course.cells if ANSWER in tags(c)]
         assert not any(a in "\n".join(c.source for c in student.cells) for a in answers), copies.student.name
-        lesson = "\n".join(c.source for c in course.cells if c.cell_type == "code" and SOLUTION not in tags(c))
+        lesson = set().union(*(forms(c.source) for c in course.cells
+                               if c.cell_type == "code" and not tags(c) & {SOLUTION, CHECK}))
+        shown_code = set().union(*(forms(c.source) for c in student.cells if c.cell_type == "code"))
+        shown_text = squash("\n".join(c.source for c in student.cells))  # hints, statements
         for source in (c.source for c in course.cells if tags(c) & {SOLUTION, ANSWER}):
             assert source in kept
-            for line in source.splitlines():
-                code = line.split("#")[0].strip()
-                if len(code) > 12 and not code.startswith(("print(", "display(")) and code not in lesson \
-                        and not code.endswith("= None"):  # what a stub sets too
-                    assert code not in shown, f"{copies.student.name} shows solution code: {code}"
-        for stub in (c.source for c in student.cells if c.source.startswith(STUB_HEADER)):
-            assert all(isinstance(node, ast.Assign) for node in ast.parse(stub).body)
+        for source in (c.source for c in course.cells if SOLUTION in tags(c)):
+            for code in solution_code(source) - lesson:  # what the lesson itself shows is no leak
+                assert code not in shown_code and code not in shown_text, f"{copies.student.name} shows: {code}"
+        stubs = [(c, student.cells[i + 1]) for i, c in enumerate(student.cells) if c.source.startswith(STUB_HEADER)]
+        for stub, check_cell in stubs:
+            body = ast.parse(stub.source).body
+            assert CHECK in tags(check_cell) and body and all(isinstance(node, ast.Assign) for node in body)
+            names = {t.id for node in body for t in node.targets}
+            # only what the student computes: each name the check reads from the notebook, none it binds itself
+            assert names <= read_names(check_cell.source), f"{copies.student.name}: a stub sets {names}"
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def forms(source: str) -> set[str]:
+    """Every statement and expression of a cell, unparsed and without spaces."""
+    return {squash(ast.unparse(n)) for n in ast.walk(ast.parse(source)) if isinstance(n, ast.stmt | ast.expr)}
+
+
+def solution_code(source: str) -> set[str]:
+    """What a solution computes: each simple statement (a line of code) and each value it assigns, unparsed
+    and without spaces. Too plain to give anything away: shorter than 13 characters (`x = None`), or a name
+    the exercise points to (`retriever.all_scores()`, an attribute, a call without arguments)."""
+    code = set()
+    for node in ast.walk(ast.parse(source)):
+        value = getattr(node, "value", None)
+        plain = isinstance(value, ast.Name | ast.Attribute) or (
+            isinstance(value, ast.Call) and not value.args and not value.keywords)
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign) and value is not None and not plain:
+            code.add(squash(ast.unparse(value)))
+        if isinstance(node, ast.Expr | ast.Assign | ast.AugAssign | ast.AnnAssign | ast.Return | ast.Delete):
+            code.add(squash(ast.unparse(node)))
+    return {c for c in code if len(c) > 12 and not c.startswith(("print(", "display("))}
 
 
 def test_a_folder_without_notebooks_gets_one_message_and_exit_code_2(tmp_path, capsys):

@@ -58,7 +58,14 @@ def assigned_names(source: str) -> dict[str, None]:
 
 
 def read_names(source: str) -> set[str]:
-    return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    """Names a check reads from the notebook: not those it binds itself (a comprehension's or lambda's
+    variables, `:=`), which are no answer a student writes."""
+    tree = ast.parse(source)
+    bound = {a.arg for n in ast.walk(tree) if isinstance(n, ast.Lambda) for a in n.args.args}
+    for node in ast.walk(tree):
+        targets = [node.target] if isinstance(node, ast.comprehension | ast.NamedExpr) else []
+        bound |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - bound
 
 
 def stub(solution: str, check_source: str) -> str:

@@ -1,0 +1,85 @@
+"""The answer key of the course's exercises: what their checks compare a student's values with.
+
+A student copy (`sprc_lib.course.student`) keeps each exercise's check cell, so a check that worked its
+answer out in the notebook would show the student the code the exercise asks for. The checks call these
+functions instead; each says which exercise it answers and takes the chapter's objects the answer depends
+on. The course notebooks' worked solutions must agree with them (nbval runs both).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from sprc_lib.course.rerank_tour import recall_curve
+from sprc_lib.course.setup import course_mode
+from sprc_lib.evaluation.metrics import rank_gallery
+
+
+def mode_for(value: str) -> str:
+    """00, exercise 2: what `course_mode()` says with SPRC_MODE=value ("ValueError: ..." if it refuses it)."""
+    saved = os.environ.get("SPRC_MODE")
+    os.environ["SPRC_MODE"] = value
+    try:
+        return course_mode()
+    except ValueError as err:
+        return f"ValueError: {err}"
+    finally:
+        if saved is None:
+            del os.environ["SPRC_MODE"]
+        else:
+            os.environ["SPRC_MODE"] = saved
+
+
+def shared_names(first, second) -> int:
+    """00, exercise 3, and 05, exercise 3: how many images two retrievals' top-k have in common."""
+    return len(set(first.names).intersection(second.names))
+
+
+def distinct_texts(texts: Sequence[str]) -> int:
+    """01, exercise 2: how many different texts a list holds."""
+    return len(dict.fromkeys(texts))
+
+
+def vitg_tokens_and_ratio() -> tuple[int, float]:
+    """02, exercise 1: ViT-g's tokens at 224 px with 14 px patches ([CLS] included), and how many times more
+    numbers they hold than the Q-Former's 32 query tokens of width 768 (to one decimal)."""
+    tokens = 1 + (224 // 14) ** 2
+    return tokens, round(tokens * 1408 / (32 * 768), 1)
+
+
+def mean_pooled(texts: Tensor, gallery: Tensor, truth: Tensor) -> tuple[Tensor, float]:
+    """02, exercise 2: each caption's score against each image with the query tokens averaged, not maxed,
+    and the R@1 (%) those scores give."""
+    scores = torch.einsum("td,nqd->tnq", texts.float().cpu(), gallery.float().cpu()).mean(-1)
+    return scores, 100 * float((scores.argmax(1) == truth).float().mean())
+
+
+def reference_first(retriever) -> float:
+    """05, exercise 1: the share of queries (%) whose own reference ranks first when nothing is excluded."""
+    first = rank_gallery(retriever.all_scores())[:, 0]
+    references = torch.tensor([retriever.gallery_names.index(q.reference) for q in retriever.queries])
+    return 100 * float((first == references).float().mean())
+
+
+def recall_of_kind(retriever, k: int, words: set[str]) -> float | None:
+    """05, exercise 2: R@10 (%) over the queries whose text holds one of `words` as a whole word (None: no
+    such query)."""
+    picked = [r for r in retriever.retrievals(k=k) if words & set(re.findall(r"[a-z]+", r.query.text.lower()))]
+    return 100 * sum(r.target_rank <= 10 for r in picked) / len(picked) if picked else None
+
+
+def negative_scores(s: Tensor, negative_target: Tensor) -> tuple[float, float]:
+    """07, exercise 2: the mean miner score of each query's drawn negative, and of every target but its own."""
+    rows = torch.arange(len(s), device=s.device)
+    others = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
+    return float(s[rows, negative_target].mean()), float(s[others].mean())
+
+
+def first_k_reaching(ranks: Tensor, percent: float, gallery_size: int) -> int:
+    """07, exercise 3: the smallest K whose Recall@K (`recall_curve`, the chapter's) reaches `percent`."""
+    return next(k for k in range(1, gallery_size + 1) if recall_curve(ranks, [k])[0] >= percent)

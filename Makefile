@@ -93,14 +93,15 @@ test-fast: setup toy models
 		-p no:cacheprovider -q
 
 test-notebooks: setup toy models
-	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider -p tests.support.quiet_cells
 
 STANDINS := build/standins
 
 # The full track on stand-ins in the real formats (tests/support/standins.py): every notebook again, SPRC_MODE=full.
 test-full: setup toy models
 	$(PY) tests/support/standins.py $(STANDINS)
-	env $$(cat $(STANDINS)/full.env) $(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	env $$(cat $(STANDINS)/full.env) $(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider \
+		-p tests.support.quiet_cells
 
 # After a change to the toy data or the tiny recipes: retrain, ship what was trained (sprc_lib/course/shipped.py),
 # then regenerate the reference numbers the docs quote from the shipped weights (sprc_lib/course/reference.py).

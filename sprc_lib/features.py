@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 from sprc_lib.data.base import RetrievalDataset, load_rgb
 from sprc_lib.data.workers import CarriesErrors
 from sprc_lib.errors import UserError
-from sprc_lib.files import atomic_path, write_atomic
+from sprc_lib.files import atomic_path, shown_path, write_atomic
 from sprc_lib.model import SPRCModel
 from sprc_lib.model.blip2 import is_vit_name
 from sprc_lib.progress import tqdm
@@ -177,7 +177,7 @@ class FeatureCache:
         itemsize = np.dtype(_NUMPY_DTYPES[self.dtype]).itemsize
         total, need = (cache_bytes(n, tokens, width, itemsize) for n in (n_images, n_new))
         tqdm.write(f"feature cache: {n_images:,} images x {tokens} tokens x {width} x {itemsize} bytes = "
-                   f"{size_text(total)} (computing {n_new:,} new, {size_text(need)}) in {self.dir}")
+                   f"{size_text(total)} (computing {n_new:,} new, {size_text(need)}) in {shown_path(self.dir)}")
         free = shutil.disk_usage(self.dir).free
         if free < need + DISK_MARGIN:
             raise UserError(

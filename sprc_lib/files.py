@@ -85,3 +85,10 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     """Write `data` (text as UTF-8) to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def shown_path(path: str | Path) -> str:
+    """`path` as a message shows it: relative to the current folder when it is there or one level up (a
+    notebook's `../data/...`), so that a saved notebook or a log holds no machine's absolute paths; else as is."""
+    relative = os.path.relpath(Path(path).resolve())
+    return relative if not relative.startswith(os.path.join("..", "..")) else str(path)

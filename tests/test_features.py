@@ -222,3 +222,13 @@ def test_two_processes_fill_one_cache_at_once_as_one_would(pair, tiny_blip2, toy
     assert together.missing(sorted(images)) == [] and len(together) == len(alone) == len(images)
     for path in images:
         assert torch.equal(together.token(path), alone.token(path)), path
+
+
+def test_messages_show_paths_relative_to_where_the_user_is(tmp_path, monkeypatch):
+    from sprc_lib.files import shown_path
+
+    (tmp_path / "course" / "notebooks").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "course" / "notebooks")
+    assert shown_path(tmp_path / "course" / "data" / "cache") == "../data/cache"  # a notebook's data folder
+    assert shown_path(tmp_path / "course" / "notebooks" / "runs") == "runs"
+    assert shown_path("/elsewhere/cache") == "/elsewhere/cache"  # far away: as given

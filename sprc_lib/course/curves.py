@@ -218,10 +218,12 @@ class _WithoutBars:
     """A stderr that drops progress-bar frames (tqdm redraws with carriage returns) and passes the rest on."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+        self.stream, self._in_bar = stream, False
 
     def write(self, text: str) -> int:
-        return len(text) if "\r" in text else self.stream.write(text)
+        frame = "\r" in text or (self._in_bar and text == "\n")  # a bar's frames, and the newline that closes it
+        self._in_bar = "\r" in text
+        return len(text) if frame else self.stream.write(text)
 
     def __getattr__(self, name: str):
         return getattr(self.stream, name)

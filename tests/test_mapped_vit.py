@@ -67,3 +67,17 @@ def test_a_nan_in_the_file_is_still_refused(tiny_blip2, tmp_path):
     model.save_pretrained(tmp_path / "damaged")
     with pytest.raises(CheckpointError, match="fc1.weight holds 1 NaN"):
         load_model(tmp_path / "damaged")
+
+
+def test_a_reranker_started_from_blip2_fingerprints_its_vit_from_the_file(tiny_blip2, monkeypatch):
+    from sprc_lib.model.loading import load_reranker
+
+    reranker = load_reranker(tiny_blip2)
+    vit = {p.data_ptr() for p in reranker.vit_parameters()}
+    read = []
+    to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: read.append(t.data_ptr()) or to(t, *a, **k))
+    fingerprint = backbone_fingerprint(reranker)
+    assert read and not vit & set(read)
+    monkeypatch.undo()
+    assert fingerprint == model_fingerprint(reranker)

@@ -150,8 +150,13 @@ class Blip2Retrieval(RetrievalPasses, PreTrainedModel):
                 return False
         self.vision_model.embeddings = owner.vision_model.embeddings
         self.vision_model.encoder = owner.vision_model.encoder
-        self._vit_source = getattr(owner, "_vit_source", None)
+        self.read_vit_as(owner)
         return True
+
+    def read_vit_as(self, other: Blip2Retrieval) -> None:
+        """This model holds `other`'s ViT tensors (shared, or taken over): read them where `other` does
+        (`vit_reader`); the stamps still tell whether they stayed unwritten."""
+        self._vit_source = getattr(other, "_vit_source", None)
 
     def remember_vit_source(self, read: Callable[[str], Tensor]) -> None:
         """Note where this model's frozen ViT was memory-mapped from: `read(name)` reads a tensor again through a

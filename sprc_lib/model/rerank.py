@@ -176,6 +176,7 @@ def reranker_from_retrieval(model: Blip2Retrieval) -> RerankerModel:
     if missing:
         raise ValueError(f"cannot start a re-ranker from {type(model).__name__}: it lacks {missing[:5]}")
     reranker.load_state_dict(state, strict=False, assign=True)
+    reranker.read_vit_as(model)  # its ViT tensors are `model`'s: a fingerprint reads them from their file
     reranker.start_miner()
     return reranker
 

@@ -408,13 +408,15 @@ check(lambda: len(recall_by_kind) >= 2 and recall_by_kind[weakest] == min(recall
 
 # %% [markdown]
 # **Exercise 3.** Give the text of query 0 to a different reference image. Does the top-k follow the
-# text or the image? Count the images the two top-k share (`shared`). (Use `explorer.choose_query`,
-# then `explorer.choose_reference`.)
+# text or the image? Count the images the two top-k share (`shared`). (Make an `Explorer` of your own,
+# so that section 7's widget keeps showing its query, then call its `choose_query`, then its
+# `choose_reference`.)
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-original = explorer.choose_query(0)
+mine = Explorer(retriever, k=K)  # section 7's widget follows `explorer`: this one leaves it as section 7 left it
+original = mine.choose_query(0)
 other = retriever.queries[5].reference
-moved = explorer.choose_reference(other)
+moved = mine.choose_reference(other)
 display(retrieval_grid(retriever, [original, moved]))
 shared = len(set(original.names) & set(moved.names))
 print(f"the two top-{K} share {shared} image(s): the top-k "

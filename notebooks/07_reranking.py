@@ -180,7 +180,8 @@ with torch.no_grad():
 for_queries, for_targets = negative_weights(s)
 negative_target, negative_query = hard_negatives(s, torch.Generator(device=s.device).manual_seed(SEED))
 viz.similarity_heatmap(for_queries.cpu(), batch["caption"], title="P(target j is drawn as query i's negative)",
-                       xlabel="target j (the diagonal, each query's own target, has weight 0)")
+                       xlabel="target j (the diagonal, each query's own target, has weight 0)",
+                       bar_label="probability")
 
 # %%
 rows = [[str(i), batch["caption"][i][:40], str(int(negative_target[i])), f"{for_queries[i].max():.2f}",

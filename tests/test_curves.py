@@ -174,6 +174,9 @@ def test_plot_history_reads_the_run_csvs(tmp_path):
     assert list(total.get_xdata()) == [1, 2, 3] and list(total.get_ydata()) == [3.0, 2.0, 1.0]
     labels = [line.get_label() for line in recall_ax.lines if not line.get_label().startswith("_")]
     assert labels == ["average_recall_at10", "average_recall_at50"]
+    fig.draw_without_rendering()
+    ticks = [t.get_text() for t in loss_ax.get_yticklabels() + loss_ax.get_yticklabels(minor=True)]
+    assert "1" in ticks and "2" in ticks and not any("10^" in t for t in ticks)  # plain numbers on the log axis
     with pytest.raises(FileNotFoundError, match="train_metrics.csv"):
         plot_history(tmp_path / "nothing")
 

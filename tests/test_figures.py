@@ -57,4 +57,4 @@ def test_attention_maps_have_a_colour_bar_per_panel_on_its_own_scale():
         (bar,) = ax.child_axes
         low, high = sorted(bar.get_ylim())
         assert np.isclose(low, grid.min()) and np.isclose(high, grid.max())
-    assert fig.axes[-1].child_axes[0].get_ylabel() == "attention weight"
+    assert [ax.child_axes[0].get_ylabel() for ax in fig.axes[1:]] == ["attention weight"] * 2  # each one labelled

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -99,6 +100,8 @@ def test_similarity_heatmap_labels_rows_and_has_a_colorbar():
     assert [t.get_text() for t in heat.get_yticklabels()] == [f"caption {i}" for i in range(4)]
     assert len(heat.get_xticklabels()) == 5 and colorbar.get_ylabel() == "score"
     assert np.allclose(heat.images[0].get_array(), scores.numpy())
+    probabilities = viz.similarity_heatmap(scores.softmax(1), ["a", "b", "c", "d"], bar_label="probability")
+    assert probabilities.axes[1].get_ylabel() == "probability"  # the colour bar names what is plotted
 
 
 def test_token_layouts_draw_one_block_per_token_group():
@@ -186,3 +189,31 @@ def test_loss_curves_use_the_course_loss_colours():
     colors = [to_hex(ax.lines[0].get_color()) for ax in fig.axes]
     assert colors[:2] == [to_hex(style.LOSS_COLORS["loss"]), to_hex(style.LOSS_COLORS["loss_itc"])]
     assert colors[2] == to_hex("C2")  # a key with no course colour falls back to the cycle
+
+
+def test_log_axes_read_as_plain_numbers():
+    fig = style.CourseFigure(layout="constrained")
+    ax = fig.subplots()
+    ax.plot([1, 2], [0.27, 3.8])
+    ax.set_yscale("log")
+    style.plain_log_ticks(ax.yaxis)
+    fig.draw_without_rendering()
+    shown = {t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)} - {""}
+    assert {"0.3", "1", "2", "3"} <= shown and not any("10^" in t or "e" in t for t in shown), shown
+
+
+def test_a_label_under_a_wide_image_stays_inside_the_figure():
+    """Constrained layout measured once leaves a long label under a wide image below the figure's edge;
+    `SettledLayout` runs it again until the images stop moving."""
+    fig = style.CourseFigure(figsize=(8, 2.25), layout="constrained")
+    assert isinstance(fig.get_layout_engine(), style.SettledLayout)
+    axes = fig.subplots(1, 5)
+    for i, ax in enumerate(axes):
+        style.tile(ax, np.ones((60 if i < 2 else 120, 100, 3)), f"{i + 1}. 0.9")
+    axes[0].set_xlabel(style.wrap("Make the rhombus smaller, then replace the yellow square with a disc.", 22),
+                       fontsize=8)
+    fig.suptitle("a title over the whole row")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    label = axes[0].xaxis.label.get_window_extent(canvas.get_renderer())
+    assert label.y0 >= 0 and label.y1 <= fig.bbox.height

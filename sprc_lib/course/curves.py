@@ -35,7 +35,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from sprc_lib.course.style import LOSS_COLORS, CourseFigure, figure_png, smooth
+from sprc_lib.course.style import LOSS_COLORS, CourseFigure, figure_png, plain_log_ticks, smooth
 from sprc_lib.errors import MissingFileError
 from sprc_lib.evaluation.metrics import HEADLINE_KEYS
 from sprc_lib.model import LOSS_NAMES
@@ -157,6 +157,7 @@ class LiveCurves:
                 loss_ax.plot(x, y, color=LOSS_COLORS[name], alpha=0.2, linewidth=0.8)
                 loss_ax.plot(x, smooth(y, self.window), color=LOSS_COLORS[name], label=name)
         loss_ax.set(xlabel="step", ylabel="loss", yscale="log", title="losses (faint: per batch)")
+        plain_log_ticks(loss_ax.yaxis)
         if self.steps:
             legend_outside(loss_ax)
         lr_ax.plot([r.step for r in self.steps], [r.lr for r in self.steps], color="tab:purple")
@@ -257,6 +258,7 @@ def plot_history(run_dir: str | Path, chance: dict[str, float] | None = None) ->
     for name in ("loss", *LOSS_NAMES):
         loss_ax.plot(epochs, [r[name] for r in train_rows], "o-", color=LOSS_COLORS[name], label=name)
     loss_ax.set(xlabel="epoch", ylabel="mean loss", yscale="log", title="train_metrics.csv")
+    plain_log_ticks(loss_ax.yaxis)
     loss_ax.set_xticks(epochs)
     legend_outside(loss_ax)
     _draw_recalls(recall_ax, val_rows, [r["epoch"] + 1 for r in val_rows], chance)

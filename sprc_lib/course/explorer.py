@@ -220,7 +220,7 @@ def img_set_figure(retriever: Retriever, index: int) -> Figure:
         label = f"{'TARGET' if is_target else name}\nset rank {subset_rank}"
         tile(ax, retriever.load_image(name), label, TARGET_COLOR if is_target else None)
         ax.set_xlabel(f"gallery rank {gallery_rank}", fontsize=8)
-    fig.suptitle(f"{query.label}: {query.text}", fontsize=9)
+    fig.suptitle(wrap(f"{query.label}: {query.text}", 25 * len(query.members)), fontsize=9)  # a long text wraps
     return fig
 
 

@@ -149,8 +149,8 @@ def attention_maps(image: ImageLike, maps: torch.Tensor, titles: Sequence[str] |
     """Attention weights over image patches, drawn on the image: where each query token looks.
 
     `maps` is (K, g, g): one grid of patch weights per panel (the [CLS] token left out). Each panel
-    has its own colour scale, shown by its colour bar, because only where a query token looks is
-    comparable, not how sharply.
+    has its own colour scale, shown by its own labelled colour bar, because only where a query token
+    looks is comparable, not how sharply.
     """
     if maps.dim() != 3 or maps.shape[-1] != maps.shape[-2]:
         raise ValueError(f"maps must be (K, g, g), got shape {tuple(maps.shape)}")
@@ -167,16 +167,16 @@ def attention_maps(image: ImageLike, maps: torch.Tensor, titles: Sequence[str] |
         # An inset colour bar (a child of the panel, not a figure axes): the panels stay fig.axes[1:].
         bar = fig.colorbar(shown, cax=ax.inset_axes((1.04, 0.0, 0.06, 1.0)))
         bar.ax.tick_params(labelsize=6)
-        if k == len(maps) - 1:
-            bar.set_label("attention weight", fontsize=7)
+        bar.set_label("attention weight", fontsize=7, labelpad=2)
     if title:
         fig.suptitle(title)
     return fig
 
 
 def similarity_heatmap(scores: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
-                       title: str | None = None, xlabel: str = "image") -> Figure:
-    """A (texts, images) score matrix as a heat map: a retriever that works lights up the diagonal."""
+                       title: str | None = None, xlabel: str = "image", bar_label: str = "score") -> Figure:
+    """A (texts, images) score matrix as a heat map: a retriever that works lights up the diagonal.
+    `bar_label` names what the colours measure (a score, a probability)."""
     values = scores.detach().float().cpu().numpy()
     fig = CourseFigure(figsize=(4.5 + 0.4 * values.shape[1], 1.2 + 0.32 * values.shape[0]), layout="constrained")
     ax = fig.subplots()
@@ -184,7 +184,7 @@ def similarity_heatmap(scores: torch.Tensor, row_labels: Sequence[str], col_labe
     ax.set_yticks(range(len(row_labels)), [wrap(label, 48) for label in row_labels], fontsize=7)
     ax.set_xticks(range(values.shape[1]), col_labels or [str(i) for i in range(values.shape[1])], fontsize=7)
     ax.set_xlabel(xlabel)
-    fig.colorbar(shown, ax=ax, shrink=0.8, label="score")
+    fig.colorbar(shown, ax=ax, shrink=0.8, label=bar_label)
     if title:
         ax.set_title(title)
     return fig

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from sprc_lib.course.explorer import Query, Retrieval, Retriever
-from sprc_lib.course.style import CourseFigure
+from sprc_lib.course.style import CourseFigure, plain_log_ticks
 from sprc_lib.data.cirr import CIRRDataset
 from sprc_lib.evaluation.context import EvalContext
 from sprc_lib.evaluation.index import IndexFeatures, index_features
@@ -132,6 +132,7 @@ def cost_figure(ks: Sequence[int], seconds: Sequence[float], stage1_seconds: flo
     cost.axhline(stage1_seconds * 1000, color="#999999", linestyle="--", label="stage 1 (whole gallery)")
     cost.set(xscale="log", yscale="log", xlabel="K", ylabel="ms per query", title="cost")
     cost.set_xticks(list(ks), [str(k) for k in ks])
+    plain_log_ticks(cost.yaxis)
     cost.legend(fontsize=8)
     gain.bar([str(k) for k in ks], gains, color=["C2" if g > 0 else "C3" for g in gains])
     gain.axhline(0, color="#555555", linewidth=0.8)

@@ -2,7 +2,8 @@
 
 The figures (`figures`), the training curves (`curves`) and the retrieval grids (`explorer`) draw
 from here, so a reference is the same blue and a target the same green in every notebook, and each
-figure is a `CourseFigure`: drawn outside pyplot, so nothing leaks from one cell into the next.
+figure is a `CourseFigure`: drawn outside pyplot, so nothing leaks from one cell into the next, and
+laid out until its labels fit (`SettledLayout`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
+from matplotlib.ticker import LogFormatter
 from PIL import Image
 
 ImageLike = Image.Image | torch.Tensor | np.ndarray
@@ -42,9 +46,36 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
+class SettledLayout(ConstrainedLayoutEngine):
+    """Constrained layout, run again until the axes stop moving (at most `passes` times).
+
+    One run does not settle a row of images: an image keeps its aspect, so where it sits in its cell,
+    and so where its title and its label under it land, changes as the layout resizes the cells, and a
+    label measured in the first run falls off the figure after it (a query's text under its reference,
+    an img_set member's gallery rank). A figure without such axes settles in the first run.
+    """
+
+    passes = 5
+
+    def execute(self, fig: Figure) -> None:
+        for _ in range(self.passes):
+            before = _positions(fig)
+            super().execute(fig)
+            if np.allclose(before, _positions(fig), atol=1e-3):
+                break
+
+
+def _positions(fig: Figure) -> np.ndarray:
+    return np.array([ax.get_position(original=True).bounds for ax in fig.axes]).reshape(-1, 4)
+
+
 class CourseFigure(Figure):
     """A plain `Figure` that Jupyter can show by itself: it renders its own PNG (`_repr_png_`), so it
-    shows as a cell's last expression (or through `display`) without pyplot or `%matplotlib`."""
+    shows as a cell's last expression (or through `display`) without pyplot or `%matplotlib`.
+    `layout="constrained"` lays it out with `SettledLayout`."""
+
+    def __init__(self, *args, layout=None, **kwargs):
+        super().__init__(*args, layout=SettledLayout() if layout == "constrained" else layout, **kwargs)
 
     def _repr_png_(self) -> bytes:
         return figure_png(self, dpi=100)
@@ -77,6 +108,20 @@ def tile(ax: Axes, image: ImageLike, title: str = "", color: str | None = None, 
     """One image drawn in the course's panel style (see `frame`)."""
     ax.imshow(as_array(image))
     frame(ax, title, color, bold)
+
+
+class PlainLogFormatter(LogFormatter):
+    """Labels the ticks matplotlib's log formatter labels, written as plain numbers (0.3, 2, 40)."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def plain_log_ticks(axis: Axis) -> None:
+    """A log-scale axis labelled in plain numbers (0.3, 2, 40) where matplotlib writes 3x10^-1 or 4x10^1:
+    the same ticks, labelled on the decades and, over a short range, between them as well."""
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 def wrap(text: str, width: int) -> str:

@@ -292,7 +292,7 @@ check(lambda: removal in cirr_val.triplets and ("remove" in removal.caption.lowe
 # %% [markdown]
 # **Exercise 2.** `course_mode()` reads `SPRC_MODE`. What does it return for `"Full "` (capital, trailing
 # space)? And for `"huge"`? Try both without changing this kernel's mode for good, and keep the answers
-# in `spaced` and `unknown` (an error as its text, `"ValueError: ..."`).
+# in `spaced` and `unknown` (an error as `"ValueError: "` followed by its message, `str(err)`).
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 def mode_for(value: str) -> str:

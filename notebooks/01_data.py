@@ -455,7 +455,8 @@ assert not fresh.exists()
 # ## Exercises
 #
 # **Exercise 1.** By hand: what size does `TargetPad(1.25)` give a 200 x 100 image, and a 120 x 100 one?
-# Check with the library.
+# Write your answers in a dict `by_hand` from each (width, height) to the (width, height) you expect,
+# then check with the library.
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 # 200 x 100: ratio 2 >= 1.25, so pad the height by int((200 / 1.25 - 100) / 2) = 30 per side -> 200 x 160.

@@ -419,8 +419,9 @@ check(lambda: (T_g, round(ratio, 1)) == answers.vitg_tokens_and_ratio(),
       "numbers in T_g tokens of width 1408 with those in the Q-Former's 32 of width 768")
 
 # %% [markdown]
-# **Exercise 2.** Replace the max over query tokens with the **mean** over query tokens when scoring, and
-# compare text-to-image R@1 (`mean_r1`, in percent) with the max's. Which works better here, and what does
+# **Exercise 2.** Replace the max over query tokens with the **mean** over query tokens when scoring
+# (`mean_scores`: one score per caption and image, on the CPU), and compare text-to-image R@1
+# (`mean_r1`, in percent) with the max's. Which works better here, and what does
 # that say about how alike the query tokens' vectors are?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -433,7 +434,7 @@ print(f"the {'max' if max_r1 > mean_r1 else 'mean'} is better here. The max need
       f"image's query-token vectors are alike (mean pairwise cosine {alike:.2f}, section 5)")
 
 # %% tags=["check"]
-check(lambda: torch.allclose(mean_scores, answers.mean_pooled(texts, gallery, truth)[0], atol=1e-5)
+check(lambda: torch.allclose(mean_scores.cpu(), answers.mean_pooled(texts, gallery, truth)[0], atol=1e-5)
       and abs(mean_r1 - answers.mean_pooled(texts, gallery, truth)[1]) < 1e-6,
       "average the (caption, image, query token) similarities over the query-token axis, then take R@1 as in "
       "section 5 (argmax of each caption's row == its own image), in percent")

@@ -470,8 +470,8 @@ print(f"without the image in P, R@10 falls by {drop:.1f} points; it ends "
 
 # %% tags=["check"]
 check(lambda: set(keys) <= set(blind) and (not trained or blind["recall_at10"] < results[sprc_name]["recall_at10"]),
-      "feed model.query_tokens (expanded to the batch) to model.text_pass in place of P, then `evaluate` the "
-      "features of all validation CIR queries: without the image, a trained SPRC's R@10 should drop")
+      "the text pass takes its prompt as an input: give it one that never saw an image, for every validation "
+      "query, and evaluate those features as section 7 does; without the image, a trained SPRC's R@10 should drop")
 
 # %% [markdown]
 # **Exercise 2.** Give late fusion a weight: `normalise(a * image + (1 - a) * text)` for a in

@@ -83,7 +83,7 @@ from sprc_lib import (
     validate,
 )
 from sprc_lib.cli import main as cli_main
-from sprc_lib.course import course_mode, setup, tiny_model, tiny_run_dir
+from sprc_lib.course import answers, course_mode, setup, tiny_model, tiny_run_dir
 from sprc_lib.course.exercises import check
 from sprc_lib.model.config import blip2_vitg_config
 from sprc_lib.model.lavis import LAVIS_MODEL_KEY, load_lavis_checkpoint, read_checkpoint, save_lavis_checkpoint
@@ -336,8 +336,9 @@ else:
 # ## Exercises
 #
 # **Exercise 1.** Take three LAVIS keys from the file (one ViT block weight, one Q-Former
-# cross-attention weight, `ln_vision.weight`) and find their names in this library's model.
-# (`sprc_lib.model.lavis.lavis_to_project` renames a whole state dict.)
+# cross-attention weight, `ln_vision.weight`), as a list `examples`, and find their names in this
+# library's model, in the same order, as a list `project_names`; keep the keys no rule knows in
+# `unknown`. (`sprc_lib.model.lavis.lavis_to_project` renames a whole state dict.)
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 from sprc_lib.model.lavis import lavis_to_project
@@ -352,8 +353,9 @@ print(f"keys no rule knows: {unknown or 'none'}; ln_vision is now {project_names
       "that LayerNorm inside the ViT, as its post_layernorm")
 
 # %% tags=["check"]
-check(lambda: project_names[2] == "vision_model.post_layernorm.weight" and len(project_names) == 3 and not unknown,
-      "rename the three keys with lavis_to_project and list the keys of the state dict it returns, in order")
+check(lambda: len(examples) == 3 and "ln_vision.weight" in examples
+      and (project_names, unknown) == answers.lavis_names(examples),
+      "rename a state dict of just those three keys, and list the keys it comes back with, in their order")
 
 # %% [markdown]
 # **Exercise 2.** What does the converter say about a damaged file? In a copy of `state` (`damaged`),
@@ -379,12 +381,12 @@ print(f"both problems named, by key: {named}; so nothing is silently left at its
 
 # %% tags=["check"]
 check(lambda: "prompt_tokens" in message and "text_projection.weight" in message,
-      "delete damaged['prompt_tokens'], cut damaged['text_proj.weight'] to [:-1], call load_lavis_state inside "
-      "try/except CheckpointError, and keep str(error) in `message`")
+      "break the copy as the exercise says, load it where a CheckpointError is caught, and keep the error's text")
 
 # %% [markdown]
 # **Exercise 3.** The paper's CIRR "Avg" is not the mean of all seven recalls. Check which of the
-# library's CIRR keys it is, from the paper's own numbers.
+# library's CIRR keys it is, from the paper's own numbers: the mean of R@5 and Rs@1 (`r5_rs1`) or the
+# mean of the seven recalls (`seven_mean`).
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 cirr_paper = PAPER["CIRR test"]

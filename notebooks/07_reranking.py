@@ -64,6 +64,8 @@ if "google.colab" in sys.modules:
     print(f"sprc_lib {sprc_lib.__version__} installed from {COURSE_SOURCE}")
 
 # %%
+import math
+
 import torch
 
 from sprc_lib import CIRRDataset, collate, format_table, tokenize
@@ -214,8 +216,8 @@ assert reranked[0] == baseline  # re-ranking a top 1 changes nothing
 # ## 5. Cost and benefit over K
 #
 # The price grows with K (section 1); the benefit is the change in R@1. Beyond the authors, the library
-# can also **fuse** the two stages inside the top K: order by ALPHA x stage 1 (rescaled to [0, 1] per
-# query) + (1 - ALPHA) x the re-ranker's probability (`--rerank-fuse ALPHA`; 0 is the authors' pure
+# can also **fuse** the two stages inside the top K: order by ALPHA x stage 1 (rescaled to [0, 1] over
+# the query's top K) + (1 - ALPHA) x the re-ranker's probability (`--rerank-fuse ALPHA`; 0 is the authors' pure
 # re-ranking). A weak re-ranker that is right where stage 1 hesitates helps most this way.
 
 # %%
@@ -224,8 +226,8 @@ tour.cost_figure(KS, [rerank_seconds[k] for k in KS], stage1_seconds, gains)
 
 # %% [markdown]
 # What `two.reranked(k, alpha)` computes, written out query by query: stage 1's best k images (its
-# reference left out, as the metrics leave it out), their stage-1 scores rescaled to [0, 1] within the
-# query, mixed with the re-ranker's probabilities by the fusion weight, and the k candidates lifted
+# reference left out, as the metrics leave it out), their stage-1 scores rescaled to [0, 1] over those
+# k (1 for the first, 0 for the k-th), mixed with the re-ranker's probabilities by the fusion weight, and the k candidates lifted
 # above every other image in that order. Every other image keeps its stage-1 score, so the ranking
 # beyond the top k does not change.
 
@@ -233,9 +235,10 @@ tour.cost_figure(KS, [rerank_seconds[k] for k in KS], stage1_seconds, gains)
 column = {name: c for c, name in enumerate(two.retriever.gallery_names)}
 by_hand = two.stage1.clone()
 for i, query in enumerate(two.queries):
-    stage1 = two.stage1[i].clone()
-    stage1[column[query.reference]] = float("-inf")  # never a candidate
-    top = torch.sort(stage1, descending=True, stable=True).indices[:k]  # stage 1's best k, best first
+    row = two.stage1[i].clone()
+    row[column[query.reference]] = float("-inf")  # never a candidate
+    top = torch.sort(row, descending=True, stable=True).indices[:k]  # stage 1's best k, best first
+    assert torch.equal(top, two.candidates[i, :k].to(top.device))  # the order stage2's columns follow
     s1 = two.stage1[i, top]
     scaled = (s1 - s1.min()) / (s1.max() - s1.min()).clamp_min(1e-12)  # 0 for the k-th, 1 for the first
     p_match = two.stage2[i, :k].to(s1.dtype)  # the re-ranker's P(match) of each candidate
@@ -329,7 +332,7 @@ print(f"best here: ALPHA = {alphas[r1.index(max(r1))]}; ALPHA = 1 keeps stage 1'
 # %% tags=["check"]
 check(lambda: len(r1) == 5 and abs(r1[-1] - sprc["recall_at1"]) < 1e-9 and abs(r1[0] - runs[f"SPRC², top {k}, pure"][
     "recall_at1"]) < 1e-9, "one R@1 per ALPHA of 0, 0.25, 0.5, 0.75 and 1, in that order: the top k re-ordered "
-      "with that fusion weight (section 4), then scored as stage 1's metrics are")
+      "with that fusion weight (section 5), then scored as stage 1's metrics are")
 
 # %% [markdown]
 # **Exercise 2.** Are the mined negatives hard? On the batch of section 3, compare the miner's mean score
@@ -344,7 +347,7 @@ others = s[off_diagonal].mean().item()
 print(f"mean miner score of the drawn negatives {drawn:.3f}, of all other targets {others:.3f}")
 
 # %% tags=["check"]
-check(lambda: all(abs(mine - key) < 1e-6 for mine, key in zip((drawn, others), answers.negative_scores(
+check(lambda: all(math.isclose(mine, key, rel_tol=1e-5) for mine, key in zip((drawn, others), answers.negative_scores(
           s, negative_target), strict=True)),
       "s holds the miner's score of each query (row) against each target (column): drawn averages one entry per "
       "row, the column negative_target names; others averages every entry off the diagonal (a query's own target)")

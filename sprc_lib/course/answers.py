@@ -11,13 +11,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from sprc_lib.course.curves import learning_rates
 from sprc_lib.course.rerank_tour import recall_curve
 from sprc_lib.course.setup import course_mode
 from sprc_lib.evaluation.metrics import rank_gallery
+from sprc_lib.model import LOSS_NAMES
+from sprc_lib.model.lavis import lavis_to_project
+from sprc_lib.training.recipes import Recipe
+from sprc_lib.training.runs import read_csv
 
 
 def mode_for(value: str) -> str:
@@ -33,6 +39,22 @@ def mode_for(value: str) -> str:
             del os.environ["SPRC_MODE"]
         else:
             os.environ["SPRC_MODE"] = saved
+
+
+def end_shares(recipe: Recipe) -> dict[bool, float]:
+    """04, exercise 1: the last step's learning rate as a share of the peak, at 50 steps per epoch, with the
+    recipe's own schedule layout (False) and laid over the run (True)."""
+    shares = {}
+    for over_run in (False, True):
+        rates = learning_rates(recipe, steps_per_epoch=50, over_run=over_run)
+        shares[over_run] = rates[-1] / max(rates)
+    return shares
+
+
+def fell_most(run_dir: str | Path) -> str:
+    """04, exercise 2: the loss term whose last epoch's mean is the smallest share of its first's."""
+    rows = read_csv(Path(run_dir) / "train_metrics.csv")
+    return min(LOSS_NAMES, key=lambda name: rows[-1][name] / rows[0][name])
 
 
 def shared_names(first, second) -> int:
@@ -57,6 +79,12 @@ def mean_pooled(texts: Tensor, gallery: Tensor, truth: Tensor) -> tuple[Tensor, 
     and the R@1 (%) those scores give."""
     scores = torch.einsum("td,nqd->tnq", texts.float().cpu(), gallery.float().cpu()).mean(-1)
     return scores, 100 * float((scores.argmax(1) == truth).float().mean())
+
+
+def lavis_names(keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """06, exercise 1: this library's names of LAVIS `keys`, in order, and the keys no rule knows."""
+    renamed, unknown = lavis_to_project({key: torch.empty(0) for key in keys})
+    return list(renamed), list(unknown)
 
 
 def reference_first(retriever) -> float:

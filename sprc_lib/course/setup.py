@@ -22,7 +22,7 @@ from sprc_lib.data.errors import DataError
 from sprc_lib.data.fashioniq import FashionIQDataset
 from sprc_lib.data.schema import FASHIONIQ_CATEGORIES, check_root
 from sprc_lib.data.unpack import unpack_dataset
-from sprc_lib.env import on_colab, pick_device
+from sprc_lib.env import map_large_blocks, on_colab, pick_device
 from sprc_lib.errors import UserError
 from sprc_lib.evaluation.context import EvalContext, evaluation_context
 from sprc_lib.model import SPRCConfig, SPRCModel
@@ -232,6 +232,7 @@ def setup(mode: str | None = None, data_path: str | Path | None = None) -> Cours
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {MODES}")
     hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars: noise in a lesson's output
+    map_large_blocks()  # a notebook loads and frees model after model: freed tensors leave the kernel at once
     max_steps, max_queries = _bound("SPRC_MAX_STEPS"), _bound("SPRC_MAX_QUERIES")
     skip_missing = _switch("SPRC_SKIP_MISSING", default=mode == "full")
     standins = _switch("SPRC_STANDIN_WEIGHTS", default=False)

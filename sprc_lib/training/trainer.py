@@ -34,6 +34,7 @@ from sprc_lib.env import host_memory_returned
 from sprc_lib.errors import DiskFullError, RunFolderError, TrainingDiverged
 from sprc_lib.evaluation.metrics import KEEP_BEST_KEY
 from sprc_lib.evaluation.protocols import validate
+from sprc_lib.files import shown_path
 from sprc_lib.model import SPRCModel
 from sprc_lib.model.lavis import read_checkpoint
 from sprc_lib.model.rerank import RerankerModel
@@ -309,7 +310,11 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
             progress = checkpoint.restore(run, saved)
             del saved  # the restored model holds copies of its tensors: let them go
             if run.main:
-                print(f"resuming {run.run_dir} at epoch {progress.epoch + 1}, step {progress.step_in_epoch}")
+                epochs = run.recipe.num_epochs
+                print(f"resuming {shown_path(run.run_dir)}: all {epochs} epochs are done, nothing left to train"
+                      if progress.epoch >= epochs else
+                      f"resuming {shown_path(run.run_dir)} in epoch {progress.epoch + 1} of {epochs}, after its step "
+                      f"{progress.step_in_epoch} (step {progress.global_step} of the run)")
             if changes and run.main:
                 _record(run, progress, changes)
             return Trainer(run, progress, callback).fit(stop_after_steps)

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import Tensor
@@ -28,17 +29,11 @@ from sprc_lib.training.runs import read_csv
 
 def mode_for(value: str) -> str:
     """00, exercise 2: what `course_mode()` says with SPRC_MODE=value ("ValueError: ..." if it refuses it)."""
-    saved = os.environ.get("SPRC_MODE")
-    os.environ["SPRC_MODE"] = value
-    try:
-        return course_mode()
-    except ValueError as err:
-        return f"ValueError: {err}"
-    finally:
-        if saved is None:
-            del os.environ["SPRC_MODE"]
-        else:
-            os.environ["SPRC_MODE"] = saved
+    with mock.patch.dict(os.environ, {"SPRC_MODE": value}):  # the environment as it was, afterwards
+        try:
+            return course_mode()
+        except ValueError as err:
+            return f"ValueError: {err}"
 
 
 def end_shares(recipe: Recipe) -> dict[bool, float]:

@@ -151,7 +151,7 @@ assert toy.schedule_epochs is None and paper_cirr.schedule_epochs > paper_cirr.n
 #   80 epochs, the run stops at 5/8 of the way, with the learning rate still about a third of its
 #   peak (the cell under the figure computes it). That is what produced the released numbers, so it
 #   stays the default; `--schedule-over-run` lays the schedule over the epochs actually run.
-# - **CIRR keeps a best model only after epoch 18** (`best_from_epoch` 19; epochs count from 0),
+# - **CIRR keeps a best model only from epoch 20 on**, as the progress bar counts (`best_from_epoch` is 19: the code counts from 0),
 #   chosen by the arithmetic mean of R@1, 5, 10, 50 and Rs@1, 2, 3. Early epochs never get saved,
 #   however good they look.
 # - **Loss weights**: CIRR adds the two auxiliary losses at weight 0.4 (`--loss-rtc`,

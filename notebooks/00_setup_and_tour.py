@@ -375,6 +375,8 @@ check(lambda: retriever is None or kept == answers.shared_names(*my_results),
 #
 # ## Further reading
 #
+# - [The course's glossary](GLOSSARY.md): its words, and a one-page primer on contrastive losses and
+#   temperature (read it before notebook 03).
 # - [Sentence-level Prompts Benefit Composed Image Retrieval](https://arxiv.org/abs/2310.05473) (Bai et
 #   al., ICLR 2024): the paper this course rebuilds, with its results on CIRR and FashionIQ.
 # - [The authors' code](https://github.com/chunmeifeng/SPRC): their training and evaluation scripts and

@@ -28,6 +28,11 @@
 # In tiny mode everything below runs on the **toy copies**, which the library generates in exactly the
 # released layouts and JSON schemas; in full mode the same cells read the real datasets.
 #
+# **Recap of notebook 00**, from memory before you start (its key takeaways hold the answers):
+# 1. What are the two parts of a CIR query, and what is its answer?
+# 2. What does Recall@K count, and what is its chance level in a gallery of N images?
+# 3. Which setting moves every notebook from the toy track to BLIP-2 ViT-g and the real data?
+#
 # ## What you will learn
 #
 # - the folder layouts and JSON schemas of CIRR and FashionIQ, and how to get the real data;

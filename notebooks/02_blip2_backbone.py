@@ -29,6 +29,11 @@
 # images with their absolute captions ("a big red disc in the top left corner"); in full mode it is
 # `Salesforce/blip2-itm-vit-g`, the checkpoint the paper starts from.
 #
+# **Recap of notebook 01**, from memory before you start (its key takeaways hold the answers):
+# 1. Which fields does a CIRR caption record carry, and which does a FashionIQ one?
+# 2. What does the subset recall Rs@K rank, and why does it show whether a model reads the text?
+# 3. What does TargetPad do to an elongated image before the centre crop, and why?
+#
 # ## What you will learn
 #
 # - the path image → ViT → `ln_vision` → Q-Former with learned query tokens → projection, with shapes;

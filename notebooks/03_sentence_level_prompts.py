@@ -28,6 +28,11 @@
 # hand, checks them against the model, compares SPRC with late fusion on the same weights, and trains
 # for a few steps to watch the losses fall.
 #
+# **Recap of notebook 02**, from memory before you start (its key takeaways hold the answers):
+# 1. What path does an image take through BLIP-2, and what comes out of it for each image?
+# 2. How does BLIP-2 score a text against an image?
+# 3. Which positions of the Q-Former use cross-attention, and which feed-forward network does a text position use?
+#
 # ## What you will learn
 #
 # - where the reference image enters the text in late fusion, in pseudo-word methods and in SPRC;

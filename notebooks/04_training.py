@@ -25,6 +25,11 @@
 # In **tiny** mode (the default) everything runs on a CPU in a few minutes, on the toy CIRR data with
 # the tiny model. In **full** mode the same cells train the paper's model on real CIRR.
 #
+# **Recap of notebook 03**, from memory before you start (its key takeaways hold the answers):
+# 1. What goes into SPRC's fusion pass, and what comes out of it?
+# 2. What does the text pass read, and where is the query feature f taken from?
+# 3. Name SPRC's three losses and what each one compares.
+#
 # ## What you will learn
 #
 # - the paper's recipe for CIRR and FashionIQ, including the quirks of the authors' code that

@@ -27,6 +27,11 @@
 # Tiny mode (the default) evaluates the tiny models trained on the toy data (trained once by the
 # course, reused here). Full mode evaluates your models on the real validation splits.
 #
+# **Recap of notebook 04**, from memory before you start (its key takeaways hold the answers):
+# 1. Name two quirks of the authors' CIRR recipe that the library keeps by default.
+# 2. What does a checkpoint hold so that a resumed run continues exactly where it stopped?
+# 3. Why is training from the feature cache exact, and what does it save?
+#
 # ## What you will learn
 #
 # - Recall@K, why CIRR removes the reference image from each ranking, and what Recall_subset@K

@@ -32,6 +32,11 @@
 # checks that the converted model scores what the original scored. **Full mode** runs it on the real
 # files.
 #
+# **Recap of notebook 05**, from memory before you start (its key takeaways hold the answers):
+# 1. How does CIRR's evaluation protocol differ from FashionIQ's?
+# 2. Why read a recall beside its chance level?
+# 3. Which two files does the CIRR test server take, and what does each hold?
+#
 # ## What you will learn
 #
 # - where the checkpoints are and how to get them onto Colab (Google Drive);

@@ -29,6 +29,11 @@
 # the course). Full mode uses the SPRC model `SPRC_CIRR_MODEL` names and the re-ranker
 # `SPRC_CIRR_RERANKER` names (a `train-reranker` run, section 7).
 #
+# **Recap of notebook 06**, from memory before you start (its key takeaways hold the answers):
+# 1. What is inside an authors' released checkpoint file, and how does the library turn it into a model folder?
+# 2. Which of your numbers can be compared with the paper's, and in which mode?
+# 3. Why do CIRR test numbers come from the server, and FashionIQ's from the validation split?
+#
 # ## What you will learn
 #
 # - why retrieval comes in two stages, measured: a dot product per gallery image against a Q-Former

@@ -78,18 +78,27 @@ def return_host_memory() -> None:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-MMAP_THRESHOLD = 1 << 20
+MMAP_THRESHOLD = 1 << 20  # any process: a weight, a gradient, an AdamW moment of a real-size model
+LARGE_MODEL_THRESHOLD = 128 << 10  # once a model of the real size is loaded: its activations too
+LARGE_MODEL = 100_000_000  # parameters; the tiny track's models are far below, BLIP-2 ViT-g far above
+_threshold = [0]  # the threshold set in this process (0: glibc's own, dynamic)
 
 
-def map_large_blocks() -> None:
-    """Serve each host allocation of 1 MiB or more (a weight, a gradient, an AdamW moment, a batch of
-    activations at the real size) from a memory map of its own, which goes back to the system when freed.
-    glibc raises that threshold itself after freeing a large block (up to 32 MiB) and then serves such
-    tensors from its heap, where the gaps they leave stay resident and a training step's peak grows with
-    each step. Setting the threshold keeps it fixed. A no-op on a libc without `mallopt`."""
+def map_large_blocks(parameters: int = 0) -> None:
+    """Serve each host allocation above a threshold from a memory map of its own, which goes back to the
+    system the moment it is freed. glibc raises its own threshold after freeing a large block (up to
+    32 MiB) and then serves such tensors from its heap, where the gaps they leave stay resident, so a
+    training step's peak grew from step to step. The threshold is 1 MiB in any process, and 128 KiB
+    once a model of more than `LARGE_MODEL` parameters is loaded (`parameters`), whose activations then
+    leave as well; a small model's steps keep glibc's heap, which the many mappings would slow. A
+    threshold only ever goes down. A no-op on a libc without `mallopt`."""
+    wanted = LARGE_MODEL_THRESHOLD if parameters > LARGE_MODEL else MMAP_THRESHOLD
+    if _threshold[0] and _threshold[0] <= wanted:
+        return
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # another libc (musl)
-            ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+            ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, wanted)
+            _threshold[0] = wanted
 
 
 @contextlib.contextmanager

@@ -32,12 +32,15 @@ import sys, torch
 from sprc_lib.env import map_large_blocks
 if sys.argv[1] == "mapped":
     map_large_blocks()
+if sys.argv[1] == "large model":
+    map_large_blocks(parameters=200_000_000)
+size = int(sys.argv[2])  # floats per block
 def resident_mb():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
 first = torch.ones(4 << 20)
 del first  # 16 MB freed: glibc would now serve blocks up to that size from its heap
-blocks = [torch.ones(1 << 20) for _ in range(128)]  # 4 MB each, 512 MB
-pinned = torch.ones(1 << 20)  # above them: the heap cannot shrink past it
+blocks = [torch.ones(size) for _ in range((128 << 20) // size)]  # 512 MB
+pinned = torch.ones(size)  # above them: the heap cannot shrink past it
 before = resident_mb()
 del blocks
 print(before - resident_mb())
@@ -45,7 +48,9 @@ print(before - resident_mb())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
-def test_freed_tensors_of_a_mebibyte_or_more_leave_at_once():
-    returned = float(subprocess.run([sys.executable, "-c", FRAGMENTED, "mapped"], capture_output=True, text=True,
-                                    check=True).stdout)
+@pytest.mark.parametrize(("mode", "floats"), [("mapped", 1 << 20), ("large model", 64 << 10)],
+                         ids=["4 MB blocks, any process", "256 KB blocks, a real-size model loaded"])
+def test_freed_tensors_above_the_threshold_leave_at_once(mode, floats):
+    returned = float(subprocess.run([sys.executable, "-c", FRAGMENTED, mode, str(floats)], capture_output=True,
+                                    text=True, check=True).stdout)
     assert returned > 400, f"of 512 MB freed, {returned:.0f} MB went back"

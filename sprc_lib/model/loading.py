@@ -14,6 +14,7 @@ from torch import Tensor
 from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval
 from transformers.initialization import no_init_weights
 
+from sprc_lib.env import map_large_blocks
 from sprc_lib.errors import CheckpointError, MissingFileError, UserError
 from sprc_lib.files import atomic_path
 from sprc_lib.model.blip2 import Blip2Retrieval
@@ -198,6 +199,13 @@ def load_model(source: str | Path, config: SPRCConfig | None = None, vit_from: B
     `vit_from`: a model already in memory whose frozen ViT the loaded one uses, instead of its own, when the
     source's ViT is the same (`Blip2Retrieval.share_vit`): stage 1 beside a re-ranker holds one ViT, not two.
     """
+    model = _load_source(source, config, vit_from)
+    map_large_blocks(sum(p.numel() for p in model.parameters()))  # at the real size, freed activations leave too
+    return model
+
+
+def _load_source(source: str | Path, config: SPRCConfig | None, vit_from: Blip2Retrieval | None
+                 ) -> SPRCModel | RerankerModel:
     path = Path(source)
     kind = _model_type(path) if path.is_dir() else None
     if kind in (SPRCConfig.model_type, RerankerConfig.model_type):

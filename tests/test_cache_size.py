@@ -11,6 +11,7 @@ import torch
 from sprc_lib.data import CIRRDataset, build_transform
 from sprc_lib.errors import UserError
 from sprc_lib.features import DISK_MARGIN, FeatureCache, cache_bytes
+from sprc_lib.files import shown_path
 from sprc_lib.model import preset_config
 from sprc_lib.model.loading import new_model
 
@@ -69,7 +70,7 @@ def test_warm_states_its_size_then_fills_the_cache(cache, gallery, monkeypatch, 
     cache.warm(gallery)
     out = capsys.readouterr().out
     assert (f"feature cache: {n:,} images x {tokens} tokens x {width} x 2 bytes = {needed(cache, n) / 2**20:.1f} MiB "
-            f"(computing {n - 5:,} new, {needed(cache, n - 5) / 2**20:.1f} MiB) in {cache.dir}") in out  # toy: MiB
+            f"(computing {n - 5:,} new, {needed(cache, n - 5) / 2**20:.1f} MiB) in {shown_path(cache.dir)}") in out
     assert cache.missing([gallery.image_path(name) for name in names]) == []
     assert cache.token(gallery.image_path(names[-1])).dtype == torch.float16
     chunks = list(cache.dir.glob("chunk_*.npy"))

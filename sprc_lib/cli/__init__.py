@@ -18,7 +18,6 @@ from typing import NoReturn
 
 from sprc_lib.cli import data, evaluate, tools, training
 from sprc_lib.cli.common import INTERRUPTED, USER_ERROR
-from sprc_lib.env import map_large_blocks
 from sprc_lib.errors import UserError
 
 COMMANDS = [*data.COMMANDS, *training.COMMANDS, *tools.COMMANDS, *evaluate.COMMANDS]  # the order of --help
@@ -57,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a user's mistake is one line on stderr and exit code 2, a bug keeps its traceback."""
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    from sprc_lib.env import map_large_blocks  # here, not above: building the parser imports no torch
+
     map_large_blocks()  # a command at the real size holds gigabytes of tensors: freed ones go back
     try:
         return int(args.run(args) or 0)

@@ -81,3 +81,14 @@ def test_a_reranker_started_from_blip2_fingerprints_its_vit_from_the_file(tiny_b
     assert read and not vit & set(read)
     monkeypatch.undo()
     assert fingerprint == model_fingerprint(reranker)
+
+
+def test_sharing_a_vit_compares_it_without_reading_the_owners_copy(tiny_blip2, tmp_path, monkeypatch):
+    owner = load_model(tiny_blip2)
+    load_model(tiny_blip2).save_pretrained(tmp_path / "second")
+    vit = {p.data_ptr() for p in owner.vit_parameters()}
+    compared = []
+    equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: compared.extend([a.data_ptr(), b.data_ptr()]) or equal(a, b))
+    second = load_model(tmp_path / "second", vit_from=owner)
+    assert second.shares_vit_with(owner) and compared and not vit & set(compared)

@@ -139,14 +139,16 @@ class Blip2Retrieval(RetrievalPasses, PreTrainedModel):
         """Use `owner`'s frozen ViT instead of this model's own when the weights this model was to load
         (`read(name)`, one tensor at a time) equal it: two models started from one BLIP-2 (stage 1 and the
         re-ranker) then hold one ViT in memory, not two (4 GB each at ViT-g's size). Returns whether it did."""
-        theirs = owner.state_dict()
+        theirs, read_theirs = owner.state_dict(), owner.vit_reader()  # from its file where it can: no pages kept
         for name in self.vit_names():
             try:
                 mine = read(name)
             except KeyError:  # the source lacks it: the load that follows names what is missing
                 return False
-            if mine.shape != theirs[name].shape or not torch.equal(mine.to(theirs[name].device, theirs[name].dtype),
-                                                                   theirs[name]):
+            if mine.shape != theirs[name].shape:
+                return False
+            other = read_theirs(name)
+            if not torch.equal(mine.to(other.device, other.dtype), other):
                 return False
         self.vision_model.embeddings = owner.vision_model.embeddings
         self.vision_model.encoder = owner.vision_model.encoder

@@ -34,6 +34,8 @@ def noise(notebook: NotebookNode) -> list[str]:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream":
                 streams[output["name"]] = streams.get(output["name"], "") + output["text"]
+            elif output.get("output_type") == "display_data" and "text/plain" in output.get("data", {}):
+                streams[f"display {len(streams)}"] = output["data"]["text/plain"]  # a bar drawn in place (progress)
         for text in streams.values():
             for line in visible_lines(text):
                 bar = BAR.search(line)

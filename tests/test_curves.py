@@ -159,10 +159,10 @@ def test_a_cpu_step_is_timed_by_its_work_and_a_gpu_step_by_the_wall():
 
 def write_run(run_dir) -> None:
     """A run folder's CSVs: three epochs of mean losses and one validation."""
-    rows = [{"epoch": e, "loss": 3.0 - e, "loss_itc": 2.0 - e / 2, "loss_rtc": 3.0, "loss_align": 0.2, "lr": 1e-3}
-            for e in range(3)]
+    rows = [{"epoch": e + 1, "loss": 3.0 - e, "loss_itc": 2.0 - e / 2, "loss_rtc": 3.0, "loss_align": 0.2, "lr": 1e-3}
+            for e in range(3)]  # the trainer's rows count epochs from 1
     write_csv(rows, run_dir / "train_metrics.csv")
-    write_csv([{"epoch": 2, "average_recall_at10": 40.0, "average_recall_at50": 80.0, "average": 60.0}],
+    write_csv([{"epoch": 3, "average_recall_at10": 40.0, "average_recall_at50": 80.0, "average": 60.0}],
               run_dir / "validation_metrics.csv")
 
 

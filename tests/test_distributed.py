@@ -198,7 +198,7 @@ def test_two_processes_train_as_one_does_on_their_global_batch(small_toy, tiny_b
     assert cli(["validate", "--dataset", "CIRR", "--data-path", str(small_toy), "--preset", "tiny", "--model-path",
                 str(run / CHECKPOINT), "--num-workers", "0", "--output", str(out)]) == 0
     (row,) = read_csv(run / "validation_metrics.csv")
-    assert row.pop("epoch") == 0
+    assert row.pop("epoch") == 1  # counted from 1
     assert row == json.loads(out.read_text())
 
 
@@ -226,7 +226,7 @@ def test_a_run_resumes_with_another_number_of_processes(small_toy, tiny_blip2, t
 
     # One process again: 160 = 5 x 32, one step left in the epoch, then validation and the final checkpoint.
     done = resume_training(run)
-    assert done.finished and [r["epoch"] for r in done.train_history] == [0]
+    assert done.finished and [r["epoch"] for r in done.train_history] == [1]
     assert math.isfinite(done.train_history[0]["loss"]) and len(done.val_history) == 1
     saved = torch.load(run / CHECKPOINT, weights_only=True)
     assert saved["position"] == {"epoch": 1, "step_in_epoch": 0, "global_step": 5}
@@ -255,5 +255,5 @@ def test_two_processes_train_a_reranker_and_validate_it_as_one_process_would(sma
                 str(tiny_blip2), "--rerank-model", str(run / CHECKPOINT), "--rerank-top-k", "2", "--rerank-fuse", "0",
                 "--num-workers", "0", "--output", str(out)]) == 0
     (row,) = read_csv(run / "validation_metrics.csv")
-    assert row.pop("epoch") == 0
+    assert row.pop("epoch") == 1  # counted from 1
     assert row == json.loads(out.read_text())["SPRC²"]

@@ -144,7 +144,7 @@ def test_stop_after_steps_then_resume_finishes(small_toy, tiny_blip2, tmp_path):
     weights.write_bytes(kept)
 
     done = resume_training(tmp_path / "run")
-    assert done.finished and [r["epoch"] for r in done.train_history] == [0]
+    assert done.finished and [r["epoch"] for r in done.train_history] == [1]
     assert math.isfinite(done.train_history[0]["loss"])
 
 

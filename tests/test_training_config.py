@@ -108,7 +108,7 @@ def test_an_applied_setting_is_used_from_the_resume_on_and_recorded(saved_run, t
     assert saved["config"][name] == value and saved["position"]["global_step"] == 2
     changes = json.loads((run / HYPERPARAMETERS).read_text())["changes_on_resume"]
     old = TrainConfig(**torch.load(saved_run / CHECKPOINT, weights_only=True)["config"]).value(name)
-    assert {"setting": name, "from": old, "to": value, "epoch": 0, "global_step": 1} in changes
+    assert {"setting": name, "from": old, "to": value, "epoch": 1, "global_step": 1} in changes
     assert json.loads((saved_run / HYPERPARAMETERS).read_text()).get("changes_on_resume") is None
 
 

@@ -254,14 +254,14 @@ def plot_history(run_dir: str | Path, chance: dict[str, float] | None = None) ->
         raise MissingFileError(f"{run_dir}: no train_metrics.csv rows yet (a run writes one per finished epoch)")
     fig = CourseFigure(figsize=(12, 3.4), layout="constrained")
     loss_ax, recall_ax = fig.subplots(1, 2)
-    epochs = [r["epoch"] + 1 for r in train_rows]
+    epochs = [r["epoch"] for r in train_rows]
     for name in ("loss", *LOSS_NAMES):
         loss_ax.plot(epochs, [r[name] for r in train_rows], "o-", color=LOSS_COLORS[name], label=name)
     loss_ax.set(xlabel="epoch", ylabel="mean loss", yscale="log", title="train_metrics.csv")
     plain_log_ticks(loss_ax.yaxis)
     loss_ax.set_xticks(epochs)
     legend_outside(loss_ax)
-    _draw_recalls(recall_ax, val_rows, [r["epoch"] + 1 for r in val_rows], chance)
+    _draw_recalls(recall_ax, val_rows, [r["epoch"] for r in val_rows], chance)
     recall_ax.set_title("validation_metrics.csv")
     return fig
 

@@ -71,7 +71,8 @@ def save(run: RunParts, progress: Progress) -> Path:
 
 
 def covered_rows(run: RunParts, name: str, epoch: int) -> list[dict]:
-    """The rows of a metrics CSV that the checkpoint covers: those of the epochs before its position.
+    """The rows of a metrics CSV that the checkpoint covers: those of the epochs before its position (rows count
+    epochs from 1, the position from 0).
 
     An epoch's rows are written before its checkpoint, so a run stopped in between (kill -9 during
     validation or while saving, a full disk) holds rows the resumed run writes again: the checkpoint
@@ -79,7 +80,7 @@ def covered_rows(run: RunParts, name: str, epoch: int) -> list[dict]:
     """
     path = run.run_dir / name
     rows = runs.read_csv(path)
-    kept = [row for row in rows if row["epoch"] < epoch]
+    kept = [row for row in rows if row["epoch"] <= epoch]
     if run.main and len(kept) < len(rows):
         runs.write_csv(kept, path)
     return kept

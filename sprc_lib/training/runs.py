@@ -1,8 +1,8 @@
 """A run folder on disk: what a training run writes, and the random state it saves to resume exactly.
 
     training_hyperparameters.json   the config, the resolved recipe, and settings changed on resume
-    train_metrics.csv               one row per epoch: mean losses, learning rate, throughput
-    validation_metrics.csv          one row per validation
+    train_metrics.csv               one row per epoch (counted from 1): mean losses, learning rate, throughput
+    validation_metrics.csv          one row per validation, with its epoch (from 1)
     tokenizer/                      the tokenizer the run uses
     checkpoint.pt                   model, optimiser, scheduler, scaler, RNG states and position
     best/  final/                   saved models (`save_pretrained` + tokenizer), with --save-training

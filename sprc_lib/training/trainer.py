@@ -143,7 +143,8 @@ class Trainer:
                 raise DiskFullError(f"{err}. The last complete checkpoint stands: continue with --resume "
                                     f"{run.run_dir} once there is room") from None
         if run.config.save_training and run.main:
-            runs.save_model_dir(run.model, run.tokenizer, run.run_dir / "final", {"epoch": p.epoch - 1})
+            # the epochs done: the last one, counted from 1
+            runs.save_model_dir(run.model, run.tokenizer, run.run_dir / "final", {"epoch": p.epoch})
         distributed.barrier()  # when any process returns, the run's files are complete
         return self._result(finished=True)
 
@@ -190,7 +191,7 @@ class Trainer:
     def _end_epoch(self) -> None:
         run, p = self.run, self.progress
         n = max(p.running["triplets"], 1.0)
-        row = {"epoch": p.epoch, **{k: p.running.get(k, 0.0) / n for k in ("loss", *run.model.loss_names)},
+        row = {"epoch": p.epoch + 1, **{k: p.running.get(k, 0.0) / n for k in ("loss", *run.model.loss_names)},
                "lr": run.scheduler.get_last_lr()[0], "seconds": p.running["seconds"],
                "triplets_per_s": p.running["triplets"] / max(p.running["seconds"], 1e-9)}
         p.train_history.append(row)
@@ -203,7 +204,7 @@ class Trainer:
             else:
                 with run.stage1.loaded() as stage1:
                     metrics = validate(stage1, run.config.dataset, run.config.data_path, run.reranker)
-            p.val_history.append({"epoch": p.epoch, **metrics})
+            p.val_history.append({"epoch": p.epoch + 1, **metrics})
             if run.main:
                 runs.write_csv(p.val_history, run.run_dir / runs.VALIDATION_CSV)
             self._emit("validation", metrics=metrics)
@@ -215,7 +216,7 @@ class Trainer:
         key = KEEP_BEST_KEY[run.config.dataset]
         if p.epoch < run.recipe.best_from_epoch or (p.best and metrics[key] <= p.best["score"]):
             return
-        p.best = {"epoch": p.epoch, "key": key, "score": metrics[key], "metrics": metrics}
+        p.best = {"epoch": p.epoch + 1, "key": key, "score": metrics[key], "metrics": metrics}
         if run.config.save_training and run.config.save_best and run.main:
             runs.save_model_dir(run.model, run.tokenizer, run.run_dir / "best", p.best)
 
@@ -322,5 +323,5 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
 
 def _record(run: RunParts, progress: checkpoint.Progress, changes: list[Change]) -> None:
     print("applied from here on: " + "; ".join(str(c) for c in changes))
-    runs.record_changes(run.run_dir, [{"setting": c.setting, "from": c.old, "to": c.new, "epoch": progress.epoch,
+    runs.record_changes(run.run_dir, [{"setting": c.setting, "from": c.old, "to": c.new, "epoch": progress.epoch + 1,
                                        "global_step": progress.global_step} for c in changes])

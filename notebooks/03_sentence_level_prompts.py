@@ -25,8 +25,8 @@
 # into Q vectors, a **sentence-level prompt**; then it reads the text once more with that prompt in front
 # of it, and the result is the query. This notebook places that idea among the other ways to compose a
 # query, runs each of SPRC's passes by itself, writes its three losses as equations and computes them by
-# hand, checks them against the model, compares SPRC with late fusion on the same weights, and trains
-# for a few steps to watch the losses fall.
+# hand, checks them against the model, compares SPRC with late fusion on the same weights (a plain sum,
+# then a trained Combiner), and trains for a few steps to watch the losses fall.
 #
 # **Recap of notebook 02**, from memory before you start (its key takeaways hold the answers):
 # 1. What path does an image take through BLIP-2, and what comes out of it for each image?
@@ -42,7 +42,8 @@
 #   by the model;
 # - the second branch (a learned, image-free prompt → `loss_rtc`) and the alignment loss, and where the
 #   authors' code differs from the paper;
-# - what composing *inside* the Q-Former changes against adding features afterwards, metric by metric;
+# - what composing *inside* the Q-Former changes against adding features afterwards, metric by metric,
+#   with the sum untrained and with a trained Combiner (CLIP4Cir's);
 # - what a few training steps do to the three losses.
 
 # %%
@@ -71,9 +72,11 @@ if "google.colab" in sys.modules:
 
 # %%
 import tempfile
+import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sprc_lib import (
     CIRRDataset,
@@ -102,6 +105,7 @@ SEED = 0
 BATCH = 8  # validation triplets in the pass-by-pass walk-through
 TRAIN_STEPS = 30  # optimiser steps of the short training in section 8
 TRAIN_BATCH = 16 if MODE == "tiny" else 32  # triplets per training step there (lower it if a GPU runs out of memory)
+COMBINER_EPOCHS = 20  # epochs of the Combiner baseline in section 7, over every training triplet
 
 # %%
 course = setup(MODE)  # the data, cache, model sizes, weights and device of this mode
@@ -126,7 +130,7 @@ course = setup(MODE)  # the data, cache, model sizes, weights and device of this
 #
 # The paper's argument is that the third way handles complex changes (removing an object, changing
 # one attribute of several) that a single pseudo-word or a sum of vectors cannot express. Section 7
-# measures SPRC against late fusion on the same weights.
+# measures SPRC against late fusion on the same weights, untrained and trained.
 
 # %%
 viz.composition_schemes()
@@ -327,14 +331,14 @@ for dataset in ("CIRR", "FashionIQ"):
 # This course follows the code, so its models can load and reproduce the released checkpoints
 # (notebook 06); `SPRCModel.losses` carries a comment saying so.
 #
-# ## 7. SPRC against an untrained late fusion, metric by metric
+# ## 7. SPRC against late fusion, untrained and trained, metric by metric
 #
 # The simplest composition is **late fusion** (section 1): encode the reference image (mean of its Q
 # normalised features) and the caption (BLIP-2's text feature) separately, add the two unit vectors,
-# normalise. Nothing in it is trained: it is a floor for composing, not a competitor. (CLIP4Cir, the
-# authors' starting point, learns a Combiner on such features: that trained late fusion is the fair
-# baseline, which this sum is not.) In SPRC the caption and the image meet inside the Q-Former, token by token,
-# before anything is pooled.
+# normalise. Nothing in it is trained: it is a floor for composing, not a competitor. CLIP4Cir, the
+# authors' starting point, learns a **Combiner** on such features; we train one below, on the same
+# features, as the fair baseline. In SPRC the caption and the image meet inside the Q-Former, token by
+# token, before anything is pooled.
 #
 # We evaluate both on the validation split, the same way (CIRR protocol, `cirr_metrics`), with the
 # **same weights**. Two one-sided baselines (image only, text only) and chance complete the picture.
@@ -378,6 +382,75 @@ print(format_table(["method", *keys], [[name, *(f"{m[k]:.1f}" for k in keys)] fo
 gap = {k: results[sprc_name][k] - results[LATE][k] for k in keys}  # SPRC's lead, in points
 print(format_table(["SPRC - untrained late fusion", *keys], [["points", *(f"{gap[k]:+.1f}" for k in keys)]]))
 
+# %% [markdown]
+# ### A trained late fusion: CLIP4Cir's Combiner
+#
+# The Combiner of [CLIP4Cir](https://github.com/ABaldrati/CLIP4Cir) (Baldrati et al., 2022) still
+# composes two finished vectors, the image-only and text-only features of the table, but learns how:
+# each is projected and passed through a ReLU, the two are concatenated, and from that one small network
+# computes a residual and another a gate λ between 0 and 1. The query is
+# `normalise(residual + λ · text + (1 - λ) · image)`: at λ = 0.5 and a zero residual it is the untrained sum.
+
+# %%
+class Combiner(nn.Module):
+    """CLIP4Cir's Combiner: a learned mix of an image feature and a text feature (dropout 0.5, as theirs)."""
+
+    def __init__(self, dim: int, projection: int, hidden: int):
+        super().__init__()
+        self.image_projection = nn.Sequential(nn.Linear(dim, projection), nn.ReLU(), nn.Dropout(0.5))
+        self.text_projection = nn.Sequential(nn.Linear(dim, projection), nn.ReLU(), nn.Dropout(0.5))
+        self.residual = nn.Sequential(nn.Linear(2 * projection, hidden), nn.ReLU(), nn.Dropout(0.5),
+                                      nn.Linear(hidden, dim))
+        self.gate = nn.Sequential(nn.Linear(2 * projection, hidden), nn.ReLU(), nn.Dropout(0.5),
+                                  nn.Linear(hidden, 1), nn.Sigmoid())
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        both = torch.cat([self.image_projection(image), self.text_projection(text)], dim=-1)
+        weight = self.gate(both)  # λ, one per query
+        return F.normalize(self.residual(both) + weight * text + (1 - weight) * image, dim=-1)
+
+
+# %% [markdown]
+# It trains on every training triplet with the ITC loss of section 5: the query against the batch's
+# targets, scored as BLIP-2 scores (max over the targets' query tokens), divided by the model's
+# temperature, cross-entropy. The frozen features are those of the table: the same model, now on the
+# training images.
+
+# %%
+train_queries = CIRRDataset(root, "train", "relative")
+train_index = index_features(ctx, CIRRDataset(root, "train", "classic"))  # the same frozen features, training images
+train_refs, train_captions = relative_queries(train_queries)
+train_row = {name: i for i, name in enumerate(train_index.names)}
+train_ids, train_mask = (t.to(device) for t in tokenize(tokenizer, train_captions, L))
+train_image = F.normalize(train_index.features[torch.tensor([train_row[r] for r in train_refs])].mean(1), dim=-1)
+train_text = in_batches(scorer.text_features, train_ids, train_mask)
+train_target = torch.tensor([train_row[t.target] for t in train_queries.triplets])
+torch.manual_seed(SEED)  # the Combiner's initial weights, dropout and batch order
+combiner = Combiner(train_image.shape[-1], projection=512, hidden=1024).to(device)
+optimizer = torch.optim.AdamW(combiner.parameters(), lr=2e-4)
+temp = model.temp.item()
+start = time.perf_counter()
+combiner.train()  # dropout on
+for _ in range(COMBINER_EPOCHS):
+    for rows in torch.randperm(len(train_target)).split(64):  # a fresh order each epoch, batches of 64
+        query = combiner(train_image[rows].float().to(device), train_text[rows].float().to(device))
+        target_features = train_index.features[train_target[rows]].float().to(device)  # (B, Q, D)
+        logits = torch.einsum("bd,ntd->bnt", query, target_features).amax(-1) / temp  # (B, B)
+        loss = F.cross_entropy(logits, torch.arange(len(rows), device=device))  # query i's target is target i
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+combiner.eval()  # dropout off
+with torch.no_grad():
+    combined = combiner(image_only.float().to(device), text_only.float().to(device)).to(image_only)
+COMBINER = "Combiner (trained late fusion)"
+results = {**{k: v for k, v in results.items() if k != sprc_name}, COMBINER: evaluate(combined),
+           sprc_name: results[sprc_name]}
+print(f"{COMBINER_EPOCHS} epochs over {len(train_target):,} training triplets in {time.perf_counter() - start:.0f} s")
+print(format_table(["method", *keys], [[name, *(f"{m[k]:.1f}" for k in keys)] for name, m in results.items()]))
+lead = {k: results[sprc_name][k] - results[COMBINER][k] for k in keys}  # SPRC's lead over the trained baseline
+print(format_table(["SPRC - Combiner", *keys], [["points", *(f"{lead[k]:+.1f}" for k in keys)]]))
+
 # %%
 viz.recall_bars(results, keys, title=f"CIRR val ({'toy' if MODE == 'tiny' else 'real'}): same weights, different composition")
 
@@ -390,9 +463,12 @@ assert abs(rs1["image only"] - rs1["chance"]) < 10, rs1  # the reference alone c
 if trained:
     assert all(gap[k] > 0 for k in keys), gap  # SPRC ahead on every metric
     assert gap["recall_subset_at1"] < min(gap[k] for k in ("recall_at5", "recall_at10")), gap  # least ahead on Rs@1
+    assert lead["recall_at10"] > 0, lead  # ahead of the trained Combiner at R@10 ...
+    assert abs(lead["recall_at50"]) < 3, lead  # ... and level with it at R@50
+assert all(results[COMBINER][k] > results[LATE][k] for k in keys), results  # training the fusion pays everywhere
 
 # %% [markdown]
-# What the table shows (each point asserted in the cell above):
+# What the tables show (each point asserted in the cell above):
 #
 # - **Late fusion** is above chance and above text only at R@10: over the whole gallery, the image half
 #   is what rules out the many gallery images that look nothing like the reference.
@@ -405,6 +481,15 @@ if trained:
 #   level and text only already beats late fusion there, so there is less room; R@5 and R@10 are
 #   where reading the image and the text together pays most, because the CIR query must keep what the
 #   reference looks like *and* apply the change.
+# - **The trained Combiner** beats the untrained sum on every metric: learning how to mix the same two
+#   vectors pays everywhere, within the group too. And it comes close to SPRC: SPRC stays ahead at
+#   R@10, and the two are level at R@50 (within 3 points). On a CPU the Combiner's numbers move a
+#   little with `SEED` (and from one machine to another), so only these two comparisons are asserted:
+#   they held for every seed measured (`tests/support/claim_margins.py --notebook 03`). The rest of its
+#   row, R@1 and Rs@1 especially, is close enough to SPRC's for the order to change with the seed.
+#   What separates them is where the two signals meet: the Combiner only sees two pooled vectors, while
+#   SPRC lets the caption attend to every image token. Here both use the features SPRC's own training
+#   shaped; CLIP4Cir trains its Combiner on CLIP features fine-tuned for the task, the same idea.
 # - A question the table leaves open: compare late fusion with image only at R@5 and R@10. Does adding
 #   the text's feature to the image's, with equal weight, help over the whole gallery? (Exercise 2
 #   tries other weights.)
@@ -560,7 +645,8 @@ check(lambda: following.shape == (len(mask), Q + L) and torch.equal(following[:,
 # - With the same weights, a trained SPRC beats an *untrained* late fusion (the sum of two features) on
 #   every CIRR metric, but by fewer points on the subset recall than at R@5 and R@10: within the group
 #   the text alone is already strong, and the sum falls below it. That sum is a floor, not a fair
-#   baseline: nothing in it was trained; CLIP4Cir's learned Combiner is the trained one to compare with.
+#   baseline. A trained late fusion, CLIP4Cir's Combiner on the same features, comes much closer: SPRC
+#   leads it at R@10 and they are level at R@50.
 # - A few training steps already bring the total and both contrastive losses down.
 #
 # ## Further reading

@@ -142,6 +142,9 @@ def test_recall_bars_group_methods_per_metric_with_chance_in_grey():
     assert [b.get_height() for b in ax.containers[2]] == [20.0, 80.0]
     assert to_hex(ax.containers[0][0].get_facecolor()) == "#999999"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == list(results)
+    fig.draw_without_rendering()
+    legend, plot = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y1 <= plot.y0  # under the plot: it covers no bar and no bar's label
 
 
 def test_folder_tree_shows_the_layout_with_counts_and_no_absolute_path(toy_root):

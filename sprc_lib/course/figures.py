@@ -268,7 +268,8 @@ def recall_bars(results: Mapping[str, Mapping[str, float]], keys: Sequence[str],
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
     ax.set_xticks(x, list(keys))
     ax.set(ylabel="%", ylim=(0, 105))
-    ax.legend(fontsize=8, ncols=min(len(results), 4), loc="upper left")
+    # under the axes: inside them it would cover the tallest bars' labels
+    ax.legend(fontsize=8, ncols=min(len(results), 4), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     if title:

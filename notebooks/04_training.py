@@ -34,11 +34,12 @@
 #
 # - the paper's recipe for CIRR and FashionIQ, including the quirks of the authors' code that
 #   matter if you want their numbers;
+# - the frozen-ViT feature cache: why it is exact, and what it saves per step (measured here, side
+#   by side);
+# - one optimisation step written out by hand, and checked against the library's;
 # - how to watch a run live (loss terms, learning rate, validation recall) and what each of the
 #   three losses does over time;
 # - what a checkpoint holds, and how a stopped run resumes exactly where it stopped;
-# - the frozen-ViT feature cache: why it is exact, and what it saves per step (measured here, side
-#   by side);
 # - the commands for a real run on a Colab GPU, and on several GPUs or machines with `torchrun`.
 
 # %%
@@ -264,9 +265,9 @@ paper_trainable = sum(p.numel() for p in paper_model.parameters() if p.requires_
 print(format_table(["model", "frozen ViT", "trainable rest", "ViT / rest"], [
     ["the one trained here", f"{vit_params:,}", f"{trainable_params:,}", f"{vit_params / trainable_params:.1f}"],
     ["the paper's (ViT-g)", f"{paper_vit:,}", f"{paper_trainable:,}", f"{paper_vit / paper_trainable:.1f}"]]))
-assert 4.5 < paper_vit / paper_trainable < 6  # "by far the largest part", "about five times" (section 6)
+assert 4.5 < paper_vit / paper_trainable < 6  # "by far the largest part", "about five times" (section 3)
 if MODE == "tiny":
-    assert vit_params < trainable_params  # the tiny ViT is the smaller part (section 6)
+    assert vit_params < trainable_params  # the tiny ViT is the smaller part (section 3)
 del paper_model
 
 # %% [markdown]
@@ -332,10 +333,57 @@ moved = sum(not torch.equal(start[name], by_hand[name]) for name in trainable)
 print(f"{sum(same)} of {len(same)} trainable tensors equal, bit for bit; {moved} of them moved in the step; "
       f"loss {library['loss'].item():.4f} by the library, {loss.item():.4f} by hand")
 assert all(same) and torch.equal(library["loss"], loss.detach()) and moved > 0
-del start_model, cache, net, trainable, start, by_hand, optimizer, scheduler, scaler, losses, loss, library
+# p, the restoring loop's last parameter, is a view into the model's weights file: kept, it would keep the whole
+# file's mapping, and every page the step wrote, in memory (at the real size: gigabytes)
+del start_model, cache, net, trainable, start, by_hand, optimizer, scheduler, scaler, losses, loss, library, p
 
 # %% [markdown]
-# ## 3. A training run, watched live
+# ## 3. Is the cache worth it? Pixels against the cache, measured side by side
+#
+# Short runs of `TIMED_STEPS` steps from the same start, one decoding images and running the ViT
+# every step, one reading the cache, twice each in turn (so a burst of load from another program
+# cannot favour one path); each path keeps its better round. `StepTimer` (another callback) takes
+# the time between steps, data loading included, as a real run sees it: wall time on a GPU, and on
+# a CPU this process's CPU time, the work a step costs, which a busy machine cannot inflate. The
+# timing runs' progress bars and messages are hidden (`hide_progress`): only the table matters here.
+
+# %%
+def time_steps(feature_cache: Path | None, name: str) -> float:
+    timer = StepTimer.on(course.device)
+    with hide_progress(stdout=True):
+        train(TrainConfig(dataset="CIRR", data_path=str(DATA), preset=PRESET, model_path=str(START_WEIGHTS),
+                          output_dir=str(SCRATCH / name), batch_size=BATCH_SIZE, num_workers=0,
+                          feature_cache=str(feature_cache) if feature_cache else None),
+              callback=timer, stop_after_steps=course.bounded(TIMED_STEPS))
+    return timer.seconds_per_step(skip=2)
+
+
+rounds = [(time_steps(None, f"pixels{i}"), time_steps(CACHE_DIR, f"cached{i}")) for i in range(2)]
+pixels_s, cached_s = min(p for p, _ in rounds), min(c for _, c in rounds)
+triplets = BATCH_SIZE or recipe.batch_size
+print(format_table(["path", f"{'CPU ' if course.device.type == 'cpu' else ''}s / step", "triplets / s", "speed-up"], [
+    ["pixels: decode + ViT every step", f"{pixels_s:.3f}", f"{triplets / pixels_s:.0f}", "1.00"],
+    ["feature cache", f"{cached_s:.3f}", f"{triplets / cached_s:.0f}", f"{pixels_s / cached_s:.2f}"],
+]))
+if course.max_steps is None:  # a bounded run (CI's stand-ins) times too few steps to claim a speed
+    assert cached_s < pixels_s, "reading cached tokens should beat decoding images and running the ViT"
+
+# %% [markdown]
+# What the cache saves is the image decoding and the frozen ViT's forward. Section 2 counted the
+# ViT beside the trainable rest: the tiny model's ViT is the smaller part, so here the cache saves
+# little more than the decoding; the paper's ViT-g (39 blocks of width 1408, 257 tokens per image)
+# has about five times the parameters of everything trained, and runs on two images per triplet.
+# Measure what the cache saves there with the library's benchmark, which times both paths on the
+# same batch in one process and prints the ratio and the peak memory of each:
+#
+#     python -m sprc_lib bench --preset proportional      # CPU: a model with the paper's cost proportions
+#     python -m sprc_lib bench --preset blip2-vitg --batch-size 128   # a GPU: the paper's model
+#
+# The cache is built once (one ViT pass per image: 16,939 CIRR train + 2,297 val images), then
+# every epoch reads it.
+
+# %% [markdown]
+# ## 4. A training run, watched live
 #
 # `train(config, callback=...)` calls the callback after every step (`"step"`: the three losses,
 # their weighted sum, the learning rate), every epoch (`"epoch"`) and every validation
@@ -343,7 +391,7 @@ del start_model, cache, net, trainable, start, by_hand, optimizer, scheduler, sc
 # while the run goes on (the dotted lines are chance level; `show_here()` puts the figure in the cell
 # before the run starts, and `finish()` draws the last steps of a run that stops mid-epoch). We stop
 # the run on purpose at step `STOP_AT_STEP`, as a crash or a Colab timeout would, and resume it in
-# section 5. (Interrupting the kernel while a run trains does the same: the run finishes the step in
+# section 6. (Interrupting the kernel while a run trains does the same: the run finishes the step in
 # flight, saves a checkpoint, and `train` returns with `stopped="SIGINT"`, ready to resume.)
 
 # %%
@@ -369,7 +417,7 @@ del first  # the result holds the trained model; the next run loads its own (at 
 # %% [markdown]
 # In full mode the run also writes its curves for TensorBoard (`report_to="tensorboard"`, the
 # command's `--report-to tensorboard`) into the run folder's `tensorboard/`; on Colab the cell below
-# shows them inside the notebook. The CSV files (section 5) are written either way.
+# shows them inside the notebook. The CSV files (section 6) are written either way.
 
 # %%
 if MODE == "full":
@@ -381,7 +429,7 @@ if MODE == "full":
         get_ipython().run_line_magic("tensorboard", f"--logdir {RUN / 'tensorboard'}")
 
 # %% [markdown]
-# ## 4. What the three losses do over time
+# ## 5. What the three losses do over time
 #
 # Each term on its own axis, since their scales differ (faint: one batch, solid: a moving average).
 # The [paper](https://arxiv.org/abs/2310.05473) defines the three; the authors' code weights them as
@@ -423,7 +471,7 @@ if course.max_steps is None:  # a bounded run (SPRC_MAX_STEPS: CI's stand-in of 
     assert max(change, key=change.get) == "loss_rtc" and max(last_part, key=last_part.get) == "loss_rtc"
 
 # %% [markdown]
-# ## 5. Checkpoints, and resuming a stopped run
+# ## 6. Checkpoints, and resuming a stopped run
 #
 # The run folder holds everything about the run. `checkpoint.pt` is written at every epoch end and
 # when a run stops (also every N steps with `checkpoint_every`), atomically: a temporary file, then
@@ -478,56 +526,12 @@ display(plot_history(RUN, chance=CHANCE))
 final = done.val_history[-1]
 print(format_table(["metric", "after training", "chance"],
                    [[k, f"{final[k]:.1f}", f"{CHANCE[k]:.1f}"] for k in ("recall_at1", "recall_at10", "recall_at50")]))
-if course.max_steps is None:  # as in section 4: only an unbounded run makes a claim about learning
+if course.max_steps is None:  # as in section 5: only an unbounded run makes a claim about learning
     assert final["recall_at10"] > 5 * CHANCE["recall_at10"], "two epochs should put recall far above chance"
     assert done.train_history[-1]["loss"] < done.train_history[0]["loss"]
-del done  # its model, before the timing runs below load theirs
+del done  # its model (at the real size: gigabytes)
 
 # %% [markdown]
-# ## 6. Is the cache worth it? Pixels against the cache, measured side by side
-#
-# Short runs of `TIMED_STEPS` steps from the same start, one decoding images and running the ViT
-# every step, one reading the cache, twice each in turn (so a burst of load from another program
-# cannot favour one path); each path keeps its better round. `StepTimer` (another callback) takes
-# the time between steps, data loading included, as a real run sees it: wall time on a GPU, and on
-# a CPU this process's CPU time, the work a step costs, which a busy machine cannot inflate. The
-# timing runs' progress bars and messages are hidden (`hide_progress`): only the table matters here.
-
-# %%
-def time_steps(feature_cache: Path | None, name: str) -> float:
-    timer = StepTimer.on(course.device)
-    with hide_progress(stdout=True):
-        train(TrainConfig(dataset="CIRR", data_path=str(DATA), preset=PRESET, model_path=str(START_WEIGHTS),
-                          output_dir=str(SCRATCH / name), batch_size=BATCH_SIZE, num_workers=0,
-                          feature_cache=str(feature_cache) if feature_cache else None),
-              callback=timer, stop_after_steps=course.bounded(TIMED_STEPS))
-    return timer.seconds_per_step(skip=2)
-
-
-rounds = [(time_steps(None, f"pixels{i}"), time_steps(CACHE_DIR, f"cached{i}")) for i in range(2)]
-pixels_s, cached_s = min(p for p, _ in rounds), min(c for _, c in rounds)
-batch = BATCH_SIZE or config.recipe().batch_size
-print(format_table(["path", f"{'CPU ' if course.device.type == 'cpu' else ''}s / step", "triplets / s", "speed-up"], [
-    ["pixels: decode + ViT every step", f"{pixels_s:.3f}", f"{batch / pixels_s:.0f}", "1.00"],
-    ["feature cache", f"{cached_s:.3f}", f"{batch / cached_s:.0f}", f"{pixels_s / cached_s:.2f}"],
-]))
-if course.max_steps is None:  # a bounded run (CI's stand-ins) times too few steps to claim a speed
-    assert cached_s < pixels_s, "reading cached tokens should beat decoding images and running the ViT"
-
-# %% [markdown]
-# What the cache saves is the image decoding and the frozen ViT's forward. Section 2 counted the
-# ViT beside the trainable rest: the tiny model's ViT is the smaller part, so here the cache saves
-# little more than the decoding; the paper's ViT-g (39 blocks of width 1408, 257 tokens per image)
-# has about five times the parameters of everything trained, and runs on two images per triplet.
-# Measure what the cache saves there with the library's benchmark, which times both paths on the
-# same batch in one process and prints the ratio and the peak memory of each:
-#
-#     python -m sprc_lib bench --preset proportional      # CPU: a model with the paper's cost proportions
-#     python -m sprc_lib bench --preset blip2-vitg --batch-size 128   # a GPU: the paper's model
-#
-# The cache is built once (one ViT pass per image: 16,939 CIRR train + 2,297 val images), then
-# every epoch reads it.
-#
 # ## 7. Full scale: the commands
 #
 # ### On Colab (one GPU)
@@ -568,11 +572,11 @@ if course.max_steps is None:  # a bounded run (CI's stand-ins) times too few ste
 # **Expected time per epoch**: run `python -m sprc_lib bench --preset blip2-vitg --batch-size 128`
 # on the GPU you got and read the cached train step's triplets/s; an epoch is the training triplets
 # divided by it (plus a validation, and the one-off cache build). The cell below does that
-# arithmetic with the throughput measured in section 6: the toy epoch in tiny mode; in full mode,
+# arithmetic with the throughput measured in section 3: the toy epoch in tiny mode; in full mode,
 # where the same cells ran the paper's model on your GPU, a real CIRR epoch.
 
 # %%
-throughput = batch / cached_s
+throughput = triplets / cached_s
 n = len(CIRRDataset(DATA, "train", "relative"))  # 28,225 on real CIRR (FashionIQ: 18,000 over its 3 categories)
 print(f"CIRR train ({MODE}): {n:,} triplets at {throughput:,.0f} triplets/s -> {n / throughput / 60:.1f} min of steps per epoch")
 
@@ -664,7 +668,7 @@ print(f"finished: {again.finished}; epochs in the history: {len(again.train_hist
 assert steps_trained == 0 and position["epoch"] == EPOCHS  # the loop had no epoch left to run
 
 # %% tags=["check"]
-check(lambda: steps_trained == 0 and again.finished,
+check(lambda: steps_trained == answers.steps_left(RUN),
       "resume the finished run with a callback that counts the 'step' events: how many does it see?")
 
 # %%

@@ -8,6 +8,7 @@ on. The course notebooks' worked solutions must agree with them (nbval runs both
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from sprc_lib.evaluation.metrics import rank_gallery
 from sprc_lib.model import LOSS_NAMES
 from sprc_lib.model.lavis import lavis_to_project
 from sprc_lib.training.recipes import Recipe
-from sprc_lib.training.runs import read_csv
+from sprc_lib.training.runs import CHECKPOINT, HYPERPARAMETERS, read_csv
 
 
 def mode_for(value: str) -> str:
@@ -50,6 +51,15 @@ def fell_most(run_dir: str | Path) -> str:
     """04, exercise 2: the loss term whose last epoch's mean is the smallest share of its first's."""
     rows = read_csv(Path(run_dir) / "train_metrics.csv")
     return min(LOSS_NAMES, key=lambda name: rows[-1][name] / rows[0][name])
+
+
+def steps_left(run_dir: str | Path) -> int:
+    """04, exercise 3: how many steps resuming the run trains: the run's epochs of steps, less those its checkpoint
+    has done."""
+    run_dir = Path(run_dir)
+    plan = json.loads((run_dir / HYPERPARAMETERS).read_text())
+    done = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)["position"]
+    return plan["recipe"]["num_epochs"] * plan["steps_per_epoch"] - done["global_step"]
 
 
 def shared_names(first, second) -> int:

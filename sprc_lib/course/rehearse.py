@@ -215,8 +215,7 @@ def measure(name: str, argv: list[str], outputs: list[Path], log: Path, env: dic
     return row
 
 
-STEPS = 1  # per training command. 2 is the better measure (the second step holds what the first allocates, and
-# more); the README's block is a 1-step rehearsal until a 2-step one runs to its end (about 45 minutes)
+STEPS = 2  # per training command: the second step holds what the first allocates, and more
 
 
 def commands(paths: dict[str, Path], work: Path) -> list[tuple[str, list[str], list[Path]]]:

@@ -81,7 +81,7 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 MMAP_THRESHOLD = 1 << 20  # any process: a weight, a gradient, an AdamW moment of a real-size model
 LARGE_MODEL_THRESHOLD = 128 << 10  # once a model of the real size is loaded: its activations too
 LARGE_MODEL = 100_000_000  # parameters; the tiny track's models are far below, BLIP-2 ViT-g far above
-_threshold = [0]  # the threshold set in this process (0: glibc's own, dynamic)
+_threshold = 0  # the threshold set in this process (0: glibc's own, dynamic)
 
 
 def map_large_blocks(parameters: int = 0) -> None:
@@ -92,13 +92,14 @@ def map_large_blocks(parameters: int = 0) -> None:
     once a model of more than `LARGE_MODEL` parameters is loaded (`parameters`), whose activations then
     leave as well; a small model's steps keep glibc's heap, which the many mappings would slow. A
     threshold only ever goes down. A no-op on a libc without `mallopt`."""
+    global _threshold
     wanted = LARGE_MODEL_THRESHOLD if parameters > LARGE_MODEL else MMAP_THRESHOLD
-    if _threshold[0] and _threshold[0] <= wanted:
+    if _threshold and _threshold <= wanted:
         return
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # another libc (musl)
             ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, wanted)
-            _threshold[0] = wanted
+            _threshold = wanted
 
 
 @contextlib.contextmanager

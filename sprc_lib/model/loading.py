@@ -78,9 +78,16 @@ def load_blip2_retrieval(name_or_path: str | Path = BLIP2_RETRIEVAL, vit_from: B
     state.update({"prompt_tokens": prompt, "temp": torch.tensor(float(model.config.temp_init))})
     read = _file_reader(name_or_path)
     check_and_load(model, state, str(name_or_path), unknown=[], assign=True, vit_from=vit_from, read=read)
+    _remember_file(model, read, vit_from)
+    return model
+
+
+def _remember_file(model: Blip2Retrieval, read: Callable[[str], Tensor] | None, vit_from: Blip2Retrieval | None
+                   ) -> None:
+    """Note the file the model's ViT was mapped from, unless it now holds `vit_from`'s ViT (read where that
+    one's is)."""
     if read is not None and not (vit_from is not None and model.shares_vit_with(vit_from)):
         model.remember_vit_source(read)
-    return model
 
 
 def _file_reader(source: str | Path) -> Callable[[str], Tensor] | None:
@@ -215,8 +222,7 @@ def _load_source(source: str | Path, config: SPRCConfig | None, vit_from: Blip2R
         if vit_from is not None and read is not None:
             model.share_vit(vit_from, read)  # its own ViT, never read, is dropped
         check_finite(model.state_dict(), str(path), read)
-        if read is not None and not (vit_from is not None and model.shares_vit_with(vit_from)):
-            model.remember_vit_source(read)
+        _remember_file(model, read, vit_from)
         return model
     if path.suffix in {".pt", ".pth"} or path.is_file():
         saved = read_checkpoint(path)

@@ -346,10 +346,16 @@ assert distinct >= 3, f"only {distinct} query token(s) ever win: the backbone us
 # Several query tokens win (at least three, asserted): which one gives the max changes from pair to
 # pair. The cosine printed last says how different the candidates are: the closer to 1, the smaller
 # the margins the max decides by, and in tiny mode the backbone's query tokens are close copies of each
-# other (cosine above 0.9, asserted in tiny mode; compare the per-query-token scores of caption 0 above). BLIP-2's real query tokens, pretrained on
-# millions of image-text pairs, have room to learn different jobs; 600 steps on toy pairs do not show
-# that. (The tiny pretraining hides a random quarter of the query tokens from the max at every step;
-# before it did, one query token won all 256 pairs, as `sprc_lib/training/pretrain.py` records.)
+# other (cosine above 0.9, asserted in tiny mode; compare the per-query-token scores of caption 0 above).
+#
+# Why the tiny backbone cannot show query tokens with different jobs: a toy caption names a few facts
+# about one image (shapes, colours, where they sit), so one vector per image holds all that the
+# contrastive loss ever asks about, and nothing rewards the query tokens for differing. BLIP-2's real
+# query tokens were pretrained on millions of captions that each pick different things in a scene, and
+# with two more losses (image-text matching, and generating the caption from the query tokens) that
+# need more than one summary of the image; that is what gives them different jobs. (The tiny
+# pretraining hides a random quarter of the query tokens from the max at every step; before it did,
+# one query token won all 256 pairs, as `sprc_lib/training/pretrain.py` records.)
 # Which captions does one query token win? Change the pair and look.
 
 # %% tags=["try"]

@@ -30,6 +30,11 @@ class Progress:
     train_history: list[dict] = field(default_factory=list)
     val_history: list[dict] = field(default_factory=list)
 
+    @property
+    def epoch_number(self) -> int:
+        """The epoch in progress as people count it, from 1 (what the metric files and messages say)."""
+        return self.epoch + 1
+
     def samples_in_epoch(self, global_batch: int) -> int:
         """Training triplets of the current epoch consumed so far, by all processes together."""
         return self.offset + self.step_in_epoch * global_batch

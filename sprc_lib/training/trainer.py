@@ -80,7 +80,7 @@ class Trainer:
         distributed.barrier()
         if run.main:
             reason = "as --stop-after-steps asked" if why == "stop_after_steps" else why
-            print(f"\nStopped ({reason}) after epoch {p.epoch + 1} step {p.step_in_epoch}: saved {path}; continue "
+            print(f"\nStopped ({reason}) after epoch {p.epoch_number} step {p.step_in_epoch}: saved {path}; continue "
                   f"with `python -m sprc_lib {'train-reranker' if run.config.reranker else 'train'} --resume "
                   f"{run.run_dir}`")
         return self._result(finished=False, stopped=why)
@@ -101,7 +101,7 @@ class Trainer:
         if run.world_size > 1:
             return f"{err}\nThe last checkpoint stands; continue with --resume {run.run_dir} once it is fixed"
         path = checkpoint.save(run, p)
-        return (f"{err}\nProgress is saved in {path} (epoch {p.epoch + 1}, step {p.step_in_epoch}); fix the "
+        return (f"{err}\nProgress is saved in {path} (epoch {p.epoch_number}, step {p.step_in_epoch}); fix the "
                 f"file, then continue with --resume {run.run_dir}")
 
     def fit(self, stop_after_steps: int | None = None) -> TrainResult:
@@ -118,7 +118,7 @@ class Trainer:
             try:
                 while p.epoch < run.recipe.num_epochs:
                     bar = tqdm(self._batches(), total=run.sampler.stop, initial=p.step_in_epoch, leave=False,
-                               desc=f"epoch {p.epoch + 1}/{run.recipe.num_epochs}", disable=not run.main)
+                               desc=f"epoch {p.epoch_number}/{run.recipe.num_epochs}", disable=not run.main)
                     for batch in bar:
                         values = self.train_step(batch)
                         steps += 1
@@ -162,7 +162,7 @@ class Trainer:
         values = dict(zip(losses, logged.tolist(), strict=True))
         if not math.isfinite(values["loss"]):
             raise TrainingDiverged(
-                f"the loss is {values['loss']} at epoch {p.epoch + 1}, step {p.step_in_epoch + 1}: the run diverged "
+                f"the loss is {values['loss']} at epoch {p.epoch_number}, step {p.step_in_epoch + 1}: the run diverged "
                 f"(nothing was saved from this step). Resume from its last checkpoint (--resume {run.run_dir}), "
                 "or start a new run with a lower --learning-rate or --precision fp32"
             )
@@ -191,7 +191,7 @@ class Trainer:
     def _end_epoch(self) -> None:
         run, p = self.run, self.progress
         n = max(p.running["triplets"], 1.0)
-        row = {"epoch": p.epoch + 1, **{k: p.running.get(k, 0.0) / n for k in ("loss", *run.model.loss_names)},
+        row = {"epoch": p.epoch_number, **{k: p.running.get(k, 0.0) / n for k in ("loss", *run.model.loss_names)},
                "lr": run.scheduler.get_last_lr()[0], "seconds": p.running["seconds"],
                "triplets_per_s": p.running["triplets"] / max(p.running["seconds"], 1e-9)}
         p.train_history.append(row)
@@ -204,7 +204,7 @@ class Trainer:
             else:
                 with run.stage1.loaded() as stage1:
                     metrics = validate(stage1, run.config.dataset, run.config.data_path, run.reranker)
-            p.val_history.append({"epoch": p.epoch + 1, **metrics})
+            p.val_history.append({"epoch": p.epoch_number, **metrics})
             if run.main:
                 runs.write_csv(p.val_history, run.run_dir / runs.VALIDATION_CSV)
             self._emit("validation", metrics=metrics)
@@ -216,7 +216,7 @@ class Trainer:
         key = KEEP_BEST_KEY[run.config.dataset]
         if p.epoch < run.recipe.best_from_epoch or (p.best and metrics[key] <= p.best["score"]):
             return
-        p.best = {"epoch": p.epoch + 1, "key": key, "score": metrics[key], "metrics": metrics}
+        p.best = {"epoch": p.epoch_number, "key": key, "score": metrics[key], "metrics": metrics}
         if run.config.save_training and run.config.save_best and run.main:
             runs.save_model_dir(run.model, run.tokenizer, run.run_dir / "best", p.best)
 
@@ -314,8 +314,8 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
                 epochs = run.recipe.num_epochs
                 print(f"resuming {shown_path(run.run_dir)}: all {epochs} epochs are done, nothing left to train"
                       if progress.epoch >= epochs else
-                      f"resuming {shown_path(run.run_dir)} in epoch {progress.epoch + 1} of {epochs}, after its step "
-                      f"{progress.step_in_epoch} (step {progress.global_step} of the run)")
+                      f"resuming {shown_path(run.run_dir)} in epoch {progress.epoch_number} of {epochs}, after its "
+                      f"step {progress.step_in_epoch} (step {progress.global_step} of the run)")
             if changes and run.main:
                 _record(run, progress, changes)
             return Trainer(run, progress, callback).fit(stop_after_steps)
@@ -323,5 +323,5 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
 
 def _record(run: RunParts, progress: checkpoint.Progress, changes: list[Change]) -> None:
     print("applied from here on: " + "; ".join(str(c) for c in changes))
-    runs.record_changes(run.run_dir, [{"setting": c.setting, "from": c.old, "to": c.new, "epoch": progress.epoch + 1,
+    runs.record_changes(run.run_dir, [{"setting": c.setting, "from": c.old, "to": c.new, "epoch": progress.epoch_number,
                                        "global_step": progress.global_step} for c in changes])

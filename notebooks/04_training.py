@@ -120,7 +120,8 @@ MODE = course_mode()  # "tiny" (CPU, toy data) or "full" (GPU, real CIRR): set S
 EPOCHS = 2  # the demo run in this notebook; a real run is the command in section 7
 SEED = 0  # the run's seed: its weights' random parts, batch order and dropout
 STOP_AT_STEP = None  # the demo run stops here on purpose, then resumes (None: halfway through its second epoch)
-TIMED_STEPS = 8  # steps timed per path and round (pixels vs cache, two rounds each)
+TIMED_STEPS = 8  # steps timed per path and round (pixels vs cache); the first two are not timed
+TIMING_ROUNDS = 2  # rounds of the two paths in turn; each path keeps its best
 BATCH_SIZE = None  # None: the recipe's (tiny 32, paper 128); lower it if a GPU runs out of memory
 DATA_PATH = None  # full mode: the folder holding cirr_dataset/ (default: data/ or $SPRC_DATA)
 
@@ -341,8 +342,8 @@ del start_model, cache, net, trainable, start, by_hand, optimizer, scheduler, sc
 # ## 3. Is the cache worth it? Pixels against the cache, measured side by side
 #
 # Short runs of `TIMED_STEPS` steps from the same start, one decoding images and running the ViT
-# every step, one reading the cache, twice each in turn (so a burst of load from another program
-# cannot favour one path); each path keeps its better round. `StepTimer` (another callback) takes
+# every step, one reading the cache, in turn, `TIMING_ROUNDS` times (so a burst of load from another
+# program cannot favour one path); each path keeps its best round. `StepTimer` (another callback) takes
 # the time between steps, data loading included, as a real run sees it: wall time on a GPU, and on
 # a CPU this process's CPU time, the work a step costs, which a busy machine cannot inflate. The
 # timing runs' progress bars and messages are hidden (`hide_progress`): only the table matters here.
@@ -358,7 +359,7 @@ def time_steps(feature_cache: Path | None, name: str) -> float:
     return timer.seconds_per_step(skip=2)
 
 
-rounds = [(time_steps(None, f"pixels{i}"), time_steps(CACHE_DIR, f"cached{i}")) for i in range(2)]
+rounds = [(time_steps(None, f"pixels{i}"), time_steps(CACHE_DIR, f"cached{i}")) for i in range(TIMING_ROUNDS)]
 pixels_s, cached_s = min(p for p, _ in rounds), min(c for _, c in rounds)
 triplets = BATCH_SIZE or recipe.batch_size
 print(format_table(["path", f"{'CPU ' if course.device.type == 'cpu' else ''}s / step", "triplets / s", "speed-up"], [

@@ -126,6 +126,14 @@ def test_the_readme_shows_a_rehearsal_of_every_command_each_fitting_a_free_colab
         assert row.verdict() == verdict and row.code == 0 and row.peak_gb < TARGET_RAM_GB, name
 
 
+def test_the_readme_shows_a_rehearsal_that_took_under_an_hour():
+    """`make rehearse` is meant to run on a 2-core CPU within an hour: the block says how long the shown one took."""
+    summary = " ".join(doc_block(checkout() / "README.md", MARK_README).split())
+    took = re.search(r"Time: (\d+) minutes in all on this CPU \((\d+) for the commands above", summary)
+    assert took, "README: the rehearsal block does not say how long the rehearsal took; rerun it"
+    assert int(took.group(1)) < 60, "README: the rehearsal shown took an hour or more"
+
+
 def test_the_readme_quotes_the_rehearsals_cache_gain_and_the_caches_size():
     readme = " ".join((checkout() / "README.md").read_text().split())
     summary = " ".join(doc_block(checkout() / "README.md", MARK_README).split())

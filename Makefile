@@ -119,11 +119,13 @@ reference: toy
 rehearse: setup toy
 	$(PY) -m sprc_lib.course.rehearse build/rehearsal
 
-# Copies for a class: the notebooks without solutions (stubs + checks) and a solutions notebook per chapter.
+# Copies for a class, by Otter-Grader: the students' notebooks without solutions (stubs + checks, public tests in
+# build/student/tests), and the teacher's solved notebooks and autograder zips in build/autograder.
 student: setup
-	$(PY) -m sprc_lib.course.student notebooks build/student
+	$(PY) -m sprc_lib.course.student notebooks build/student build/autograder
 
-# The student copies run their lessons and stop at the first exercise's check, with quiet outputs. Their lesson
+# The student copies run to their end, every check saying "not yet", with quiet outputs; the autograder gives a
+# solved notebook full marks. Their lesson
 # cells are the course's own (test_student.py), which make test's nbval run executes, so this run is CI's,
 # after make test (like test-models), not make test's.
 test-student: student toy models

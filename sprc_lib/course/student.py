@@ -1,38 +1,64 @@
-"""Student copies of the course: the notebooks without their solutions, and one solutions notebook per chapter.
+"""Student copies of the course, made by Otter-Grader (`otter assign`): notebooks without their solutions for the
+students, and solved notebooks with an autograder for the teacher.
 
-A course notebook marks its exercise cells by tags: `solution` (the worked answer, code), `check`
-(the `check(...)` that follows every solution and stays in both copies) and `answer` (a Markdown answer
-to a conceptual question). A student copy replaces each solution by a stub that sets the names its
-check reads to `None`, so the check stops the notebook there with its hint until the student's code
-is right, and each answer by a place to write one; `solutions/NN_..._solutions.ipynb` holds what was
-taken out, each under its exercise's text. Hiding cells (`jupyter.source_hidden`) is not enough: Colab,
+A course notebook marks its exercise cells by tags: `solution` (the worked answer, code), `check` (the
+`check(...)` that follows every solution, which nbval runs on the course) and `answer` (a Markdown answer to a
+conceptual question). This module writes each course notebook in Otter's assignment format (an exercise is an
+autograded question: the solution, with a prompt of the names the check reads; the check's condition as its test,
+the hint as the test's failure message; a conceptual question is a manually graded one) and runs `otter assign`
+on it. The students' folder gets the notebook, whose checks call `grader.check(...)`, and the public tests
+(`tests/`); the answers and solved notebooks go to the teacher's folder only. Hiding cells is not enough: Colab,
 GitHub and an HTML export show hidden cells.
 
-    python -m sprc_lib.course.student notebooks build/student      # what `make student` runs
+    python -m sprc_lib.course.student notebooks build/student build/autograder    # what `make student` runs
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import json
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
 
+from sprc_lib.course.colab import CELL_MARK
+
 SOLUTION, CHECK, ANSWER = "solution", "check", "answer"
-STUB_HEADER = "# your code here: replace each None below, then run this cell and the check under it"
-ANSWER_STUB = "*Your answer:* (double-click to write; the chapter's solutions notebook has one)"
+STUB_HEADER = "# your code here: replace each ... below, then run this cell and the check under it"
+# What Otter's assignment format needs besides the questions: the checks run the tests in tests/ (public, beside
+# the copies); no export cell or PDF (grading runs the notebook itself). `grader` is made by INIT_CELL, after the
+# Colab install cell (Otter's own init cell would come first, before Colab has Otter).
+CONFIG = {"init_cell": "false", "check_all_cell": "false", "export_cell": "false", "run_tests": "false",
+          "solutions_pdf": "false", "generate": "true"}
+INIT_CELL = '''# The exercises' checks (Otter-Grader) read their tests from tests/, beside this notebook. On Colab: copy
+# the student folder to your Drive and name it here; the cell mounts Drive (it asks to be allowed) and goes there.
+import os
+import sys
+
+import otter
+
+STUDENT_FOLDER = "/content/drive/MyDrive/sprc-student"  # Colab only: where your copy of the student folder is
+if "google.colab" in sys.modules:
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+    os.chdir(STUDENT_FOLDER)
+grader = otter.Notebook("{name}.ipynb")'''
 
 
 @dataclass
 class Copies:
     """What `student_copies` wrote for one notebook."""
 
-    student: Path
-    solutions: Path
+    student: Path  # the student's notebook; its public tests are in the tests/ folder beside it
+    solved: Path  # the teacher's: every solution and answer in place
+    autograder: Path  # the teacher's: `otter run -a <this zip> <a student's notebook>` grades it
     exercises: int
     answers: int
 
@@ -59,9 +85,10 @@ def assigned_names(source: str) -> dict[str, None]:
 
 def read_names(source: str) -> set[str]:
     """Names a check reads from the notebook: not those it binds itself (a comprehension's or lambda's
-    variables, `:=`), which are no answer a student writes."""
+    variables, `:=`, an assignment), which are no answer a student writes."""
     tree = ast.parse(source)
-    bound = {a.arg for n in ast.walk(tree) if isinstance(n, ast.Lambda) for a in n.args.args}
+    bound = {a.arg for n in ast.walk(tree) if isinstance(n, ast.Lambda) for a in n.args.args} | set(
+        assigned_names(source))
     for node in ast.walk(tree):
         targets = [node.target] if isinstance(node, ast.comprehension | ast.NamedExpr) else []
         bound |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
@@ -69,30 +96,55 @@ def read_names(source: str) -> set[str]:
 
 
 def stub(solution: str, check_source: str) -> str:
-    """The student's cell: the names the check reads, each `None`, under a header saying what to do."""
+    """The student's cell: the names the check reads, each `...`, under a header saying what to do."""
     read = read_names(check_source)
     wanted = [name for name in assigned_names(solution) if name in read]  # in the order the solution computes them
     if not wanted:
         raise ValueError(f"this check reads nothing its solution sets:\n{check_source}")
-    return "\n".join([STUB_HEADER, *(f"{name} = None" for name in wanted)])
+    return "\n".join([STUB_HEADER, *(f"{name} = ..." for name in wanted)])
 
 
-def statement_of(cell: NotebookNode) -> NotebookNode:
-    """An exercise's or question's own text: its Markdown cell from the last bold "Exercise"/"Question" on
-    (the cell may begin with the end of the lesson before it)."""
-    lines = cell.source.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith(("**Exercise", "**Question"))]
-    cell = plain(cell)
-    if starts:
-        cell.source = "\n".join(lines[starts[-1] :])
-    return cell
+def check_parts(source: str) -> tuple[list[str], str, str]:
+    """(statements before the check, its condition, its hint) of a `check(lambda: condition, hint)` cell."""
+    tree = ast.parse(source)
+    calls = [n for n in tree.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+             and isinstance(n.value.func, ast.Name) and n.value.func.id == "check"]
+    if len(calls) != 1 or len(calls[0].value.args) != 2 or not isinstance(calls[0].value.args[0], ast.Lambda):
+        raise ValueError(f"a check cell holds one check(lambda: condition, hint):\n{source}")
+    condition, hint = calls[0].value.args
+    if not isinstance(hint, ast.Constant) or not isinstance(hint.value, str):
+        raise ValueError(f"a check's hint is a plain string:\n{source}")
+    return [ast.unparse(n) for n in tree.body if n is not calls[0]], ast.unparse(condition.body), hint.value
+
+
+def raw(*lines: str) -> NotebookNode:
+    return nbformat.v4.new_raw_cell("\n".join(lines))
+
+
+def exercise(name: str, solution: NotebookNode, check_cell: NotebookNode) -> list[NotebookNode]:
+    """An autograded question in Otter's format: the solution under a prompt of the stub's names, the check's
+    condition as the test, its hint as the test's failure message (JSON is a YAML string)."""
+    setup, condition, hint = check_parts(check_cell.source)
+    prompted = nbformat.v4.new_code_cell("\n".join(['""" # BEGIN PROMPT', stub(solution.source, check_cell.source),
+                                                    '""" # END PROMPT', "# BEGIN SOLUTION NO PROMPT",
+                                                    solution.source, "# END SOLUTION"]))
+    test = nbformat.v4.new_code_cell("\n".join(['""" # BEGIN TEST CONFIG', f"failure_message: {json.dumps(hint)}",
+                                                '""" # END TEST CONFIG', *setup, f"assert {condition}"]))
+    return [raw("# BEGIN QUESTION", f"name: {name}", "points: 1"), raw("# BEGIN SOLUTION"), prompted,
+            raw("# END SOLUTION"), raw("# BEGIN TESTS"), test, raw("# END TESTS"), raw("# END QUESTION")]
+
+
+def question(name: str, answer: NotebookNode) -> list[NotebookNode]:
+    """A manually graded question in Otter's format: the worked answer is its solution."""
+    return [raw("# BEGIN QUESTION", f"name: {name}", "manual: true", "points: 1"), raw("# BEGIN SOLUTION"),
+            plain(answer), raw("# END SOLUTION"), raw("# END QUESTION")]
 
 
 def plain(cell: NotebookNode) -> NotebookNode:
     """A copy of `cell` shown in full, without the exercise tags."""
     cell = copy.deepcopy(cell)
     cell.metadata.pop("jupyter", None)
-    kept = [t for t in cell.metadata.get("tags", []) if t not in (SOLUTION, ANSWER)]
+    kept = [t for t in cell.metadata.get("tags", []) if t not in (SOLUTION, CHECK, ANSWER)]
     if kept:
         cell.metadata["tags"] = kept
     else:
@@ -100,60 +152,80 @@ def plain(cell: NotebookNode) -> NotebookNode:
     return cell
 
 
-def split(nb: NotebookNode, title: str) -> tuple[NotebookNode, NotebookNode, int, int]:
-    """(student copy, solutions notebook, exercises, answers) of one course notebook."""
-    student, solutions = copy.deepcopy(nb), nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata))
-    solutions.cells.append(nbformat.v4.new_markdown_cell(
-        f"# Solutions · {title}\n\nEach solution uses the variables of its chapter: run the chapter up to the "
-        "exercise, then paste the solution in place of the stub."))
-    cells, exercises, answers = nb.cells, 0, 0
-    student.cells = []
-    for i, cell in enumerate(cells):
+def otter_master(nb: NotebookNode, name: str) -> tuple[NotebookNode, int, int]:
+    """(the notebook in Otter's assignment format, exercises, answers); questions are named `ch<NN>_ex<i>` and
+    `ch<NN>_q<i>`, unique over the course, so that every chapter's tests share one tests/ folder."""
+    config = [f"name: {name}", *(f"{k}: {v}" for k, v in CONFIG.items()), "tests:", "  files: true"]
+    master = nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata), cells=[raw("# ASSIGNMENT CONFIG", *config)])
+    exercises = answers = 0
+    installs = [i for i, cell in enumerate(nb.cells) if cell.source.startswith(CELL_MARK)]
+    init_after = installs[0] if installs else 0  # after the title when a notebook has no install cell
+    for i, cell in enumerate(nb.cells):
         kind = tags(cell)
-        statement = next((c for c in reversed(cells[:i]) if c.cell_type == "markdown" and not tags(c)), None)
         if SOLUTION in kind:
-            check_cell = cells[i + 1] if i + 1 < len(cells) else None
-            if check_cell is None or CHECK not in tags(check_cell):
-                raise ValueError(f"{title}: the solution in cell {i} has no check cell (tagged {CHECK!r}) after it")
-            student.cells.append(nbformat.v4.new_code_cell(stub(cell.source, check_cell.source)))
-            solutions.cells += [statement_of(statement), plain(cell), plain(check_cell)] if statement else [plain(cell)]
+            following = nb.cells[i + 1] if i + 1 < len(nb.cells) else None
+            if following is None or CHECK not in tags(following):
+                raise ValueError(f"{name}: the solution in cell {i} has no check cell (tagged {CHECK!r}) after it")
             exercises += 1
+            master.cells += exercise(f"ch{name[:2]}_ex{exercises}", cell, following)
+        elif CHECK in kind:
+            if i == 0 or SOLUTION not in tags(nb.cells[i - 1]):
+                raise ValueError(f"{name}: the check in cell {i} follows no solution (tagged {SOLUTION!r})")
         elif ANSWER in kind:
-            student.cells.append(nbformat.v4.new_markdown_cell(ANSWER_STUB))
-            solutions.cells += [statement_of(statement), plain(cell)] if statement else [plain(cell)]
             answers += 1
+            master.cells += question(f"ch{name[:2]}_q{answers}", cell)
         else:
-            student.cells.append(copy.deepcopy(cell))
-    return student, solutions, exercises, answers
+            master.cells.append(copy.deepcopy(cell))
+        if i == init_after:
+            master.cells.append(nbformat.v4.new_code_cell(INIT_CELL.format(name=name)))
+    return master, exercises, answers
 
 
-def student_copies(notebooks: str | Path, out: str | Path) -> list[Copies]:
-    """Write `out/NN_*.ipynb` (no solutions) and `out/solutions/NN_*_solutions.ipynb` for every course notebook."""
-    out = Path(out)
-    (out / "solutions").mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in sorted(Path(notebooks).glob("[0-9][0-9]_*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        title = nb.cells[0].source.splitlines()[0].lstrip("# ").strip()
-        student, solutions, exercises, answers = split(nb, title)
-        target, key = out / path.name, out / "solutions" / f"{path.stem}_solutions.ipynb"
-        nbformat.write(student, target)
-        nbformat.write(solutions, key)
-        written.append(Copies(target, key, exercises, answers))
-    if not written:
+def assign(master: NotebookNode, name: str, student: Path, teacher: Path) -> tuple[Path, Path, Path]:
+    """Run `otter assign` on `master`; move its student notebook and public tests to `student`, its solved
+    notebook, tests and autograder zip to `teacher`. (student notebook, solved notebook, autograder zip)"""
+    from otter.assign import main as otter_assign  # the course extra's tool: only `make student` needs it
+
+    with tempfile.TemporaryDirectory(prefix="sprc-otter-") as scratch:
+        source, result = Path(scratch) / f"{name}.ipynb", Path(scratch) / "dist"
+        nbformat.write(master, source)
+        otter_assign(str(source), str(result), no_pdfs=True, no_run_tests=True)
+        for side, out in (("student", student), ("autograder", teacher)):
+            (out / "tests").mkdir(parents=True, exist_ok=True)
+            for test in (result / side / "tests").glob("*.py"):
+                shutil.move(test, out / "tests" / test.name)
+            shutil.move(result / side / f"{name}.ipynb", out / f"{name}.ipynb")
+        zipped = teacher / f"{name}-autograder.zip"
+        shutil.move(next((result / "autograder").glob("*.zip")), zipped)  # without the time Otter stamps on it
+    return student / f"{name}.ipynb", teacher / f"{name}.ipynb", zipped
+
+
+def student_copies(notebooks: str | Path, student: str | Path, teacher: str | Path) -> list[Copies]:
+    """Every course notebook (`NN_*.ipynb`) as a student copy under `student` and a solved one under `teacher`."""
+    paths = sorted(Path(notebooks).glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
         raise FileNotFoundError(f"{notebooks}: no course notebooks (NN_*.ipynb) found")
+    student, teacher = Path(student), Path(teacher)
+    for out in (student, teacher):
+        shutil.rmtree(out / "tests", ignore_errors=True)  # tests of questions renamed since the last run go too
+    written = []
+    for path in paths:
+        master, exercises, answers = otter_master(nbformat.read(path, as_version=4), path.stem)
+        written.append(Copies(*assign(master, path.stem, student, teacher), exercises, answers))
     return written
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m sprc_lib.course.student NOTEBOOKS OUT", file=sys.stderr)
+    if len(argv) != 3:
+        print("usage: python -m sprc_lib.course.student NOTEBOOKS STUDENT_OUT TEACHER_OUT", file=sys.stderr)
         return 2
-    if not list(Path(argv[0]).glob("*.ipynb")):
-        print(f"error: {argv[0]}: no notebooks (*.ipynb) there; pass the course's notebooks/ folder", file=sys.stderr)
+    if not list(Path(argv[0]).glob("[0-9][0-9]_*.ipynb")):
+        print(f"error: {argv[0]}: no course notebooks (NN_*.ipynb) there; pass the course's notebooks/ folder",
+              file=sys.stderr)
         return 2
     for c in student_copies(*argv):
-        print(f"{c.student}: {c.exercises} exercises and {c.answers} answers moved to {c.solutions}")
+        print(f"{c.student}: {c.exercises} exercises (tests in {c.student.parent / 'tests'}) and {c.answers} "
+              f"questions; solved in {c.solved}, graded by {c.autograder}")
     return 0
 
 

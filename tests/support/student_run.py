@@ -1,38 +1,65 @@
-"""The student copies run as a student meets them: every lesson cell, then the first exercise's check stops them.
+"""The student copies run as a student meets them: every lesson cell runs, and every check says "not yet" with its
+hint until the student's code is right; Otter's autograder gives a solved notebook full marks.
 
-Run by `make test-student` after `make student` wrote the copies (executing seven notebooks is too slow for the
+Run by `make test-student` after `make student` wrote the copies (executing eight notebooks is too slow for the
 unit suite); each copy's lesson outputs are also read for noise (half-drawn bars, loading bars).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
 from sprc_lib.course.outputs import noise
-from sprc_lib.course.student import CHECK, tags
 
 COPIES = Path(os.environ.get("SPRC_STUDENT_COPIES", "build/student")).resolve()
+SOLVED = Path(os.environ.get("SPRC_AUTOGRADER", "build/autograder")).resolve()
+GRADED = "00_setup_and_tour"  # the chapter whose solved notebook the autograder grades here (the quickest to run)
+
+
+def hint(question: str) -> str:
+    """The failure message of a question's public test (an OK-format file: Python that sets `test`)."""
+    scope: dict = {}
+    exec((COPIES / "tests" / f"{question}.py").read_text(), scope)
+    return scope["test"]["suites"][0]["cases"][0]["failure_message"]
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
 
 
 @pytest.mark.parametrize("path", sorted(COPIES.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
-def test_a_student_copy_runs_its_lesson_and_stops_at_the_first_exercise_with_a_hint(path: Path):
+def test_a_student_copy_runs_its_lesson_and_each_check_says_not_yet_with_its_hint(path: Path):
     nb = nbformat.read(path, as_version=4)
-    first_check = next(i for i, c in enumerate(nb.cells) if CHECK in tags(c))
-    client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-    with pytest.raises(CellExecutionError) as stopped:
-        client.execute()
-    errors = [(i, o) for i, c in enumerate(nb.cells) for o in c.get("outputs", []) if o.output_type == "error"]
-    failed, error = errors[0]
-    assert failed == first_check, f"stopped at cell {failed}, not at the first check ({first_check}): {stopped.value}"
-    assert error.ename == "NotYet" and error.traceback[0].startswith("NOT YET: ")
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    checks = [c for c in nb.cells if c.source.startswith("grader.check(")]
+    assert len(checks) >= 3
+    for cell in checks:
+        question = re.fullmatch(r'grader\.check\("(\w+)"\)', cell.source).group(1)
+        shown = squash("".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs))
+        assert f"{question} results:" in shown and "All test cases passed" not in shown, shown[:300]
+        assert squash(hint(question)) in shown, f"{question}: the hint is not shown"
     assert noise(nb) == []
 
 
+def test_the_autograder_gives_a_solved_notebook_full_marks(tmp_path):
+    zipped, solved = SOLVED / f"{GRADED}-autograder.zip", SOLVED / f"{GRADED}.ipynb"
+    done = subprocess.run([sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(zipped), "-o", str(tmp_path),
+                           str(solved)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    scores = {t["name"]: (t["score"], t["max_score"]) for t in results["tests"]}
+    assert scores == {f"ch00_ex{i}": (1.0, 1.0) for i in (1, 2, 3)}, scores
+
+
 def test_the_copies_are_there():
-    assert len(list(COPIES.glob("[0-9][0-9]_*.ipynb"))) >= 7, f"{COPIES}: run `make student` first"
+    assert len(list(COPIES.glob("[0-9][0-9]_*.ipynb"))) == 8, f"{COPIES}: run `make student` first"
+    assert (SOLVED / f"{GRADED}-autograder.zip").is_file(), f"{SOLVED}: run `make student` first"

@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-slow-a test-slow-b test-unit test-models test-notebooks test-full test-student rehearse install-cells lint clean
+.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-slow-a test-slow-b test-unit test-models test-notebooks test-full test-student rehearse labs install-cells lint clean
 
 setup: $(STAMP)
 
@@ -119,15 +119,18 @@ reference: toy
 rehearse: setup toy
 	$(PY) -m sprc_lib.course.rehearse build/rehearsal
 
+# The teacher's two labs in notebooks/TEACHING.md, from the notebooks executed in tiny mode (a few minutes).
+labs: setup toy models
+	$(PY) -m sprc_lib.course.lab_plan
+
 # Copies for a class, by Otter-Grader: the students' notebooks without solutions (stubs + checks, public tests in
 # build/student/tests), and the teacher's solved notebooks and autograder zips in build/autograder.
 student: setup
 	$(PY) -m sprc_lib.course.student notebooks build/student build/autograder
 
 # The student copies run to their end, every check saying "not yet", with quiet outputs; the autograder gives a
-# solved notebook full marks. Their lesson
-# cells are the course's own (test_student.py), which make test's nbval run executes, so this run is CI's,
-# after make test (like test-models), not make test's.
+# solved notebook full marks. Their lesson cells are the course's own (test_student.py), which make test's nbval
+# run executes, so this run is CI's, after make test (like test-models), not make test's.
 test-student: student toy models
 	$(PY) -m pytest tests/support/student_run.py -p no:cacheprovider
 

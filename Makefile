@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-slow-a test-slow-b test-unit test-models test-notebooks test-full test-student rehearse labs install-cells lint clean
+.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-slow-a test-slow-b test-unit test-models test-notebooks test-full test-student rehearse teaching install-cells lint clean
 
 setup: $(STAMP)
 
@@ -119,9 +119,11 @@ reference: toy
 rehearse: setup toy
 	$(PY) -m sprc_lib.course.rehearse build/rehearsal
 
-# The teacher's two labs in notebooks/TEACHING.md, from the notebooks executed in tiny mode (a few minutes).
-labs: setup toy models
+# The generated parts of notebooks/TEACHING.md: the two labs, from the notebooks executed in tiny mode (a few
+# minutes), and the rubric, from their checks and worked answers.
+teaching: setup toy models
 	$(PY) -m sprc_lib.course.lab_plan
+	$(PY) -m sprc_lib.course.rubric
 
 # Copies for a class, by Otter-Grader: the students' notebooks without solutions (stubs + checks, public tests in
 # build/student/tests), and the teacher's solved notebooks and autograder zips in build/autograder.

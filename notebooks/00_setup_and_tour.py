@@ -349,6 +349,10 @@ check(lambda: retriever is None or kept == answers.shared_names(*my_results),
 # the gallery image most like the query: a model that leaned on the image and half-ignored the text
 # would often put it first, above the real target. Keeping it in would reward looking like the reference,
 # not applying the modification.
+#
+# *Marking (2 points):* 1 for: the reference is never the answer (the text asks for a change); 1 for: it is the
+# image most like the query, so it would rank first and reward ignoring the text. No point for "it would be
+# counted twice" without why.
 
 # %% [markdown]
 # **Question 2.** A Recall@5 of 30% on a gallery of 360 images and the same 30% on a gallery of 2,000:
@@ -360,6 +364,10 @@ check(lambda: retriever is None or kept == answers.shared_names(*my_results),
 # large one, so the second model separates the target from far more distractors. A recall means little
 # without the gallery size, hence the chance level beside it (and the toy numbers of the tiny track
 # cannot be compared with the paper's directly).
+#
+# *Marking (2 points):* 1 for: chance R@5 is 5/N (1.4% against 0.25%), so the 2,000-image result is better
+# (about 120x chance against 22x); 1 for: a recall means nothing without its gallery size, hence chance beside
+# it. Accept ratios within 10% of those.
 
 # %% [markdown]
 # ## Key takeaways

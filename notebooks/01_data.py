@@ -530,6 +530,10 @@ check(lambda: q in cirr_val.triplets and members == list(q.members) and members[
 # similarity alone. Within the set, image similarity does not say which look-alike is meant, so a
 # model that ignores the text has little to go on in Rs@K, however good its R@K looks (Rs@1's chance
 # level is one in five).
+#
+# *Marking (2 points):* 1 for: Rs@K needs the text (members all look like the reference); 1 for: R@K can be
+# earned by image similarity alone, since matching the reference pulls its whole set up. Either metric named the
+# wrong way round: no point.
 
 # %% [markdown]
 # **Question 2.** A FashionIQ split with missing images refuses to load unless you pass
@@ -541,6 +545,10 @@ check(lambda: q in cirr_val.triplets and members == list(q.members) and members[
 # and cannot be set beside the paper's. A quiet drop would also hide a download that is broken for
 # another reason (a wrong folder, a failed unpack). Asking for it by name, with a warning that says how
 # many images and triplets went, keeps both visible.
+#
+# *Marking (2 points):* 1 for: dropping changes what is measured (fewer queries, a smaller and easier gallery,
+# not comparable with the paper); 1 for: a quiet drop hides a broken download. "Errors are annoying" gets no
+# point.
 
 # %% [markdown]
 # ## Key takeaways

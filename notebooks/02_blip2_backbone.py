@@ -484,6 +484,10 @@ check(lambda: len(best) == 5 and bool((row[best] >= row.topk(5).values[-1]).all(
 # known, so a detail no query token kept cannot be recovered by a caption that asks for it. SPRC's
 # fusion pass (notebook 03) runs the query tokens with the caption in the same sequence, so for the
 # CIR query they read the reference image knowing what the text says.
+#
+# *Marking (2 points):* 1 for the gain: a small, fixed-size representation per image (32 x 256 for the real
+# model), cheap to store and score; 1 for the cost: the query tokens choose what to keep before any text is
+# known, so a detail they dropped is lost.
 
 # %% [markdown]
 # **Question 2.** Suppose the count of section 5 showed a single bar: one query token gives the max for
@@ -496,6 +500,9 @@ check(lambda: len(best) == 5 and bool((row[best] >= row.topk(5).values[-1]).all(
 # them, and the max and a score from that single vector would rank alike. A model that builds on all
 # Q outputs (SPRC turns them into Q prompt tokens) would then start from Q - 1 vectors that its
 # pretraining never pushed to describe anything a text asks about.
+#
+# *Marking (2 points):* 1 for: the features would amount to one vector per image (Q - 1 never decide a score); 1
+# for: a model that uses all Q outputs (SPRC's prompts) starts from Q - 1 vectors pretraining never made useful.
 
 # %% [markdown]
 # ## Key takeaways

@@ -616,6 +616,10 @@ check(lambda: following.shape == (len(mask), Q + L) and torch.equal(following[:,
 # caption keeps and leave out what it removes or changes. A pseudo-word is computed from the image
 # alone, before the caption is read, so it must summarise everything, including the object the caption
 # asks to remove, and the text encoder must then undo that from one token.
+#
+# *Marking (2 points):* 1 for capacity: Q tokens, not one, for several objects and attributes; 1 for: P is
+# computed with the caption present (the fusion pass), so it can leave out what the caption removes. The second
+# is the key point; capacity alone gets 1.
 
 # %% [markdown]
 # **Question 2.** The authors' code aligns every sample's prompt with the same shared `prompt_tokens`,
@@ -629,6 +633,10 @@ check(lambda: following.shape == (len(mask), Q + L) and torch.equal(following[:,
 # A per-sample auxiliary prompt $p'_i$, optimised to retrieve target i from caption i, would give each
 # $P_i$ a target of its own, a prompt known to work for that very CIR query: more guidance per sample,
 # at the cost of optimising one extra prompt per training sample.
+#
+# *Marking (2 points):* 1 for: it constrains only each P_i's mean over the Q positions, toward one shared point
+# (a regulariser); 1 for: a per-sample p'_i would give each P_i a target of its own, known to retrieve its
+# target, at the cost of one optimised prompt per sample.
 
 # %% [markdown]
 # ## Key takeaways

@@ -687,6 +687,10 @@ SCRATCH_DIR.cleanup()  # this notebook's temporary folders go (stopping the kern
 # transform deterministic, so its output for an image is the same at every step. `ln_vision` and the
 # Q-Former are trained: their outputs change with every optimiser step, so cached values would be
 # stale after the first one, and no gradient could reach their weights through a stored tensor.
+#
+# *Marking (2 points):* 1 for: the ViT is frozen and the transform deterministic, so its output never changes; 1
+# for: ln_vision and the Q-Former are trained, so their cached outputs go stale after one step and no gradient
+# reaches their weights.
 
 # %% [markdown]
 # **Question 2.** With `--global-negatives`, only the target features are gathered across GPUs, not
@@ -699,6 +703,10 @@ SCRATCH_DIR.cleanup()  # this notebook's temporary folders go (stopping the kern
 # gradients sent back to the GPU that computed them) gives every local query the full set of
 # negatives. Gathering the queries too would only matter for a target -> query loss, which SPRC does
 # not have; it would cost communication for nothing.
+#
+# *Marking (2 points):* 1 for: both losses are one-way (each query's softmax runs over targets), so gathering
+# the targets gives every query all negatives; 1 for: gathering queries helps only a target-to-query loss, which
+# SPRC lacks (communication for nothing).
 
 # %% [markdown]
 # ## Key takeaways

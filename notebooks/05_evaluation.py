@@ -449,6 +449,9 @@ SCRATCH_DIR.cleanup()  # this notebook's temporary folders go (stopping the kern
 # so the subset metric asks whether the model makes the fine distinction the text describes among
 # near-duplicates, and it is less affected by other gallery images that fit the text as well as the
 # labelled target (false negatives).
+#
+# *Marking (2 points):* 1 for: the subset ranks 5 images (chance 1/5), R@1 the whole gallery; 1 for: the subset
+# tests the fine distinction the text makes among look-alikes, and suffers less from false negatives.
 
 # %% [markdown]
 # **Question 2.** Section 2 printed an R@50 for the toy CIRR val. Would the same R@50 on real CIRR
@@ -460,6 +463,10 @@ SCRATCH_DIR.cleanup()  # this notebook's temporary folders go (stopping the kern
 # real val gallery of 2,297 it is 50/2,296, about 2 %. Compare models on the same split with the same
 # protocol, each figure beside its chance level; for the paper's numbers, the CIRR test server's
 # figures (notebook 06).
+#
+# *Marking (2 points):* 1 for: no, chance R@50 is 50/359 (about 14%) on the toy gallery and 50/2,296 (about 2%)
+# on real val; 1 for: compare models on the same split and protocol, beside chance (the paper: the test server).
+# Accept chance figures within 1 point.
 
 # %% [markdown]
 # ## Key takeaways

@@ -423,6 +423,10 @@ SCRATCH_DIR.cleanup()  # this notebook's temporary folders go (stopping the kern
 # module the tensors are loaded into. With the wrong preset the model has other shapes or other
 # keys, and the converter refuses the file, listing each missing, unexpected or misshapen key, rather
 # than leaving any part at its random initial value (exercise 2 shows the message).
+#
+# *Marking (2 points):* 1 for: the file is a bare state dict with no sizes, so the module must be built from a
+# preset or a config first; 1 for: a wrong preset makes the converter refuse the file, listing the missing,
+# unexpected or misshapen keys (no silent random weights).
 
 # %% [markdown]
 # **Question 2.** Why does the comparison table set CIRR *test* numbers beside the paper's but
@@ -434,6 +438,10 @@ SCRATCH_DIR.cleanup()  # this notebook's temporary folders go (stopping the kern
 # are comparable; val is another set of queries and gallery, useful to check that the model is
 # sound. FashionIQ has no public test labels, so the paper, like the work it compares with, reports
 # val, and our val figures are the comparable ones.
+#
+# *Marking (2 points):* 1 for: CIRR's test labels are hidden, so the paper's CIRR row is the server's and only
+# our server figures compare (val is other queries and gallery); 1 for: FashionIQ has no public test labels, so
+# its comparable figures are val.
 
 # %% [markdown]
 # ## Key takeaways

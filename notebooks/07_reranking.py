@@ -383,6 +383,10 @@ check(lambda: k90 == answers.first_k_reaching(stage1_ranks, 90, len(two.retrieve
 # measures the price of K of them). Stage 1's gallery features are computed once and shared by every
 # query, so it can rank millions of images; the cross-encoder only sees what stage 1 keeps. Its quality
 # is also bounded by stage 1 (section 4): the two stages are a budget split, not rivals.
+#
+# *Marking (2 points):* 1 for cost: one pass per gallery image per query, while stage 1 computes gallery
+# features once for all queries; 1 for: the two stages split a budget, the re-ranker bounded by what stage 1
+# keeps.
 
 # %% [markdown]
 # **Question 2.** The miner is a frozen copy of the starting Q-Former, not the model being trained. What
@@ -394,6 +398,10 @@ check(lambda: k90 == answers.first_k_reaching(stage1_ranks, 90, len(two.retrieve
 # with its own similarities). With a frozen miner the distribution of examples is fixed for the whole
 # run, which makes training steadier and its checkpoints comparable, but the negatives stay those the
 # starting model found hard, not those the re-ranker still gets wrong.
+#
+# *Marking (2 points):* 1 for: the negatives would follow the model, shifting as it learns (as ALBEF mines with
+# its own similarities); 1 for the trade-off: a frozen miner keeps the examples fixed and training steadier, but
+# its negatives stay those the start model found hard.
 
 # %% [markdown]
 # ## Key takeaways

@@ -28,7 +28,7 @@ def test_sections_split_at_headings_and_leave_solutions_out():
 
 def test_teaching_holds_the_labs_of_these_notebooks_each_with_a_buffer():
     block = doc_block(lab_plan.TEACHING, lab_plan.MARK)
-    assert block, "notebooks/TEACHING.md has no labs block: run make labs"
+    assert block, "notebooks/TEACHING.md has no labs block: run make teaching"
     rows = [line.split("  ") for line in block.splitlines() if re.match(r"^\d\d  ", line)]
     written = [(r[0], next(c.strip() for c in r[1:] if c.strip()), [c.strip() for c in r if c.strip()][2:4])
                for r in rows]
@@ -39,7 +39,7 @@ def test_teaching_holds_the_labs_of_these_notebooks_each_with_a_buffer():
                 if s.name not in (*lab_plan.HOMEWORK, "Further reading"):
                     expected.append((name[:2], s.title, ["core" if s.core else "optional",
                                                           lab_plan._minutes(s.reading_min)]))
-    assert written == expected, "the labs are stale: run make labs"
+    assert written == expected, "the labs are stale: run make teaching"
     totals = lab_plan.lab_totals(block)
     assert list(totals) == list(lab_plan.LABS)
     assert all(buffer >= lab_plan.MIN_BUFFER for _, buffer in totals.values()), totals

@@ -1,6 +1,6 @@
 """The teacher's two 2-hour labs, laid out from the notebooks themselves.
 
-    make labs       (python -m sprc_lib.course.lab_plan: executes the eight notebooks in tiny mode, a few minutes)
+    make teaching   (python -m sprc_lib.course.lab_plan: executes the eight notebooks in tiny mode, a few minutes)
 
 Each numbered section of a notebook gets a reading time, counted from the words and code lines a student reads
 in it (worked solutions and answers left out), and a compute time, measured by executing the notebook. A

@@ -152,9 +152,19 @@ def plain(cell: NotebookNode) -> NotebookNode:
     return cell
 
 
+def exercise_id(notebook: str, k: int) -> str:
+    """The name of a notebook's k-th exercise (from 1) in Otter, the tests and the rubric: unique over the course,
+    so that every chapter's tests share one tests/ folder."""
+    return f"ch{notebook[:2]}_ex{k}"
+
+
+def question_id(notebook: str, k: int) -> str:
+    """The name of a notebook's k-th conceptual question (from 1)."""
+    return f"ch{notebook[:2]}_q{k}"
+
+
 def otter_master(nb: NotebookNode, name: str) -> tuple[NotebookNode, int, int]:
-    """(the notebook in Otter's assignment format, exercises, answers); questions are named `ch<NN>_ex<i>` and
-    `ch<NN>_q<i>`, unique over the course, so that every chapter's tests share one tests/ folder."""
+    """(the notebook in Otter's assignment format, exercises, answers)."""
     config = [f"name: {name}", *(f"{k}: {v}" for k, v in CONFIG.items()), "tests:", "  files: true"]
     master = nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata), cells=[raw("# ASSIGNMENT CONFIG", *config)])
     exercises = answers = 0
@@ -167,13 +177,13 @@ def otter_master(nb: NotebookNode, name: str) -> tuple[NotebookNode, int, int]:
             if following is None or CHECK not in tags(following):
                 raise ValueError(f"{name}: the solution in cell {i} has no check cell (tagged {CHECK!r}) after it")
             exercises += 1
-            master.cells += exercise(f"ch{name[:2]}_ex{exercises}", cell, following)
+            master.cells += exercise(exercise_id(name, exercises), cell, following)
         elif CHECK in kind:
             if i == 0 or SOLUTION not in tags(nb.cells[i - 1]):
                 raise ValueError(f"{name}: the check in cell {i} follows no solution (tagged {SOLUTION!r})")
         elif ANSWER in kind:
             answers += 1
-            master.cells += question(f"ch{name[:2]}_q{answers}", cell)
+            master.cells += question(question_id(name, answers), cell)
         else:
             master.cells.append(copy.deepcopy(cell))
         if i == init_after:

@@ -10,7 +10,7 @@ TOY_STAMP := $(TOY)/.generated
 
 MODELS_STAMP := $(TOY)/runs/.trained
 
-.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-slow-a test-slow-b test-unit test-models test-notebooks test-full test-student rehearse teaching install-cells lint clean
+.PHONY: setup toy models retrain-models tiny-weights reference course lab student test test-fast test-slow test-slow-a test-slow-b test-unit test-models test-notebooks test-full test-student rehearse teaching ablations install-cells lint clean
 
 setup: $(STAMP)
 
@@ -124,6 +124,11 @@ rehearse: setup toy
 teaching: setup toy models
 	$(PY) -m sprc_lib.course.lab_plan
 	$(PY) -m sprc_lib.course.rubric
+
+# The homework's ablations measured over seeds on the toy CIRR (about 15 minutes on two cores): ablations.json and
+# its block in notebooks/TEACHING.md.
+ablations: setup toy models
+	$(PY) -m sprc_lib.course.ablations
 
 # Copies for a class, by Otter-Grader: the students' notebooks without solutions (stubs + checks, public tests in
 # build/student/tests), and the teacher's solved notebooks and autograder zips in build/autograder.

@@ -7,13 +7,14 @@ import pytest
 
 from sprc_lib.course import rubric
 from sprc_lib.course.reference import doc_block
+from sprc_lib.course.student import marking
 
 
 def test_a_marking_paragraph_gives_the_points_and_how_to_award_them():
     answer = "**Answer.** Because.\n\n*Marking (2 points):* 1 for the cause;\n1 for the cost."
-    assert rubric.marking(answer, "here") == (2, "1 for the cause; 1 for the cost.")
+    assert marking(answer, "here") == (2, "1 for the cause; 1 for the cost.")
     with pytest.raises(ValueError, match="here: the worked answer has no"):
-        rubric.marking("**Answer.** Because.", "here")
+        marking("**Answer.** Because.", "here")
 
 
 def test_teaching_holds_the_rubric_the_notebooks_give():

@@ -42,7 +42,7 @@ def chapter() -> nbformat.NotebookNode:
         cell("code", "import math\nsquare = x * x\nprint(math.pi)", SOLUTION),
         cell("code", 'check(lambda: square == 9, "square is \\"x\\" times x")', CHECK),
         cell("markdown", "**Question 1.** Why?"),
-        cell("markdown", "**Answer.** Because.", ANSWER),
+        cell("markdown", "**Answer.** Because.\n\n*Marking (2 points):* 1 for why, 1 for how.", ANSWER),
     ])
 
 

@@ -11,29 +11,17 @@ the block in TEACHING.md is the one the notebooks give.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import nbformat
 
 from sprc_lib.course.reference import write_block
-from sprc_lib.course.student import ANSWER, CHECK, check_parts, exercise_id, question_id, tags
+from sprc_lib.course.student import ANSWER, CHECK, check_parts, exercise_id, marking, question_id, tags
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 TEACHING = NOTEBOOKS / "TEACHING.md"
 MARK = "rubric"
-MARKING = re.compile(r"\*Marking \((\d+) points?\):\* (.+)", re.S)
-
-
-def marking(answer: str, where: str) -> tuple[int, str]:
-    """(points, how to award them) from a worked answer's closing marking paragraph."""
-    found = MARKING.search(answer)
-    if not found:
-        raise ValueError(f"{where}: the worked answer has no '*Marking (N points):*' paragraph")
-    return int(found.group(1)), " ".join(found.group(2).split())
-
-
 def chapter(path: Path) -> tuple[str, list[str], int]:
     """(title, rubric lines, points) of one notebook."""
     book = nbformat.read(path, as_version=4)

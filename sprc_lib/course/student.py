@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from nbformat import NotebookNode
 from sprc_lib.course.colab import CELL_MARK
 
 SOLUTION, CHECK, ANSWER = "solution", "check", "answer"
+MARKING = re.compile(r"\*Marking \((\d+) points?\):\* (.+)", re.S)  # closes every worked answer: the rubric
 STUB_HEADER = "# your code here: replace each ... below, then run this cell and the check under it"
 # What Otter's assignment format needs besides the questions: the checks run the tests in tests/ (public, beside
 # the copies); no export cell or PDF (grading runs the notebook itself). `grader` is made by INIT_CELL, after the
@@ -134,9 +136,18 @@ def exercise(name: str, solution: NotebookNode, check_cell: NotebookNode) -> lis
             raw("# END SOLUTION"), raw("# BEGIN TESTS"), test, raw("# END TESTS"), raw("# END QUESTION")]
 
 
+def marking(answer: str, where: str) -> tuple[int, str]:
+    """(points, how to award them) from the `*Marking (N points):*` paragraph that closes a worked answer."""
+    found = MARKING.search(answer)
+    if not found:
+        raise ValueError(f"{where}: the worked answer has no '*Marking (N points):*' paragraph")
+    return int(found.group(1)), " ".join(found.group(2).split())
+
+
 def question(name: str, answer: NotebookNode) -> list[NotebookNode]:
-    """A manually graded question in Otter's format: the worked answer is its solution."""
-    return [raw("# BEGIN QUESTION", f"name: {name}", "manual: true", "points: 1"), raw("# BEGIN SOLUTION"),
+    """A manually graded question in Otter's format: the worked answer, with its marking, is its solution."""
+    points, _ = marking(answer.source, name)
+    return [raw("# BEGIN QUESTION", f"name: {name}", "manual: true", f"points: {points}"), raw("# BEGIN SOLUTION"),
             plain(answer), raw("# END SOLUTION"), raw("# END QUESTION")]
 
 

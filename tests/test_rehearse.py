@@ -153,3 +153,10 @@ def test_each_notebook_gets_its_parameters_after_its_parameters_cell(tmp_path):
         at = tags.index(["injected-parameters"])
         assert "parameters" in tags[at - 1], name
         assert all(f"{key} = {value!r}" in book.cells[at].source for key, value in values.items())
+
+
+def test_notebook_04_times_enough_steps_to_measure_a_gap():
+    """The timing skips the first steps (warm-up) and needs two more to measure one gap between steps."""
+    source = (NOTEBOOK_DIR / "04_training.py").read_text()
+    skip = int(re.search(r"seconds_per_step\(skip=(\d+)\)", source).group(1))
+    assert NOTEBOOKS["04_training"]["TIMED_STEPS"] >= skip + 2

@@ -50,14 +50,20 @@ def test_a_student_copy_runs_its_lesson_and_each_check_says_not_yet_with_its_hin
     assert noise(nb) == []
 
 
-def test_the_autograder_gives_a_solved_notebook_full_marks(tmp_path):
-    zipped, solved = SOLVED / f"{GRADED}-autograder.zip", SOLVED / f"{GRADED}.ipynb"
-    done = subprocess.run([sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(zipped), "-o", str(tmp_path),
-                           str(solved)], capture_output=True, text=True, cwd=tmp_path)
+def graded(notebook: Path, out: Path) -> dict[str, tuple[float, float]]:
+    """{exercise: (score, out of)} that Otter's autograder (`otter run`) gives `notebook`."""
+    done = subprocess.run([sys.executable, "-m", "otter", "run", "--no-logo", "-a",
+                           str(SOLVED / f"{GRADED}-autograder.zip"), "-o", str(out), str(notebook)],
+                          capture_output=True, text=True, cwd=out)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    scores = {t["name"]: (t["score"], t["max_score"]) for t in results["tests"]}
-    assert scores == {f"ch00_ex{i}": (1.0, 1.0) for i in (1, 2, 3)}, scores
+    results = json.loads((out / "results.json").read_text())
+    return {t["name"]: (t["score"], t["max_score"]) for t in results["tests"] if "score" in t}  # not the summary
+
+
+def test_the_autograder_gives_a_solved_notebook_full_marks_and_a_student_copy_none(tmp_path):
+    (tmp_path / "solved").mkdir(), (tmp_path / "copy").mkdir()
+    assert graded(SOLVED / f"{GRADED}.ipynb", tmp_path / "solved") == {f"ch00_ex{i}": (1.0, 1.0) for i in (1, 2, 3)}
+    assert graded(COPIES / f"{GRADED}.ipynb", tmp_path / "copy") == {f"ch00_ex{i}": (0.0, 1.0) for i in (1, 2, 3)}
 
 
 def test_the_copies_are_there():

@@ -16,12 +16,14 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from sprc_lib.course.curves import hide_progress
 from sprc_lib.course.reference import write_block
 from sprc_lib.course.toy_track import ensure_toy
 from sprc_lib.model.loading import load_model
@@ -77,9 +79,10 @@ def run(arm: str, seed: int, workdir: Path) -> dict[str, float]:
     root = ensure_toy()
     changes, keep = ARMS[arm]
     start = start_folder(root, done.parent / f"start_{seed}", seed, keep)
-    result = train(TrainConfig(dataset="CIRR", data_path=str(root), preset="tiny", model_path=str(start), seed=seed,
-                               output_dir=str(done.parent / f"run_{seed}"), num_workers=0,
-                               feature_cache=str(root / "cache"), **changes), overwrite=True)
+    with hide_progress(stdout=True):  # runs side by side would interleave their bars; the pool shows one
+        result = train(TrainConfig(dataset="CIRR", data_path=str(root), preset="tiny", model_path=str(start),
+                                   seed=seed, output_dir=str(done.parent / f"run_{seed}"), num_workers=0,
+                                   feature_cache=str(root / "cache"), **changes), overwrite=True)
     metrics = {k: result.val_history[-1][k] for k in METRICS}
     done.write_text(json.dumps(metrics))
     return metrics
@@ -88,13 +91,16 @@ def run(arm: str, seed: int, workdir: Path) -> dict[str, float]:
 def measure(seeds: list[int], jobs: int, workdir: Path) -> dict[str, dict[str, dict[str, float]]]:
     """{arm: {seed: metrics}} for every arm and seed, `jobs` trainings at a time."""
     tasks = [(arm, seed) for arm in ARMS for seed in seeds]
+    results: dict[str, dict[str, dict[str, float]]] = {arm: {} for arm in ARMS}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {task: pool.submit(run, *task, workdir) for task in tasks}
-        results: dict[str, dict[str, dict[str, float]]] = {arm: {} for arm in ARMS}
-        for (arm, seed), future in futures.items():
-            results[arm][str(seed)] = future.result()
-            print(f"{arm}, seed {seed}: {KEY} {results[arm][str(seed)][KEY]:.1f}", flush=True)
-    return results
+        futures = {pool.submit(run, *task, workdir): task for task in tasks}
+        with tqdm(total=len(tasks), desc="toy trainings", unit="run") as bar:
+            for future in as_completed(futures):
+                arm, seed = futures[future]
+                results[arm][str(seed)] = future.result()
+                bar.write(f"{arm}, seed {seed}: {KEY} {results[arm][str(seed)][KEY]:.1f}")
+                bar.update()
+    return {arm: dict(sorted(by_seed.items(), key=lambda item: int(item[0]))) for arm, by_seed in results.items()}
 
 
 def block(results: dict[str, dict[str, dict[str, float]]]) -> str:

@@ -452,8 +452,8 @@ check(lambda: torch.allclose(mean_scores.cpu(), answers.mean_pooled(texts, galle
 
 # %% [markdown]
 # **Exercise 3.** Write your own description, e.g. "a big blue circle in the center", and show the five
-# best-matching images among the N_PAIRS (`best`: their indices). Which words of your description did
-# the model follow?
+# best-matching images among the N_PAIRS (`row`: your text's scores against `gallery`; `best`: the five
+# images' indices). Which words of your description did the model follow?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
 mine = "a big blue circle in the center" if MODE == "tiny" else "a red dress with long sleeves"

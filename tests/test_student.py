@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -13,8 +14,12 @@ import pytest
 from sprc_lib.course.exercises import NotYet, check
 from sprc_lib.course.student import (
     ANSWER,
+    BADGE,
     CHECK,
+    HAND_OUT,
     INIT_CELL,
+    OPEN_A_COPY,
+    OWNED,
     SOLUTION,
     STUB_HEADER,
     check_parts,
@@ -65,6 +70,27 @@ def test_a_solution_becomes_a_stub_of_the_names_its_check_reads_and_its_check_an
     solved = "\n".join(sources(written.solved))
     assert "square = x * x" in solved and "Because." in solved
     assert written.autograder.name == "09_chapter-autograder.zip" and written.autograder.is_file()
+    with zipfile.ZipFile(tmp_path / "teacher" / HAND_OUT) as archive:  # the student folder, for Drive
+        assert sorted(archive.namelist()) == ["sprc-student/09_chapter.ipynb", "sprc-student/tests/ch09_ex1.py"]
+
+
+def test_a_new_run_clears_its_own_folders_and_refuses_anyone_elses(tmp_path, capsys):
+    from sprc_lib.course.student import main
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(chapter(), notebooks / "09_chapter.ipynb")
+    args = [str(notebooks), str(tmp_path / "student"), str(tmp_path / "teacher")]
+    assert main(args) == 0
+    stale = tmp_path / "student" / "solutions" / "09_chapter_solutions.ipynb"  # an older version's layout
+    stale.parent.mkdir()
+    stale.write_text("{}")
+    assert main(args) == 0 and not stale.exists()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a teacher's own file")
+    assert main([str(notebooks), str(foreign), str(tmp_path / "teacher")]) == 2
+    assert "not written by `make student`" in capsys.readouterr().err and (foreign / "notes.txt").is_file()
 
 
 def test_a_solution_without_its_check_and_a_check_without_its_solution_are_refused():
@@ -103,7 +129,7 @@ def test_the_course_copies_hold_no_solution_code_and_every_exercise_and_question
     handed_out = {p.relative_to(tmp_path / "student").as_posix() for p in (tmp_path / "student").rglob("*")
                   if p.is_file()}
     tests = {f"tests/ch{c.student.name[:2]}_ex{i}.py" for c in written for i in range(1, c.exercises + 1)}
-    assert handed_out == {c.student.name for c in written} | tests  # no solved notebook, no autograder
+    assert handed_out == {c.student.name for c in written} | tests | {OWNED}  # no solved notebook, no autograder
     for copies in written:
         course = nbformat.read(NOTEBOOKS / copies.student.name, as_version=4)
         student = nbformat.read(copies.student, as_version=4)
@@ -118,6 +144,8 @@ def test_the_course_copies_hold_no_solution_code_and_every_exercise_and_question
         lesson = [c.source.removeprefix("<!-- END QUESTION -->\n\n") for c in student.cells
                   if OTTER_ANSWER not in tags(c) and not c.source.startswith("grader.check(") and c.source != init]
         own = [c.source for c in course.cells if not tags(c) & {SOLUTION, CHECK, ANSWER}]
+        assert "colab.research.google.com" in own[0] and "colab.research.google.com" not in lesson[0]
+        own[0] = BADGE.sub(lambda _: OPEN_A_COPY, own[0], count=1)  # the badge opens the course's solved notebook
         assert lesson == own, copies.student.name
         assert any("try" in tags(c) for c in student.cells), f"{copies.student.name}: no 'try it' cell"
         answers = [c.source for c in course.cells if ANSWER in tags(c)]

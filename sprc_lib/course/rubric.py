@@ -44,8 +44,10 @@ def chapter(path: Path) -> tuple[str, list[str], int]:
 
 def rubric(notebooks: Path = NOTEBOOKS) -> str:
     parts = ["Each exercise is worth a point, which Otter's autograder gives when its check passes (the check "
-             "compares the student's values with the library's, computed from the same notebook); each conceptual "
-             "question is marked by hand from its worked answer in the solved notebook (`build/autograder/`)."]
+             "compares the student's values with the library's, computed from the same notebook; `answers.*` is "
+             "`sprc_lib/course/answers.py`). The prose question that closes some exercises (\"which works better "
+             "here?\") is for discussion, not marked. Each conceptual question is marked by hand from its worked "
+             "answer in the solved notebook (`build/autograder/`)."]
     total = 0
     for path in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
         title, lines, points = chapter(path)

@@ -22,36 +22,52 @@ import re
 import shutil
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
 
-from sprc_lib.course.colab import CELL_MARK
+from sprc_lib.course.colab import CELL_MARK, COURSE_SOURCE
 
 SOLUTION, CHECK, ANSWER = "solution", "check", "answer"
+OWNED = ".sprc-student"  # in each folder `make student` writes: its next run may clear that folder
+HAND_OUT = "sprc-student.zip"  # the student folder zipped, in the teacher's folder: what to hand out
+# The course notebooks' Colab badge opens the course's own copy, solutions and all: the copies say how to open them.
+BADGE = re.compile(r"\n*\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
+OPEN_A_COPY = ("\n\n*On Colab: File > Open notebook > Google Drive, then this notebook in the student folder you "
+               "unzipped into your Drive.*")
 MARKING = re.compile(r"\*Marking \((\d+) points?\):\* (.+)", re.S)  # closes every worked answer: the rubric
 STUB_HEADER = "# your code here: replace each ... below, then run this cell and the check under it"
 # What Otter's assignment format needs besides the questions: the checks run the tests in tests/ (public, beside
 # the copies); no export cell or PDF (grading runs the notebook itself). `grader` is made by INIT_CELL, after the
 # Colab install cell (Otter's own init cell would come first, before Colab has Otter).
 CONFIG = {"init_cell": "false", "check_all_cell": "false", "export_cell": "false", "run_tests": "false",
-          "solutions_pdf": "false", "generate": "true"}
-INIT_CELL = '''# The exercises' checks (Otter-Grader) read their tests from tests/, beside this notebook. On Colab: copy
-# the student folder to your Drive and name it here; the cell mounts Drive (it asks to be allowed) and goes there.
+          "solutions_pdf": "false", "generate": "true",
+          "requirements": json.dumps([f"sprc-course[course] @ {COURSE_SOURCE}"])}  # a grader's image installs it
+INIT_CELL = '''# The exercises' checks (Otter-Grader) read their tests from tests/, beside this notebook. On Colab:
+# unzip the student folder into your Drive and name it here; the cell mounts Drive (it asks to be allowed).
 import os
 import sys
 
 import otter
 
 STUDENT_FOLDER = "/content/drive/MyDrive/sprc-student"  # Colab only: where your copy of the student folder is
+folder = "."
 if "google.colab" in sys.modules:
     from google.colab import drive
 
     drive.mount("/content/drive")
-    os.chdir(STUDENT_FOLDER)
-grader = otter.Notebook("{name}.ipynb")'''
+    folder = STUDENT_FOLDER
+    if not os.path.isdir(f"{{folder}}/tests"):
+        raise SystemExit(f"{{folder}}: no tests/ folder there. Fix: set STUDENT_FOLDER to the folder on your Drive "
+                         "that holds this notebook and its tests/, then run this cell again.")
+grader = otter.Notebook(f"{{folder}}/{name}.ipynb", tests_dir=f"{{folder}}/tests")'''
+
+
+class CopiesError(Exception):
+    """An output folder `make student` may not clear."""
 
 
 @dataclass
@@ -197,6 +213,8 @@ def otter_master(nb: NotebookNode, name: str) -> tuple[NotebookNode, int, int]:
             master.cells += question(question_id(name, answers), cell)
         else:
             master.cells.append(copy.deepcopy(cell))
+            if i == 0:
+                master.cells[-1].source = BADGE.sub(lambda _: OPEN_A_COPY, cell.source, count=1)
         if i == init_after:
             master.cells.append(nbformat.v4.new_code_cell(INIT_CELL.format(name=name)))
     return master, exercises, answers
@@ -221,6 +239,17 @@ def assign(master: NotebookNode, name: str, student: Path, teacher: Path) -> tup
     return student / f"{name}.ipynb", teacher / f"{name}.ipynb", zipped
 
 
+def fresh(out: Path) -> None:
+    """Empty `out` for a new set of copies: a file left from an earlier version (a solutions folder, a renamed
+    question's test) would be handed out with them. A folder this module did not write is refused, never cleared."""
+    if out.exists() and any(out.iterdir()) and not (out / OWNED).is_file():
+        raise CopiesError(f"{out}: not empty, and not written by `make student` (no {OWNED} in it); delete it, or "
+                          "give an empty or new folder")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / OWNED).write_text("written by `make student` (sprc_lib.course.student); cleared by its next run\n")
+
+
 def student_copies(notebooks: str | Path, student: str | Path, teacher: str | Path) -> list[Copies]:
     """Every course notebook (`NN_*.ipynb`) as a student copy under `student` and a solved one under `teacher`."""
     paths = sorted(Path(notebooks).glob("[0-9][0-9]_*.ipynb"))
@@ -228,12 +257,23 @@ def student_copies(notebooks: str | Path, student: str | Path, teacher: str | Pa
         raise FileNotFoundError(f"{notebooks}: no course notebooks (NN_*.ipynb) found")
     student, teacher = Path(student), Path(teacher)
     for out in (student, teacher):
-        shutil.rmtree(out / "tests", ignore_errors=True)  # tests of questions renamed since the last run go too
+        fresh(out)
     written = []
     for path in paths:
         master, exercises, answers = otter_master(nbformat.read(path, as_version=4), path.stem)
         written.append(Copies(*assign(master, path.stem, student, teacher), exercises, answers))
+    hand_out(student, teacher / HAND_OUT)
     return written
+
+
+def hand_out(student: Path, zipped: Path) -> Path:
+    """The student folder as one zip for Drive or an LMS, unzipping to `sprc-student/` (Colab's default
+    STUDENT_FOLDER is MyDrive/sprc-student)."""
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(student.rglob("*")):
+            if file.is_file() and file.name != OWNED:
+                archive.write(file, f"{Path(HAND_OUT).stem}/{file.relative_to(student).as_posix()}")
+    return zipped
 
 
 def main(argv: list[str]) -> int:
@@ -244,9 +284,15 @@ def main(argv: list[str]) -> int:
         print(f"error: {argv[0]}: no course notebooks (NN_*.ipynb) there; pass the course's notebooks/ folder",
               file=sys.stderr)
         return 2
-    for c in student_copies(*argv):
+    try:
+        written = student_copies(*argv)
+    except CopiesError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for c in written:
         print(f"{c.student}: {c.exercises} exercises (tests in {c.student.parent / 'tests'}) and {c.answers} "
               f"questions; solved in {c.solved}, graded by {c.autograder}")
+    print(f"hand out {argv[1]} (zipped: {Path(argv[2]) / HAND_OUT}); keep {argv[2]}")
     return 0
 
 

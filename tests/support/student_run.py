@@ -19,6 +19,7 @@ import pytest
 from nbclient import NotebookClient
 
 from sprc_lib.course.outputs import noise
+from sprc_lib.course.student import OWNED
 
 COPIES = Path(os.environ.get("SPRC_STUDENT_COPIES", "build/student")).resolve()
 SOLVED = Path(os.environ.get("SPRC_AUTOGRADER", "build/autograder")).resolve()
@@ -64,6 +65,12 @@ def test_the_autograder_gives_a_solved_notebook_full_marks_and_a_student_copy_no
     (tmp_path / "solved").mkdir(), (tmp_path / "copy").mkdir()
     assert graded(SOLVED / f"{GRADED}.ipynb", tmp_path / "solved") == {f"ch00_ex{i}": (1.0, 1.0) for i in (1, 2, 3)}
     assert graded(COPIES / f"{GRADED}.ipynb", tmp_path / "copy") == {f"ch00_ex{i}": (0.0, 1.0) for i in (1, 2, 3)}
+
+
+def test_the_student_folder_holds_the_copies_and_their_public_tests_only():
+    """What a teacher hands out: no solved notebook, no autograder, nothing an earlier version left."""
+    kept = {p.relative_to(COPIES).as_posix() for p in COPIES.rglob("*") if p.is_file()} - {OWNED, ".OTTER_LOG"}
+    assert kept and all(re.fullmatch(r"\d\d_\w+\.ipynb|tests/ch\d\d_ex\d+\.py", name) for name in kept), kept
 
 
 def test_the_copies_are_there():

@@ -24,8 +24,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sprc_lib.course.curves import hide_progress
+from sprc_lib.course.lab_plan import TEACHING
 from sprc_lib.course.reference import write_block
 from sprc_lib.course.toy_track import ensure_toy
+from sprc_lib.files import write_atomic
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.tables import format_table
@@ -36,7 +38,6 @@ from sprc_lib.training.trainer import train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "ablations.json"
-TEACHING = HERE.parents[1] / "notebooks" / "TEACHING.md"
 MARK = "ablations"
 RECIPE = "the recipe"
 # Each arm: the TrainConfig fields it changes, and how many of the query tokens it keeps (None: all).
@@ -84,7 +85,7 @@ def run(arm: str, seed: int, workdir: Path) -> dict[str, float]:
                                    seed=seed, output_dir=str(done.parent / f"run_{seed}"), num_workers=0,
                                    feature_cache=str(root / "cache"), **changes), overwrite=True)
     metrics = {k: result.val_history[-1][k] for k in METRICS}
-    done.write_text(json.dumps(metrics))
+    write_atomic(done, json.dumps(metrics))  # a run killed while writing leaves no half file
     return metrics
 
 
@@ -130,7 +131,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("build/ablations"))
     args = parser.parse_args(argv)
     results = measure(args.seeds, args.jobs, args.workdir)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    write_atomic(RESULTS, json.dumps(results, indent=1) + "\n")
     text = block(results)
     write_block(TEACHING, text, MARK)
     print(text)

@@ -21,6 +21,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from sprc_lib.course.reference import write_block
+from sprc_lib.course.student import ANSWER, SOLUTION, tags
 from sprc_lib.tables import format_table
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -61,7 +62,7 @@ class Section:
 
 def _hidden(cell: nbformat.NotebookNode) -> bool:
     """A worked solution or answer: the student copy leaves it out, so nobody reads it in class."""
-    return bool({"solution", "answer"} & set(cell.metadata.get("tags", [])))
+    return bool({SOLUTION, ANSWER} & tags(cell))
 
 
 def _seconds(cell: nbformat.NotebookNode) -> float:

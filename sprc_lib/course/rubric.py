@@ -16,11 +16,10 @@ from pathlib import Path
 
 import nbformat
 
+from sprc_lib.course.lab_plan import NOTEBOOKS, TEACHING
 from sprc_lib.course.reference import write_block
 from sprc_lib.course.student import ANSWER, CHECK, check_parts, exercise_id, marking, question_id, tags
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-TEACHING = NOTEBOOKS / "TEACHING.md"
 MARK = "rubric"
 def chapter(path: Path) -> tuple[str, list[str], int]:
     """(title, rubric lines, points) of one notebook."""
@@ -58,7 +57,11 @@ def rubric(notebooks: Path = NOTEBOOKS) -> str:
 
 
 def main() -> int:
-    text = rubric()
+    try:
+        text = rubric()
+    except ValueError as err:  # a worked answer without its marking, a malformed check
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     write_block(TEACHING, text, MARK)
     print(f"wrote the rubric into {TEACHING}")
     return 0

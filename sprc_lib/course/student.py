@@ -30,6 +30,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from sprc_lib.course.colab import CELL_MARK, COURSE_SOURCE
+from sprc_lib.files import atomic_path
 
 SOLUTION, CHECK, ANSWER = "solution", "check", "answer"
 OWNED = ".sprc-student"  # in each folder `make student` writes: its next run may clear that folder
@@ -220,9 +221,9 @@ def otter_master(nb: NotebookNode, name: str) -> tuple[NotebookNode, int, int]:
     return master, exercises, answers
 
 
-def assign(master: NotebookNode, name: str, student: Path, teacher: Path) -> tuple[Path, Path, Path]:
+def assign(master: NotebookNode, name: str, student: Path, teacher: Path) -> None:
     """Run `otter assign` on `master`; move its student notebook and public tests to `student`, its solved
-    notebook, tests and autograder zip to `teacher`. (student notebook, solved notebook, autograder zip)"""
+    notebook, tests and autograder zip (`<name>-autograder.zip`) to `teacher`."""
     from otter.assign import main as otter_assign  # the course extra's tool: only `make student` needs it
 
     with tempfile.TemporaryDirectory(prefix="sprc-otter-") as scratch:
@@ -234,35 +235,40 @@ def assign(master: NotebookNode, name: str, student: Path, teacher: Path) -> tup
             for test in (result / side / "tests").glob("*.py"):
                 shutil.move(test, out / "tests" / test.name)
             shutil.move(result / side / f"{name}.ipynb", out / f"{name}.ipynb")
-        zipped = teacher / f"{name}-autograder.zip"
-        shutil.move(next((result / "autograder").glob("*.zip")), zipped)  # without the time Otter stamps on it
-    return student / f"{name}.ipynb", teacher / f"{name}.ipynb", zipped
+        # without the time Otter stamps on it
+        shutil.move(next((result / "autograder").glob("*.zip")), teacher / f"{name}-autograder.zip")
 
 
-def fresh(out: Path) -> None:
-    """Empty `out` for a new set of copies: a file left from an earlier version (a solutions folder, a renamed
-    question's test) would be handed out with them. A folder this module did not write is refused, never cleared."""
+def check_owned(out: Path) -> None:
+    """Refuse a non-empty folder this module did not write: `make student` replaces its own folders whole (so
+    nothing from an earlier version, such as a solutions folder, is handed out), and never anyone else's."""
     if out.exists() and any(out.iterdir()) and not (out / OWNED).is_file():
         raise CopiesError(f"{out}: not empty, and not written by `make student` (no {OWNED} in it); delete it, or "
                           "give an empty or new folder")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    (out / OWNED).write_text("written by `make student` (sprc_lib.course.student); cleared by its next run\n")
 
 
 def student_copies(notebooks: str | Path, student: str | Path, teacher: str | Path) -> list[Copies]:
-    """Every course notebook (`NN_*.ipynb`) as a student copy under `student` and a solved one under `teacher`."""
+    """Every course notebook (`NN_*.ipynb`) as a student copy under `student` and a solved one under `teacher`.
+    Both folders are written beside their places and replace them at the end: a stopped run leaves the old
+    copies whole, never a half-written folder to hand out."""
     paths = sorted(Path(notebooks).glob("[0-9][0-9]_*.ipynb"))
     if not paths:
         raise FileNotFoundError(f"{notebooks}: no course notebooks (NN_*.ipynb) found")
     student, teacher = Path(student), Path(teacher)
     for out in (student, teacher):
-        fresh(out)
+        check_owned(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in paths:
-        master, exercises, answers = otter_master(nbformat.read(path, as_version=4), path.stem)
-        written.append(Copies(*assign(master, path.stem, student, teacher), exercises, answers))
-    hand_out(student, teacher / HAND_OUT)
+    with atomic_path(student) as student_tmp, atomic_path(teacher) as teacher_tmp:
+        for tmp in (student_tmp, teacher_tmp):
+            tmp.mkdir()
+            (tmp / OWNED).write_text("written by `make student` (sprc_lib.course.student); replaced by its next run\n")
+        for path in paths:
+            master, exercises, answers = otter_master(nbformat.read(path, as_version=4), path.stem)
+            assign(master, path.stem, student_tmp, teacher_tmp)
+            written.append(Copies(student / f"{path.stem}.ipynb", teacher / f"{path.stem}.ipynb",
+                                  teacher / f"{path.stem}-autograder.zip", exercises, answers))
+        hand_out(student_tmp, teacher_tmp / HAND_OUT)
     return written
 
 
@@ -286,7 +292,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         written = student_copies(*argv)
-    except CopiesError as err:
+    except (CopiesError, ValueError) as err:  # a folder it may not replace; a notebook's exercise cells malformed
         print(f"error: {err}", file=sys.stderr)
         return 2
     for c in written:

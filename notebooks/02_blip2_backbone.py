@@ -466,7 +466,8 @@ for i in best.tolist():
     print(f"{row[i]:.2f}  their caption: {captions[i]!r}")  # compare with your words
 
 # %% tags=["check"]
-check(lambda: len(best) == 5 and bool((row[best] >= row.topk(5).values[-1]).all()),
+check(lambda: isinstance(mine, str) and torch.allclose(row, answers.text_scores(model, tokenizer, mine, gallery), atol=1e-5)
+      and len(best) == 5 and bool((row[best] >= row.topk(5).values[-1]).all()),
       "score your text's feature against `gallery` with model.scores, then keep the indices of the 5 highest "
       "scores (topk)")
 

@@ -25,6 +25,7 @@ from sprc_lib.course.student import (
     check_parts,
     otter_master,
     read_names,
+    stub,
     student_copies,
     tags,
 )
@@ -104,6 +105,13 @@ def test_a_solution_without_its_check_and_a_check_without_its_solution_are_refus
         otter_master(nb, "09_chapter")
 
 
+def test_a_stub_holds_what_the_check_reads_in_the_checks_order_and_nothing_the_check_binds():
+    solution = "import math\nhelper = 2\nunknown = []\nnames = [math.pi * helper]\n"
+    check_source = 'check(lambda: names == [x for x in key(unknown)] and (n := len(names)) > 0, "hint")'
+    assert read_names(check_source) == ["check", "names", "key", "unknown", "len"]
+    assert stub(solution, check_source) == f"{STUB_HEADER}\nnames = ...\nunknown = ..."
+
+
 def test_a_check_becomes_its_statements_its_condition_and_its_hint():
     assert check_parts('WORDS = {"a"}\ncheck(lambda: len(WORDS) == n, "n " "words")') == (
         ["WORDS = {'a'}"], "len(WORDS) == n", "n words")
@@ -165,14 +173,14 @@ def test_the_course_copies_hold_no_solution_code_and_every_exercise_and_question
         stubs = [c for c in student.cells if c.cell_type == "code" and OTTER_ANSWER in tags(c)]
         course_checks = [c.source for c in course.cells if CHECK in tags(c)]
         assert len(stubs) == len(course_checks) == copies.exercises
-        for stub, check_source in zip(stubs, course_checks, strict=True):
-            body = ast.parse(stub.source).body
-            assert stub.source.startswith(STUB_HEADER) and body and all(
+        for given, check_source in zip(stubs, course_checks, strict=True):
+            body = ast.parse(given.source).body
+            assert given.source.startswith(STUB_HEADER) and body and all(
                 isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and node.value.value is ...
                 for node in body)
             names = {t.id for node in body for t in node.targets}
             # only what the student computes: each name the check reads from the notebook, none it binds itself
-            assert names <= read_names(check_source), f"{copies.student.name}: a stub sets {names}"
+            assert names <= set(read_names(check_source)), f"{copies.student.name}: a stub sets {names}"
 
 
 def squash(text: str) -> str:

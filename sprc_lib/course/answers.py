@@ -23,7 +23,8 @@ from sprc_lib.course.rerank_tour import recall_curve
 from sprc_lib.course.setup import course_mode
 from sprc_lib.evaluation.metrics import rank_gallery
 from sprc_lib.model import LOSS_NAMES
-from sprc_lib.model.lavis import lavis_to_project
+from sprc_lib.model.lavis import LAVIS_MODEL_KEY, CheckpointError, lavis_to_project, load_lavis_state
+from sprc_lib.model.tokenizer import tokenize
 from sprc_lib.training.recipes import Recipe
 from sprc_lib.training.runs import CHECKPOINT, HYPERPARAMETERS, read_csv
 
@@ -86,10 +87,41 @@ def mean_pooled(texts: Tensor, gallery: Tensor, truth: Tensor) -> tuple[Tensor, 
     return scores, 100 * float((scores.argmax(1) == truth).float().mean())
 
 
+def text_scores(model, tokenizer, text: str, gallery: Tensor) -> Tensor:
+    """02, exercise 3: one text's scores against every gallery image (the model's max over query tokens)."""
+    ids, mask = tokenize(tokenizer, [text], model.config.max_txt_len)
+    with torch.no_grad():
+        features = model.text_features(ids.to(gallery.device), mask.to(gallery.device))
+        return model.scores(features, gallery)[0].cpu()
+
+
 def lavis_names(keys: Sequence[str]) -> tuple[list[str], list[str]]:
     """06, exercise 1: this library's names of LAVIS `keys`, in order, and the keys no rule knows."""
     renamed, unknown = lavis_to_project({key: torch.empty(0) for key in keys})
     return list(renamed), list(unknown)
+
+
+def damaged_message(state: dict[str, Tensor], sizes) -> str:
+    """06, exercise 2: the converter's error on `state` without "prompt_tokens" and with "text_proj.weight" one row
+    short."""
+    damaged = {k: v for k, v in state.items() if k != "prompt_tokens"}
+    damaged["text_proj.weight"] = damaged["text_proj.weight"][:-1]
+    try:
+        load_lavis_state({LAVIS_MODEL_KEY: damaged}, sizes, "damaged file")
+    except CheckpointError as error:
+        return str(error)
+    raise AssertionError("the converter took a damaged file")
+
+
+def cirr_averages(row: dict[str, float]) -> tuple[float, float]:
+    """06, exercise 3: a CIRR row's mean of R@5 and Rs@1, and the mean of its seven recalls."""
+    seven = [v for k, v in row.items() if k.startswith("recall")]
+    return (row["recall_at5"] + row["recall_subset_at1"]) / 2, sum(seven) / len(seven)
+
+
+def fusion_sweep(two, k: int, alphas: Sequence[float]) -> list[float]:
+    """07, exercise 1: R@1 (%) after re-ordering the top `k` with each fusion weight in `alphas`."""
+    return [two.metrics(two.reranked(k, alpha))["recall_at1"] for alpha in alphas]
 
 
 def reference_first(retriever) -> float:

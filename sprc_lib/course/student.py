@@ -102,22 +102,25 @@ def assigned_names(source: str) -> dict[str, None]:
     return names
 
 
-def read_names(source: str) -> set[str]:
-    """Names a check reads from the notebook: not those it binds itself (a comprehension's or lambda's
-    variables, `:=`, an assignment), which are no answer a student writes."""
+def read_names(source: str) -> list[str]:
+    """Names a check reads from the notebook, in the order it first reads them: not those it binds itself (a
+    comprehension's or lambda's variables, `:=`, an assignment), which are no answer a student writes."""
     tree = ast.parse(source)
     bound = {a.arg for n in ast.walk(tree) if isinstance(n, ast.Lambda) for a in n.args.args} | set(
         assigned_names(source))
     for node in ast.walk(tree):
         targets = [node.target] if isinstance(node, ast.comprehension | ast.NamedExpr) else []
         bound |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - bound
+    loads = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)),
+                   key=lambda n: (n.lineno, n.col_offset))
+    return [name for name in dict.fromkeys(n.id for n in loads) if name not in bound]
 
 
 def stub(solution: str, check_source: str) -> str:
-    """The student's cell: the names the check reads, each `...`, under a header saying what to do."""
-    read = read_names(check_source)
-    wanted = [name for name in assigned_names(solution) if name in read]  # in the order the solution computes them
+    """The student's cell: the names the check reads that the solution sets, each `...`, in the order the check
+    reads them (the exercise's order), under a header saying what to do."""
+    assigned = assigned_names(solution)
+    wanted = [name for name in read_names(check_source) if name in assigned]
     if not wanted:
         raise ValueError(f"this check reads nothing its solution sets:\n{check_source}")
     return "\n".join([STUB_HEADER, *(f"{name} = ..." for name in wanted)])

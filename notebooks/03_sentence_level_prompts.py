@@ -329,7 +329,9 @@ for dataset in ("CIRR", "FashionIQ"):
 # (caption behind the prompt, against the targets), only as one prompt for all captions instead of one
 # per caption; `loss_align` then pulls the mean of each $P_i$ toward the mean of that shared prompt.
 # This course follows the code, so its models can load and reproduce the released checkpoints
-# (notebook 06); `SPRCModel.losses` carries a comment saying so.
+# (notebook 06); `SPRCModel.losses` carries a comment saying so. The paper's version is there to try:
+# `train --auxiliary-prompt per-sample` gives each training triplet a prompt of its own
+# (`SPRCModel.add_auxiliary_prompts`), and TEACHING.md's homework measures it against the code's.
 #
 # ## 7. SPRC against late fusion, untrained and trained, metric by metric
 #

@@ -28,9 +28,9 @@ from sprc_lib.data.schema import (
 )
 
 PREPROCESS = targetpad_transform(1.25, 32)
-CIRR_RELATIVE = {"pair_id", "reference_name", "caption", "group_members"}
+CIRR_RELATIVE = {"index", "pair_id", "reference_name", "caption", "group_members"}
 CIRR_TARGETS = {"target_name", "target_soft"}
-FIQ_RELATIVE = {"reference_name", "captions", "caption", "dress_type"}
+FIQ_RELATIVE = {"index", "reference_name", "captions", "caption", "dress_type"}
 
 
 def load(path):
@@ -46,7 +46,7 @@ def test_cirr_relative_items_follow_the_caption_file(toy_root, split):
         item, record = ds[i], records[i]
         expected = CIRR_RELATIVE | (CIRR_TARGETS if split != "test1" else set())
         assert set(item) == expected
-        assert item["pair_id"] == record["pairid"] and item["reference_name"] == record["reference"]
+        assert item["index"] == i and item["pair_id"] == record["pairid"] and item["reference_name"] == record["reference"]
         assert item["caption"] == record["caption"]  # raw: cleaning is the model's tokenizer step
         assert item["group_members"] == record["img_set"]["members"]
         if split != "test1":

@@ -30,7 +30,7 @@ OTHER = {
     "report_to": "tensorboard",
     "feature_cache": None, "save_training": True,
     "save_best": True,
-    "checkpoint_every": 7,
+    "checkpoint_every": 7, "auxiliary_prompt": "per-sample",
     "reranker": True, "stage1_model": "another/sprc", "rerank_top_k": 5, "rerank_fuse": 0.25,
 }  # fmt: skip
 NAMES = [f.name for f in fields(TrainConfig)]

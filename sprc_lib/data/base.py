@@ -147,8 +147,8 @@ class RetrievalDataset(CarriesErrors, Dataset):
         return len(self.triplets) if self.mode == "relative" else len(self.image_names)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if self.mode == "relative":
-            return self._relative_item(index)
+        if self.mode == "relative":  # the index names the triplet (per-sample prompts are looked up by it)
+            return {"index": index, **self._relative_item(index)}
         name = self.image_names[index]
         item: dict[str, Any] = {"name": name}
         if self.preprocess is not None:

@@ -29,7 +29,7 @@ from sprc_lib.model.lavis import (
     read_checkpoint,
 )
 from sprc_lib.model.rerank import RerankerConfig, RerankerModel, reranker_config, reranker_from_retrieval
-from sprc_lib.model.sprc import SPRCModel
+from sprc_lib.model.sprc import AUXILIARY, SPRCModel
 from sprc_lib.model.tokenizer import load_tokenizer
 
 BLIP2_RETRIEVAL = "Salesforce/blip2-itm-vit-g"
@@ -153,8 +153,10 @@ def model_from_saved(model_config: dict, state: dict, source: str, frozen_from: 
 
     A checkpoint that leaves out its frozen weights (`frozen_from`, see `frozen_weights`) gets them from the
     run's base model, built as the run built it, once that model's files are found to be the run's by content.
-    `vit_from`: see `check_and_load`.
+    `vit_from`: see `check_and_load`. A run's per-sample prompts are training-only and stay out (the trainer
+    adds them back, `SPRCModel.add_auxiliary_prompts`).
     """
+    state = {k: v for k, v in state.items() if k != AUXILIARY}
     if frozen_from is not None:
         model = base_model(frozen_from, source, vit_from)
         check_and_load(model, state, source, unknown=[], left_out=frozen_from["names"])

@@ -18,6 +18,7 @@ from sprc_lib.model.blip2 import Blip2Retrieval
 from sprc_lib.model.config import SPRCConfig
 
 LOSS_NAMES = ("loss_itc", "loss_rtc", "loss_align")
+AUXILIARY = "auxiliary_prompts"  # the per-sample prompts' parameter (`SPRCModel.add_auxiliary_prompts`)
 
 
 class LossWeights(Protocol):
@@ -46,10 +47,12 @@ class SPRCModel(Blip2Retrieval):
     config_class = SPRCConfig
     base_model_prefix = "sprc"
     loss_names = LOSS_NAMES
+    _keys_to_ignore_on_save = [AUXILIARY]  # training-only (`add_auxiliary_prompts`): no model needs them
 
     def __init__(self, config: SPRCConfig):
         super().__init__(config)
         self.prompt_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_config.hidden_size))
+        self.register_parameter(AUXILIARY, None)  # the paper's per-sample prompts, for training runs that ask
         self.post_init()
         self.freeze_vit()
 
@@ -61,6 +64,25 @@ class SPRCModel(Blip2Retrieval):
     def frozen_parameters(self) -> list[nn.Parameter]:
         """The ViT, and the unused `itm_head`."""
         return [*self.vit_parameters(), *self.itm_head.parameters()]
+
+    def add_auxiliary_prompts(self, count: int, saved: Tensor | None = None) -> None:
+        """The paper's per-sample auxiliary prompts p'_i (its Eq. 2-3): one learned prompt per training triplet,
+        each starting as the shared `prompt_tokens`. Triplet i's RTC pass reads its own, and the alignment loss
+        pulls its sentence-level prompt towards it. The authors' code, which gave the released numbers, uses the
+        shared prompt instead (their issue #17); this is the ablation of that choice. `saved`: a resumed run's."""
+        start = self.prompt_tokens.detach().expand(count, -1, -1) if saved is None else saved
+        if start.shape != (count, *self.prompt_tokens.shape[1:]):
+            raise ValueError(f"saved per-sample prompts have shape {tuple(start.shape)}; the training set has "
+                             f"{count} triplets")
+        self.auxiliary_prompts = nn.Parameter(start.clone().to(self.prompt_tokens.device))
+
+    def _rtc_prompts(self, batch_size: int, sample: Tensor | None) -> Tensor:
+        """The prompts the RTC pass puts after [CLS], (B, Q, H): triplet `sample`'s own, or the shared one."""
+        if sample is None:
+            return self._expand(self.prompt_tokens, batch_size)
+        if self.auxiliary_prompts is None:
+            raise ValueError("per-sample prompts were asked for, but the model has none (add_auxiliary_prompts)")
+        return self.auxiliary_prompts[sample]
 
     @staticmethod
     def objective(losses: dict[str, Tensor], weights: LossWeights) -> Tensor:
@@ -100,36 +122,39 @@ class SPRCModel(Blip2Retrieval):
         prompt = self.fusion_pass(image_embeds, input_ids, attention_mask)
         return self.text_pass(prompt, input_ids, attention_mask)
 
-    def prompt_embeddings(self, input_ids: Tensor) -> Tensor:
-        """The RTC branch's input: [CLS], the learned `prompt_tokens`, then the rest of the caption.
+    def prompt_embeddings(self, input_ids: Tensor, sample: Tensor | None = None) -> Tensor:
+        """The RTC branch's input: [CLS], the learned `prompt_tokens` (or each triplet's own, `sample`), then the
+        rest of the caption.
 
         Position embeddings run over the whole (L + Q)-long sequence, as in the reference's `no_img`
         embedding; the Q-Former's LayerNorm is applied by the Q-Former itself.
         """
         words = self.embeddings.word_embeddings(input_ids)
-        prompts = self._expand(self.prompt_tokens, input_ids.shape[0]).to(words.dtype)
+        prompts = self._rtc_prompts(input_ids.shape[0], sample).to(words.dtype)
         sequence = torch.cat([words[:, :1], prompts, words[:, 1:]], dim=1)
         positions = self.embeddings.position_ids[:, : sequence.shape[1]]
         return sequence + self.embeddings.position_embeddings(positions)
 
-    def prompt_text_pass(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def prompt_text_pass(self, input_ids: Tensor, attention_mask: Tensor, sample: Tensor | None = None) -> Tensor:
         """Caption with the learned prompts after [CLS], no image -> h, (B, D), read at [CLS].
 
         The mask is the reference's `cat(ones(Q), mask)` over the re-ordered sequence. Because [CLS] is
         never padding, that mask still lines up with the new layout position for position.
         """
         out = self.qformer(
-            query_embeds=self.prompt_embeddings(input_ids),
+            query_embeds=self.prompt_embeddings(input_ids, sample),
             query_length=0,
             attention_mask=self._query_mask(attention_mask),
         )
         return self._project_text(out.last_hidden_state[:, 0])
 
     # ----------------------------------------------------------------- scores and losses
-    def representations(self, reference: Tensor, target: Tensor, input_ids: Tensor, attention_mask: Tensor
-                        ) -> dict[str, Tensor]:
+    def representations(self, reference: Tensor, target: Tensor, input_ids: Tensor, attention_mask: Tensor,
+                        sample: Tensor | None = None) -> dict[str, Tensor]:
         """Per triplet, everything the losses compare: the composed query, the prompt-text query, the target's
         query-token features and the fusion prompt's mean, in the order the authors' forward computes them.
+        With `sample` (the triplets' indices in the training set), the RTC pass and the alignment read each
+        triplet's auxiliary prompt (`add_auxiliary_prompts`), whose mean joins them as `anchor_mean`.
 
         Each depends on its own triplet only, so a batch can be split into micro-batches and these
         concatenated (what the gradient cache does, `sprc_lib.training.step`).
@@ -138,8 +163,11 @@ class SPRCModel(Blip2Retrieval):
         target_features = self.image_features(self.encode_image(target))
         prompt = self.fusion_pass(ref_embeds, input_ids, attention_mask)
         composed = self.text_pass(prompt, input_ids, attention_mask)
-        relative = self.prompt_text_pass(input_ids, attention_mask)
-        return {"composed": composed, "relative": relative, "target": target_features, "prompt_mean": prompt.mean(1)}
+        relative = self.prompt_text_pass(input_ids, attention_mask, sample)
+        reps = {"composed": composed, "relative": relative, "target": target_features, "prompt_mean": prompt.mean(1)}
+        if sample is not None:
+            reps["anchor_mean"] = self._rtc_prompts(len(sample), sample).detach().mean(1)
+        return reps
 
     def losses(self, reps: dict[str, Tensor], global_negatives: bool = False,
                temp: Tensor | None = None) -> dict[str, Tensor]:
@@ -163,8 +191,11 @@ class SPRCModel(Blip2Retrieval):
         loss_rtc = F.cross_entropy(self.scores(reps["relative"], target_features) / temp, labels)
         # The authors align with the shared `prompt_tokens` (detached), not a per-sample prompt (SPRC issue #17).
         prompt_mean = reps["prompt_mean"]
-        anchor = self._expand(self.prompt_tokens, prompt_mean.shape[0]).detach()
-        loss_align = F.mse_loss(prompt_mean, anchor.mean(1).to(prompt_mean.dtype))
+        if "anchor_mean" in reps:
+            anchor_mean = reps["anchor_mean"]
+        else:
+            anchor_mean = self._expand(self.prompt_tokens, prompt_mean.shape[0]).detach().mean(1)
+        loss_align = F.mse_loss(prompt_mean, anchor_mean.to(prompt_mean.dtype))
         return {"loss_itc": loss_itc, "loss_rtc": loss_rtc, "loss_align": loss_align}
 
     def forward(
@@ -175,11 +206,13 @@ class SPRCModel(Blip2Retrieval):
         attention_mask: Tensor,
         global_negatives: bool = False,
         representations: bool = False,
+        sample: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """The three SPRC losses for B (reference, caption, target) triplets, unweighted; or, with
         `representations`, what they compare (see `representations` and `losses`).
 
-        `reference` and `target` are pixels or cached frozen-ViT tokens (see `encode_image`).
+        `reference` and `target` are pixels or cached frozen-ViT tokens (see `encode_image`); `sample`, the
+        triplets' training-set indices, only with per-sample auxiliary prompts.
         """
-        reps = self.representations(reference, target, input_ids, attention_mask)
+        reps = self.representations(reference, target, input_ids, attention_mask, sample)
         return reps if representations else self.losses(reps, global_negatives)

@@ -33,6 +33,7 @@ from sprc_lib.model import SPRCModel, preset_config
 from sprc_lib.model.fingerprint import weights_fingerprint
 from sprc_lib.model.loading import BLIP2_RETRIEVAL, frozen_weights, load_model, load_reranker, model_from_saved
 from sprc_lib.model.rerank import RerankerModel
+from sprc_lib.model.sprc import AUXILIARY
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.training import runs
 from sprc_lib.training.config import SettingError, TrainConfig
@@ -123,7 +124,7 @@ def _tokenizer(config: TrainConfig, run_dir: Path, fresh: bool):
 
 
 def _model(config: TrainConfig, tokenizer, checkpoint: dict | None) -> SPRCModel | RerankerModel:
-    if checkpoint is not None:
+    if checkpoint is not None:  # per-sample prompts join once the training set is known (`build_run`)
         return model_from_saved(checkpoint["model_config"], checkpoint["model"], "the run's checkpoint",
                                 checkpoint.get("frozen_from"))
     sizes = preset_config(config.preset, len(tokenizer))
@@ -218,6 +219,10 @@ def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None
     model = _model(config, tokenizer, checkpoint)
     model.checkpoint_qformer(config.gradient_checkpointing)
     train_set = train_dataset(config)
+    if config.auxiliary_prompt == "per-sample":
+        if world_size > 1:  # the shared prompt gets no gradient then, which DistributedDataParallel refuses
+            raise SettingError("--auxiliary-prompt per-sample is an ablation for one process: run it without torchrun")
+        model.add_auxiliary_prompts(len(train_set), None if checkpoint is None else checkpoint["model"][AUXILIARY])
     with distributed.main_first():
         # Validation in training scores in float32 even where `validate` scores exactly: it steers keep-best on
         # weights that differ between machines anyway, and float64 tripled the tiny re-ranker's validation time.

@@ -89,6 +89,11 @@ class TrainConfig:
     save_best: bool = _setting(False, "keep the best model by the reference's criterion (needs --save-training)",
                                APPLIED)
     checkpoint_every: int = _setting(0, "also checkpoint every N steps (0: at epoch ends only)", APPLIED)
+    auxiliary_prompt: str = _setting("shared", "the RTC pass's prompt and the alignment loss's anchor: shared (the "
+                                     "authors' code, one learned prompt) or per-sample (the paper's Eq. 2-3, one "
+                                     "learned prompt per training triplet, SPRC issue #17: an ablation, whose "
+                                     "memory grows with the training set)",
+                                     choices=("shared", "per-sample"))
     reranker: bool = _setting(False, "train the SPRC² re-ranker instead of SPRC (what `train-reranker` sets)")
     stage1_model: str | None = _setting(None, "re-ranker runs: the SPRC model whose top K validation re-orders "
                                         "(a run's best/ or final/, or a released sprc_*.pt; default on toy data: "
@@ -234,6 +239,11 @@ def check(config: TrainConfig) -> None:
     if config.reranker and config.micro_batch:
         raise SettingError("--micro-batch: the gradient cache is SPRC's (its losses compare a whole batch); the "
                            "re-ranker trains without it, so lower --batch-size instead")
+    if config.auxiliary_prompt == "per-sample" and config.reranker:
+        raise SettingError("--auxiliary-prompt per-sample is SPRC's alignment; the re-ranker has no prompts")
+    if config.auxiliary_prompt == "per-sample" and config.micro_batch:
+        raise SettingError("--auxiliary-prompt per-sample trains without the gradient cache: drop --micro-batch, or "
+                           "lower --batch-size")
     if config.reranker and config.global_negatives:
         raise SettingError("--global-negatives is SPRC's; the re-ranker mines its hard negatives within each "
                            "process's batch, as the authors do")

@@ -81,7 +81,8 @@ def optimizer_step(net: nn.Module, batch: dict[str, Tensor], optimisation: Optim
     """Forward, the weighted loss, backward (grad scaler under fp16), optimiser and schedule step.
 
     `net` is the model or DDP around it; `batch` holds `reference`, `target` (pixels or cached ViT
-    tokens), `input_ids` and `attention_mask` on the training device. With `settings.micro_batch` smaller than
+    tokens), `input_ids` and `attention_mask` on the training device, and `sample` (the triplets' indices)
+    with per-sample auxiliary prompts. With `settings.micro_batch` smaller than
     the batch, the backward is the gradient cache's (`cached_backward`): the same loss and gradients as
     the whole batch, with the memory of one micro-batch. Returns the detached loss terms and their
     weighted sum (`loss`).
@@ -95,7 +96,8 @@ def optimizer_step(net: nn.Module, batch: dict[str, Tensor], optimisation: Optim
         losses, loss = cached_backward(net, inputs, o.scaler, settings)
     else:
         with autocast(device, settings.dtype):
-            losses = net(*inputs, global_negatives=settings.global_negatives)
+            per_sample = {"sample": batch["sample"]} if "sample" in batch else {}
+            losses = net(*inputs, global_negatives=settings.global_negatives, **per_sample)
             loss = _model(net).objective(losses, settings.recipe)
         o.scaler.scale(loss).backward()
     o.scaler.step(o.optimizer)

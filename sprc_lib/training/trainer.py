@@ -157,6 +157,8 @@ class Trainer:
         tensors = {"reference": batch["reference"].to(device, non_blocking=True),
                    "target": batch["target"].to(device, non_blocking=True),
                    "input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        if run.config.auxiliary_prompt == "per-sample":
+            tensors["sample"] = batch["index"].to(device)
         losses = optimizer_step(run.net, tensors, run.optimisation, run.step_settings)
         logged = distributed.mean_over_ranks(torch.stack([v.float() for v in losses.values()]))
         values = dict(zip(losses, logged.tolist(), strict=True))

@@ -217,6 +217,12 @@ display(img_set_figure(retriever, 1))
 # reference kept in the ranking, the two captions of a triplet joined into one query ("Is red and has
 # long sleeves"), and R@10 and R@50 per category, their means, and the average of the two means (the
 # figure the authors' code keeps its best model by).
+#
+# Real FashionIQ galleries hold many near-identical products, so a target competes with its look-alikes
+# and even the paper's model misses many targets in its top 50 (notebook 06 has its numbers). The toy
+# galleries do the same on purpose: each holds every toy garment in several photos, so a target has
+# twins that differ only in how the photo was taken. With one photo per garment the toy R@50s sat at
+# the ceiling, where no model can show a gain; in tiny mode the cell below asserts that none does.
 
 # %%
 fiq = validate(fiq_ctx, "FashionIQ", DATA)
@@ -225,6 +231,8 @@ rows = [[c, *(f"{fiq[f'{c}_recall_at{k}']:.1f} ({fiq_chance[f'{c}_recall_at{k}']
         for c in ("dress", "shirt", "toptee", "average")]
 print(format_table(["category", "R@10 (chance)", "R@50 (chance)"], rows))
 print(f"average of R@10 and R@50: {fiq['average']:.1f} (chance {fiq_chance['average']:.1f})")
+if MODE == "tiny":
+    assert max(fiq.values()) < 100, fiq  # the toy galleries' twins keep every recall below 100
 if not course.standin_weights:
     assert fiq["average_recall_at10"] > 3 * fiq_chance["average_recall_at10"], (
         "the FashionIQ model barely beats chance: check that SPRC_FIQ_MODEL is a trained FashionIQ model (a run's "

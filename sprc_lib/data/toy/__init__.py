@@ -49,8 +49,8 @@ class ToySize:
 
 
 SIZES = {
-    "small": ToySize({"train": 300, "val": 60, "test1": 60}, 800, 190, 190),
-    "medium": ToySize({"train": 1050, "val": 210, "test1": 210}, 2800, 660, 660),
+    "small": ToySize({"train": 300, "val": 60, "test1": 60}, 800, 760, 190),
+    "medium": ToySize({"train": 1050, "val": 210, "test1": 210}, 2800, 2640, 660),
 }
 
 

@@ -340,8 +340,10 @@ def generate_train(category: str, n_queries: int, rng: random.Random, used: set[
 def generate_eval(
     category: str, n_images: int, n_queries: int, rng: random.Random, used: set[str]
 ) -> tuple[list, list]:
-    """val/test split: a gallery spread evenly over the attribute space (distinct garments while it
-    fits), and triplets between gallery images 1-2 attributes apart, so a target has look-alikes."""
+    """val/test split: a gallery spread evenly over the attribute space, and triplets between gallery
+    images 1-2 attributes apart, so a target has look-alikes. A gallery larger than the space (the toy
+    sizes' are) holds each garment in several photos, as FashionIQ holds near-identical products: a
+    target competes with its twins, so the toy recalls stay below 100."""
     space = all_garments(category)
     rng.shuffle(space)
     images = [FiqImage(asin(rng, used), space[i % len(space)], random_look(rng)) for i in range(n_images)]

@@ -125,7 +125,7 @@ teaching: setup toy models
 	$(PY) -m sprc_lib.course.lab_plan
 	$(PY) -m sprc_lib.course.rubric
 
-# The homework's ablations measured over seeds on the toy CIRR (about 15 minutes on two cores): ablations.json and
+# The homework's ablations measured over seeds on the toy CIRR: ablations.json and
 # its block in notebooks/TEACHING.md.
 ablations: setup toy models
 	$(PY) -m sprc_lib.course.ablations

@@ -2,7 +2,8 @@
 several seeds, so that the teacher knows the range a student's result should fall in.
 
     python -m sprc_lib.course.ablations [--seeds 0 1 2 3 4] [--jobs 2] [--workdir build/ablations]
-    (make ablations: 15 toy trainings, about 15 minutes on two cores; a stopped run starts again from its seed)
+    (make ablations: one toy training per arm and seed, a few CPU minutes each; a stopped run starts again from its
+    seed, and a finished one is kept under a digest of its starting weights and its changes)
 
 Every run starts from the shipped tiny BLIP-2, saved as an SPRC model under the run's seed (so each arm starts
 from the same prompt tokens for a seed), and trains with the toy recipe (`TOY["CIRR"]`) on the toy CIRR; what
@@ -13,6 +14,7 @@ module and, as ranges over the seeds, into notebooks/TEACHING.md (a test checks 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -41,10 +43,11 @@ RESULTS = HERE / "ablations.json"
 MARK = "ablations"
 RECIPE = "the recipe"
 # Each arm: the TrainConfig fields it changes, and how many of the query tokens it keeps (None: all).
-ARMS: dict[str, tuple[dict[str, float], int | None]] = {
+ARMS: dict[str, tuple[dict[str, float | str], int | None]] = {
     RECIPE: ({}, None),
     "alignment weight 0": ({"loss_align": 0.0}, None),
     "4 prompt tokens": ({}, 4),
+    "per-sample auxiliary prompts": ({"auxiliary_prompt": "per-sample"}, None),  # the paper's Eq. 2-3 (issue #17)
 }
 METRICS = ("recall_at1", "recall_at5", "recall_at10", "recall_at50", "recall_subset_at1", "mean_r5_rs1")
 KEY = "mean_r5_rs1"  # CIRR's headline: the mean of R@5 and Rs@1
@@ -71,14 +74,22 @@ def start_folder(root: Path, out: Path, seed: int, keep: int | None) -> Path:
     return out
 
 
+def arm_key(root: Path, arm: str) -> str:
+    """The arm's folder name: its name, and a digest of what it trains from (the tiny BLIP-2's weights, the arm's
+    changes), so that a result measured from other weights or another definition is never taken for this one."""
+    digest = hashlib.sha256((root / TINY_BLIP2 / "model.safetensors").read_bytes())
+    digest.update(json.dumps(ARMS[arm], sort_keys=True).encode())
+    return f"{arm.replace(' ', '_')}_{digest.hexdigest()[:10]}"
+
+
 def run(arm: str, seed: int, workdir: Path) -> dict[str, float]:
     """One arm at one seed: its last epoch's CIRR validation (written to `workdir/<arm>/<seed>.json` too)."""
     torch.set_num_threads(1)  # the runs go side by side, one core each
-    done = workdir / arm.replace(" ", "_") / f"{seed}.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     root = ensure_toy()
     changes, keep = ARMS[arm]
+    done = workdir / arm_key(root, arm) / f"{seed}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
     start = start_folder(root, done.parent / f"start_{seed}", seed, keep)
     with hide_progress(stdout=True):  # runs side by side would interleave their bars; the pool shows one
         result = train(TrainConfig(dataset="CIRR", data_path=str(root), preset="tiny", model_path=str(start),

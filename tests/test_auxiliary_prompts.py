@@ -14,6 +14,7 @@ from sprc_lib.model.loading import load_model
 from sprc_lib.model.sprc import AUXILIARY
 from sprc_lib.model.tokenizer import load_tokenizer, tokenize
 from sprc_lib.training.config import SettingError, TrainConfig, check
+from sprc_lib.training.disk import run_disk
 from sprc_lib.training.runs import CHECKPOINT
 from sprc_lib.training.trainer import resume_training, train
 
@@ -57,6 +58,10 @@ def test_a_per_sample_run_resumes_from_its_checkpoint_and_saves_no_prompts_with_
     triplets = len(CIRRDataset(small_toy, "train", "relative"))
     assert saved["model"][AUXILIARY].shape == (triplets, *first.model.prompt_tokens.shape[1:])
     torch.testing.assert_close(saved["model"][AUXILIARY], first.model.auxiliary_prompts.detach(), rtol=0, atol=0)
+    # what the run's first lines said it would write: the prompts and their moments in the checkpoint only
+    disk, shared = run_disk(first.model.config, per_sample=triplets), run_disk(first.model.config)
+    assert (tmp_path / "run" / CHECKPOINT).stat().st_size == pytest.approx(disk.checkpoint, rel=0.02)
+    assert disk.checkpoint > 3 * saved["model"][AUXILIARY].numel() * 4 and disk.model_folder == shared.model_folder
     evaluated = load_model(tmp_path / "run" / CHECKPOINT)  # validate reads a checkpoint without them
     assert evaluated.auxiliary_prompts is None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -132,6 +133,15 @@ def test_default_size_meets_the_minimums(toy_root):
         train = load(schema.fashioniq_caption_path(toy_root, category, "train"))
         assert len(val_images) >= 150 and 0.8 <= len(val) / len(val_images) <= 1.25
         assert 600 <= len(train) <= 1000
+
+
+def test_a_fashioniq_gallery_holds_every_garment_in_three_or_four_photos(toy_spec):
+    """What notebook 05 says of the toy galleries: larger than the garments, so a target has twins."""
+    for category in schema.FASHIONIQ_CATEGORIES:
+        for split in ("val", "test"):
+            photos = Counter(image.garment for image in toy_spec.fashioniq[(category, split)].images)
+            assert len(photos) == len(toy_fashioniq.all_garments(category))
+            assert set(photos.values()) == {3, 4}, (category, split)
 
 
 def test_medium_is_three_to_four_times_small():

@@ -11,7 +11,7 @@ from sprc_lib.training import config as settings
 
 # Settings only one of the two training commands has (the `reranker` setting is the command itself).
 _SPRC_ONLY = {"reranker", "stage1_model", "rerank_top_k", "rerank_fuse"}
-_RERANKER_ONLY = {"reranker", "global_negatives", "micro_batch", "loss_rtc", "loss_align"}
+_RERANKER_ONLY = {"reranker", "global_negatives", "micro_batch", "loss_rtc", "loss_align", "auxiliary_prompt"}
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:

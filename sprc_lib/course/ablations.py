@@ -126,8 +126,9 @@ def block(results: dict[str, dict[str, dict[str, float]]]) -> str:
                  for k in METRICS]
         change = [by_seed[s][KEY] - results[RECIPE][s][KEY] for s in seeds]
         rows.append([arm, *cells, "-" if arm == RECIPE else f"{min(change):+.1f} to {max(change):+.1f}"])
-    return (f"Toy CIRR val after the toy recipe's {recipe.num_epochs} epochs (the last epoch, no selection: the "
-            "retraining band above takes each run's best epoch instead, so its ranges differ), lowest-highest over "
+    return (f"Toy CIRR val after the toy recipe's {recipe.num_epochs} epochs (the last epoch, no selection, every run "
+            "from the shipped tiny BLIP-2: the retraining band above pretrains its own tiny BLIP-2 per seed and keeps "
+            "each run's best epoch, so its ranges differ), lowest-highest over "
             f"seeds {', '.join(seeds)}; the recipe's alignment weight is {recipe.loss_align:g}. {KEY} is the mean of "
             f"R@5 and Rs@1, CIRR's headline. The last column is each arm's {KEY} minus the recipe's at the same seed: "
             "where its range holds zero, the seeds cannot tell the change from no change. Measured by "

@@ -95,6 +95,13 @@ def text_scores(model, tokenizer, text: str, gallery: Tensor) -> Tensor:
         return model.scores(features, gallery)[0].cpu()
 
 
+def blind_metrics(model, evaluate, in_batches, ids: Tensor, mask: Tensor) -> dict[str, float]:
+    """03, exercise 1: the chapter's metrics (`evaluate`) of the text pass fed the plain query tokens, which never
+    saw an image, in place of the sentence-level prompt."""
+    return evaluate(in_batches(lambda i, m: model.text_pass(model.query_tokens.expand(len(i), -1, -1), i, m),
+                               ids, mask))
+
+
 def lavis_names(keys: Sequence[str]) -> tuple[list[str], list[str]]:
     """06, exercise 1: this library's names of LAVIS `keys`, in order, and the keys no rule knows."""
     renamed, unknown = lavis_to_project({key: torch.empty(0) for key in keys})

@@ -91,8 +91,9 @@ class TrainConfig:
     checkpoint_every: int = _setting(0, "also checkpoint every N steps (0: at epoch ends only)", APPLIED)
     auxiliary_prompt: str = _setting("shared", "the RTC pass's prompt and the alignment loss's anchor: shared (the "
                                      "authors' code, one learned prompt) or per-sample (the paper's Eq. 2-3, one "
-                                     "learned prompt per training triplet, SPRC issue #17: an ablation, whose "
-                                     "memory grows with the training set)",
+                                     "learned prompt per training triplet, SPRC issue #17: an ablation in one "
+                                     "process without --micro-batch, whose memory and checkpoint grow with the "
+                                     "training set)",
                                      choices=("shared", "per-sample"))
     reranker: bool = _setting(False, "train the SPRC² re-ranker instead of SPRC (what `train-reranker` sets)")
     stage1_model: str | None = _setting(None, "re-ranker runs: the SPRC model whose top K validation re-orders "

@@ -20,6 +20,7 @@ from sprc_lib.data.schema import CIRR_REAL_COUNTS, FASHIONIQ_REAL_COUNTS
 from sprc_lib.features import cache_bytes, size_text
 from sprc_lib.model import SPRCConfig, SPRCModel
 from sprc_lib.model.rerank import RerankerModel, reranker_config
+from sprc_lib.model.sprc import AUXILIARY
 
 GB = 1e9
 # The images a training run's cache fills on the real datasets: the train and val splits.
@@ -52,15 +53,20 @@ def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def run_disk(config: SPRCConfig, reranker: bool = False) -> RunDisk:
-    """What a run of SPRC (or of the re-ranker) at `config`'s sizes writes."""
+def run_disk(config: SPRCConfig, reranker: bool = False, per_sample: int = 0) -> RunDisk:
+    """What a run of SPRC (or of the re-ranker) at `config`'s sizes writes; `per_sample`: the training triplets of
+    a run with per-sample auxiliary prompts, which its checkpoint holds (with their AdamW moments) and its model
+    folders do not."""
     with torch.device("meta"):
         model = RerankerModel(reranker_config(config)) if reranker else SPRCModel(config)
+        if per_sample:
+            model.add_auxiliary_prompts(per_sample)
     frozen = {id(p) for p in model.frozen_parameters()}
     trainable = [p for p in model.parameters() if id(p) not in frozen]
     kept = [t for t in model.state_dict(keep_vars=True).values() if id(t) not in frozen]
+    saved = [t for name, t in model.state_dict().items() if name != AUXILIARY]
     tokens = model.vision_model.embeddings.num_positions
-    return RunDisk(checkpoint=_bytes(kept) + 2 * _bytes(trainable), model_folder=_bytes(model.state_dict().values()),
+    return RunDisk(checkpoint=_bytes(kept) + 2 * _bytes(trainable), model_folder=_bytes(saved),
                    cache_per_image=cache_bytes(1, tokens, config.vision_config.hidden_size))
 
 

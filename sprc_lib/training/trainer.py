@@ -236,7 +236,8 @@ class Trainer:
         r, w, steps = run.recipe, run.world_size, len(run.sampler)
         for line in run.evaluation.skipped_lines():
             print(line)
-        disk = run_disk(run.model.config, reranker=run.reranker is not None)
+        per_sample = len(run.train_set) if run.config.auxiliary_prompt == "per-sample" else 0
+        disk = run_disk(run.model.config, reranker=run.reranker is not None, per_sample=per_sample)
         print(f"run folder: {disk.describe(run.config.save_training)}")
         if run.config.micro_batch and run.config.micro_batch < r.batch_size:
             print(f"gradient cache: each process's batch of {r.batch_size} in micro-batches of "

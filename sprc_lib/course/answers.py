@@ -21,6 +21,7 @@ from torch import Tensor
 from sprc_lib.course.curves import learning_rates
 from sprc_lib.course.rerank_tour import recall_curve
 from sprc_lib.course.setup import course_mode
+from sprc_lib.evaluation.metrics import cirr_averages as linear_averages
 from sprc_lib.evaluation.metrics import rank_gallery
 from sprc_lib.model import LOSS_NAMES
 from sprc_lib.model.lavis import LAVIS_MODEL_KEY, CheckpointError, lavis_to_project, load_lavis_state
@@ -122,8 +123,8 @@ def damaged_message(state: dict[str, Tensor], sizes) -> str:
 
 def cirr_averages(row: dict[str, float]) -> tuple[float, float]:
     """06, exercise 3: a CIRR row's mean of R@5 and Rs@1, and the mean of its seven recalls."""
-    seven = [v for k, v in row.items() if k.startswith("recall")]
-    return (row["recall_at5"] + row["recall_subset_at1"]) / 2, sum(seven) / len(seven)
+    averages = linear_averages(row)
+    return averages["mean_r5_rs1"], averages["arithmetic_mean"]
 
 
 def fusion_sweep(two, k: int, alphas: Sequence[float]) -> list[float]:

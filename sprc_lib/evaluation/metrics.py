@@ -190,11 +190,18 @@ def cirr_metrics(
     out = {f"recall_at{k}": v for k, v in recall.items()}
     out.update({f"recall_subset_at{k}": v for k, v in subset.items()})
     seven = list(recall.values()) + list(subset.values())
-    out["mean_r5_rs1"] = (recall[5] + subset[1]) / 2
-    out["arithmetic_mean"] = mean(seven)
+    out.update(cirr_averages(out))
     out["harmonic_mean"] = harmonic_mean(seven)
     out["geometric_mean"] = _geometric_mean(seven)
     return out
+
+
+def cirr_averages(recalls: dict[str, float]) -> dict[str, float]:
+    """The two linear CIRR averages of a row's seven recalls: `mean_r5_rs1` (the paper's "Avg") and
+    `arithmetic_mean` (the authors' keep-best key)."""
+    seven = [recalls[f"recall_at{k}"] for k in CIRR_RECALL_KS] + [
+        recalls[f"recall_subset_at{k}"] for k in CIRR_SUBSET_KS]
+    return {"mean_r5_rs1": (recalls["recall_at5"] + recalls["recall_subset_at1"]) / 2, "arithmetic_mean": mean(seven)}
 
 
 def fashioniq_metrics(scores: Tensor, gallery_names: list[str], target_names: list[str]) -> dict[str, float]:
@@ -245,11 +252,7 @@ def chance_levels(dataset: Literal["CIRR", "FashionIQ"], gallery_size: int) -> d
             raise ValueError(f"a CIRR gallery needs at least 2 images, got {gallery_size}")
         out = {f"recall_at{k}": min(k, candidates) * 100.0 / candidates for k in CIRR_RECALL_KS}
         out.update({f"recall_subset_at{k}": k * 100.0 / CIRR_SUBSET_SIZE for k in CIRR_SUBSET_KS})
-        out["mean_r5_rs1"] = (out["recall_at5"] + out["recall_subset_at1"]) / 2
-        seven = [out[f"recall_at{k}"] for k in CIRR_RECALL_KS]
-        seven += [out[f"recall_subset_at{k}"] for k in CIRR_SUBSET_KS]
-        out["arithmetic_mean"] = mean(seven)
-        return out
+        return out | cirr_averages(out)
     if dataset == "FashionIQ":
         if gallery_size < 1:
             raise ValueError(f"a FashionIQ gallery needs at least 1 image, got {gallery_size}")

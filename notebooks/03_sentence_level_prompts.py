@@ -229,7 +229,8 @@ with torch.no_grad():
     s = model.scores(f, g) / model.temp  # (B, B): s[i, j] = max_q <f_i, g_j,q> / temp
     labels = torch.arange(BATCH, device=device)
     loss_itc = F.cross_entropy(s, labels)
-    losses = model(reference, target, ids, mask)  # the model's forward: all three losses
+    triplets = {"reference": reference, "target": target, "input_ids": ids, "attention_mask": mask}
+    losses = model.losses(model(triplets))  # the model's forward (what the losses compare), then all three losses
 print(format_table(["tensor", "shape", "meaning"], [
     ["E_r", str(tuple(E_r.shape)), "reference image tokens after ln_vision (B, T, Dv)"],
     ["P", str(tuple(P.shape)), "sentence-level prompt (B, Q, H)"],

@@ -91,6 +91,7 @@ from sprc_lib import (
     on_colab,
     plan_memory,
     read_csv,
+    resolve,
     resume_training,
     tokenize,
     train,
@@ -309,7 +310,7 @@ torch.manual_seed(SEED)  # the dropout draws
 net.train()
 optimizer.zero_grad(set_to_none=True)
 with torch.autocast(course.device.type, dtype=dtype, enabled=dtype is not None):
-    losses = net(batch["reference"], batch["target"], batch["input_ids"], batch["attention_mask"])
+    losses = net.losses(net(batch))  # the forward gives what the losses compare; the three losses, unweighted
     loss = losses["loss_itc"] + recipe.loss_rtc * losses["loss_rtc"] + recipe.loss_align * losses["loss_align"]
 scaler.scale(loss).backward()  # the gradients of every trainable parameter
 scaler.step(optimizer)  # AdamW: w <- w - lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * w), moments bias-corrected
@@ -401,7 +402,8 @@ config = TrainConfig(dataset="CIRR", data_path=str(DATA), preset=PRESET, model_p
                      output_dir=str(RUN), num_epochs=EPOCHS, batch_size=BATCH_SIZE, num_workers=0, seed=SEED,
                      feature_cache=str(CACHE_DIR), schedule_over_run=True,  # warm-up and decay within the demo
                      report_to="tensorboard" if MODE == "full" else "none")  # full mode: TensorBoard, below
-steps_per_epoch = len(CIRRDataset(DATA, "train", "relative")) // config.value("batch_size")
+settings = resolve(config)  # every default decided: here, the recipe's batch size and learning rate
+steps_per_epoch = len(CIRRDataset(DATA, "train", "relative")) // settings.batch_size
 STOP_AT_STEP = course.bounded(STOP_AT_STEP or steps_per_epoch * 3 // 2)
 live = LiveCurves(chance=CHANCE, title=f"CIRR, {PRESET} preset")
 live.show_here()  # the figure first, the run's progress bar under it
@@ -409,7 +411,7 @@ first = train(config, callback=live, stop_after_steps=STOP_AT_STEP)
 live.finish()  # stopped mid-epoch: draw the last steps
 print(f"{steps_per_epoch} steps per epoch; stopped after {len(live.steps)} steps; finished: {first.finished}")
 assert not first.finished and live.steps[-1].step == STOP_AT_STEP
-peak, reached = config.value("learning_rate"), max(record.lr for record in live.steps)
+peak, reached = settings.learning_rate, max(record.lr for record in live.steps)
 print(f"learning rate: the schedule's peak {peak:.1e}, the highest reached so far {reached:.1e}")
 if course.max_steps is None:  # a bounded run's few steps may straddle the schedule's peak
     assert reached > 0.9 * peak  # past the warm-up: the schedule is laid over these epochs (`schedule_over_run`)

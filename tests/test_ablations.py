@@ -22,7 +22,8 @@ def test_fewer_prompt_tokens_keeps_the_first_query_tokens_and_survives_a_save(tm
     assert torch.equal(four.prompt_tokens, whole.prompt_tokens[:, :4])  # the same seed draws the same prompt
     size = four.config.vision_config.image_size
     images, ids = torch.rand(2, 3, size, size), torch.randint(5, 50, (2, 6))
-    losses = four(images, images, ids, torch.ones_like(ids))
+    losses = four.losses(four({"reference": images, "target": images, "input_ids": ids,
+                               "attention_mask": torch.ones_like(ids)}))
     assert set(losses) == {"loss_itc", "loss_rtc", "loss_align"} and all(v.isfinite() for v in losses.values())
 
 

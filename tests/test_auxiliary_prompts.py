@@ -13,7 +13,7 @@ from sprc_lib.data.transforms import build_transform
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.sprc import AUXILIARY
 from sprc_lib.model.tokenizer import load_tokenizer, tokenize
-from sprc_lib.training.config import SettingError, TrainConfig, check
+from sprc_lib.training.config import SettingError, TrainConfig, resolve
 from sprc_lib.training.disk import run_disk
 from sprc_lib.training.runs import CHECKPOINT
 from sprc_lib.training.trainer import resume_training, train
@@ -27,10 +27,10 @@ def test_per_sample_prompts_start_as_the_shared_one_and_each_triplet_trains_its_
     batch = collate([dataset[i] for i in (5, 0, 11, 3)])
     assert batch["index"].tolist() == [5, 0, 11, 3]
     ids, mask = tokenize(tokenizer, batch["caption"], model.config.max_txt_len)
-    inputs = (batch["reference"], batch["target"], ids, mask)
-    shared = model(*inputs)
+    inputs = {"reference": batch["reference"], "target": batch["target"], "input_ids": ids, "attention_mask": mask}
+    shared = model.losses(model(inputs))
     model.add_auxiliary_prompts(len(dataset))
-    per_sample = model(*inputs, sample=batch["index"])
+    per_sample = model.losses(model({**inputs, "sample": batch["index"]}))
     for name, value in shared.items():
         torch.testing.assert_close(per_sample[name], value)
 
@@ -44,7 +44,7 @@ def test_per_sample_prompts_refuse_the_reranker_and_the_gradient_cache(toy_root)
     base = dict(dataset="CIRR", data_path=str(toy_root), auxiliary_prompt="per-sample")
     for other, flag in (({"reranker": True}, "re-ranker"), ({"micro_batch": 8}, "--micro-batch")):
         with pytest.raises(SettingError, match=flag):
-            check(TrainConfig(**base, **other))
+            resolve(TrainConfig(**base, **other))
 
 
 @pytest.mark.slow

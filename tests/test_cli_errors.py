@@ -256,7 +256,7 @@ def make_places(toy_root: Path, tiny_blip2: Path, base: Path) -> dict[str, str]:
     (base / "broken_model" / "config.json").write_text("{")
     (base / "empty").mkdir()
     (base / "a_file").write_text("not a folder")
-    train(TrainConfig(data_path=str(toy_root), model_path=str(tiny_blip2), output_dir=str(base / "run"),
+    train(TrainConfig(dataset="CIRR", data_path=str(toy_root), model_path=str(tiny_blip2), output_dir=str(base / "run"),
                       num_workers=0), stop_after_steps=1)
     shutil.copytree(base / "run", base / "overwritten")
     shutil.copytree(base / "run", base / "copied")

@@ -42,10 +42,11 @@ def triplets(count: int) -> dict[str, torch.Tensor]:
     return random_triplets(tiny_config(VOCAB), count, seed=3, length=L)
 
 
-def losses_and_grads(net: torch.nn.Module, model: torch.nn.Module, batch: dict, **kwargs) -> tuple[dict, dict]:
+def losses_and_grads(net: torch.nn.Module, model: torch.nn.Module, batch: dict, global_negatives: bool
+                     ) -> tuple[dict, dict]:
     """The three losses and their weighted sum, and every parameter's gradient after backward on that sum."""
     model.zero_grad(set_to_none=True)
-    losses = net(**batch, **kwargs)
+    losses = model.losses(net(batch), global_negatives)
     losses["loss"] = sum(WEIGHTS[k] * losses[k] for k in LOSS_NAMES)
     losses["loss"].backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -66,10 +67,9 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         result[name] = {"losses": dict(zip(losses, mean.tolist(), strict=True)), "grads": grads}
 
     model.zero_grad(set_to_none=True)
-    inputs = tuple(mine[k] for k in ("reference", "target", "input_ids", "attention_mask"))
     recipe = replace(TOY["CIRR"], **{f"loss_{k}": WEIGHTS[f"loss_{k}"] for k in ("rtc", "align")})
     settings = StepSettings(recipe, global_negatives=True, micro_batch=2)
-    losses, loss = cached_backward(ddp, inputs, torch.amp.GradScaler("cpu", enabled=False), settings)
+    loss, losses = cached_backward(ddp, mine, torch.amp.GradScaler("cpu", enabled=False), settings)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     mean = distributed.mean_over_ranks(torch.stack([*losses.values(), loss]).detach())
     result["micro"] = {"losses": dict(zip([*losses, "loss"], mean.tolist(), strict=True)), "grads": grads}

@@ -13,7 +13,7 @@ from PIL import Image
 from sprc_lib.course import figures
 from sprc_lib.course.explorer import Explorer, ExplorerWidget, Query, Retriever, img_set_figure, retrieval_grid
 from sprc_lib.course.style import REFERENCE_COLOR, TARGET_COLOR, CourseFigure
-from sprc_lib.evaluation import evaluation_context
+from sprc_lib.evaluation import EvalSettings, make_eval_context
 from sprc_lib.evaluation.metrics import cirr_metrics
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer
@@ -167,7 +167,7 @@ def test_the_widget_follows_changes_made_in_code(retriever):
 
 
 def test_model_retriever_ranks_as_the_metrics_count(toy_root, tiny_blip2):
-    ctx = evaluation_context(load_model(tiny_blip2), load_tokenizer(tiny_blip2), device="cpu")
+    ctx = make_eval_context(load_model(tiny_blip2), load_tokenizer(tiny_blip2), EvalSettings(device="cpu"))
     r = Retriever.for_split(ctx, "CIRR", toy_root)
     metrics = cirr_metrics(r.all_scores(), r.gallery_names, [q.reference for q in r.queries],
                            [q.target for q in r.queries], [list(q.members) for q in r.queries])

@@ -25,23 +25,23 @@ def model(dropout: float) -> SPRCModel:
     return SPRCModel(config).train()
 
 
-def batch() -> tuple[torch.Tensor, ...]:
+def batch() -> dict[str, torch.Tensor]:
     triplets = random_triplets(tiny_config(VOCAB), BATCH, seed=5, length=12)
-    return tuple(triplets[k] for k in KEYS)
+    return {k: triplets[k] for k in KEYS}
 
 
-def whole_batch(net: SPRCModel, inputs: tuple) -> tuple[dict, dict]:
+def whole_batch(net: SPRCModel, inputs: dict) -> tuple[dict, dict]:
     recipe = TOY["CIRR"]
     net.zero_grad(set_to_none=True)
-    losses = net(*inputs)
+    losses = net.losses(net(inputs))
     loss = losses["loss_itc"] + recipe.loss_rtc * losses["loss_rtc"] + recipe.loss_align * losses["loss_align"]
     loss.backward()
     return {**losses, "loss": loss}, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
-def micro_batched(net: SPRCModel, inputs: tuple, size: int) -> tuple[dict, dict]:
+def micro_batched(net: SPRCModel, inputs: dict, size: int) -> tuple[dict, dict]:
     net.zero_grad(set_to_none=True)
-    losses, loss = cached_backward(net, inputs, torch.amp.GradScaler("cpu", enabled=False),
+    loss, losses = cached_backward(net, inputs, torch.amp.GradScaler("cpu", enabled=False),
                                    StepSettings(TOY["CIRR"], micro_batch=size))
     return {**losses, "loss": loss}, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
@@ -62,7 +62,7 @@ def test_micro_batches_give_the_whole_batchs_losses_and_gradients(size):
 def test_from_pixels_the_vit_sees_each_image_once_per_step():
     """Pass 3 reads the tokens pass 1 kept; losses and gradients stay the whole batch's (the test above)."""
     inputs = batch()
-    assert inputs[0].dim() == 4  # pixels
+    assert inputs["reference"].dim() == 4  # pixels
     net, seen = model(dropout=0.0), []
     net.vision_model.embeddings.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
     micro_batched(net, inputs, 8)
@@ -77,7 +77,7 @@ def test_the_check_can_fail():
     inputs = batch()
     net = model(dropout=0.0)
     expected, _ = whole_batch(net, inputs)
-    first = net(*(t[:8] for t in inputs))
+    first = net.losses(net({k: t[:8] for k, t in inputs.items()}))
     assert abs(first["loss_itc"].item() - expected["loss_itc"].item()) > 1e-2
 
 
@@ -102,7 +102,7 @@ def test_the_graph_pass_replays_the_graph_free_pass_bit_for_bit_with_dropout_on(
 
 
 def test_an_optimiser_step_with_micro_batches_lands_on_the_same_weights():
-    inputs = dict(zip(KEYS, batch(), strict=True))
+    inputs = batch()
     nets = [model(dropout=0.0) for _ in range(2)]
     for net, size in zip(nets, (None, 8), strict=True):
         optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)

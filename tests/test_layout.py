@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
 import pytest
@@ -111,10 +112,41 @@ def test_the_circle_check_sees_a_circle(tmp_path):
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
 
 
-def test_the_training_loop_reads_on_one_screen():
-    """The epoch loop and the step of `Trainer` together stay under 120 lines."""
-    tree = ast.parse((PACKAGE / "training" / "trainer.py").read_text())
-    trainer = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
-    methods = {n.name: n.end_lineno - n.lineno + 1 for n in trainer.body if isinstance(n, ast.FunctionDef)}
-    loop = methods["fit"] + methods["train_step"] + methods["_batches"] + methods["_end_epoch"]
-    assert loop < 120, methods
+def names_used(path: Path) -> set[str]:
+    """Every name and attribute a module reads, and every string constant it holds."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.add(node.value)
+    return found
+
+
+def test_the_optimisation_step_knows_no_model_by_its_losses_and_takes_four_arguments():
+    """Each model declares its own `training_loss`: the step never dispatches on a loss's name."""
+    from sprc_lib.model import SPRCModel
+    from sprc_lib.model.rerank import RerankerModel
+    from sprc_lib.training.step import optimizer_step
+
+    step = PACKAGE / "training" / "step.py"
+    strings = {n.value for n in ast.walk(ast.parse(step.read_text())) if isinstance(n, ast.Constant)}
+    assert not strings & {*SPRCModel.loss_names, *RerankerModel.loss_names}  # no loss looked up by its name
+    assert not sprc_imports(step) & {"sprc_lib.model.sprc", "sprc_lib.model.rerank"}
+    assert len(inspect.signature(optimizer_step).parameters) <= 4
+    for model in (SPRCModel, RerankerModel):
+        assert "training_loss" in vars(model), model
+
+
+# What decides the settings that depend on others (the starting weights, the recipe, the preset from the data,
+# the re-ranking defaults): `training.config.resolve` reads them, and no other module of the training or the
+# command line does.
+DECIDERS = {"default_top_k", "default_fuse", "BLIP2_RETRIEVAL", "recipe_for", "MARKER"}
+
+
+def test_the_settings_defaults_are_decided_in_one_place():
+    modules = [*(PACKAGE / "training").glob("*.py"), *(PACKAGE / "cli").glob("*.py")]
+    deciding = {module_name(p): found for p in modules if (found := names_used(p) & DECIDERS)}
+    assert deciding == {"sprc_lib.training.config": DECIDERS}

@@ -14,7 +14,7 @@ import torch
 from sprc_lib.course import reference
 from sprc_lib.course.shipped import SHIPPED
 from sprc_lib.data.schema import DATASETS
-from sprc_lib.evaluation import chance, evaluation_context
+from sprc_lib.evaluation import EvalSettings, chance, make_eval_context
 from sprc_lib.evaluation.context import scores_exactly
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer
@@ -104,7 +104,7 @@ def test_small_models_score_exactly_on_a_cpu_and_real_ones_do_not():
 
 def test_exact_scoring_uses_a_float64_copy_and_leaves_the_model_alone(toy_root):
     model, tokenizer = load_model(SHIPPED / "CIRR").eval(), load_tokenizer(SHIPPED / "CIRR")
-    ctx = evaluation_context(model, tokenizer, device="cpu")
+    ctx = make_eval_context(model, tokenizer, EvalSettings(device="cpu"))
     scorer = ctx.scorer()
     assert scorer is not model and next(scorer.parameters()).dtype == torch.float64
     assert next(model.parameters()).dtype == torch.float32

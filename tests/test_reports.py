@@ -19,8 +19,8 @@ from sprc_lib.training.trainer import resume_training, train
 
 def config(data: Path, model: Path, out: Path) -> TrainConfig:
     """Toy CIRR's first 192 triplets (conftest's `small_toy`): 6 steps of 32 an epoch, 2 epochs, 12 steps."""
-    return TrainConfig(data_path=str(data), model_path=str(model), output_dir=str(out), num_epochs=2, batch_size=32,
-                       num_workers=0, seed=3, report_to="tensorboard")
+    return TrainConfig(dataset="CIRR", data_path=str(data), preset="tiny", model_path=str(model), output_dir=str(out),
+                       num_epochs=2, batch_size=32, num_workers=0, seed=3, report_to="tensorboard")
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

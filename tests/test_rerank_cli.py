@@ -80,7 +80,7 @@ def test_cirr_submission_with_a_reranker(reranker_run, tmp_path, capsys):
     (["--rerank-fuse", "0.5"], "--rerank-fuse applies to a re-ranker"),
     (["--rerank-model", "{stage1}"], "this is an SPRC (stage-1) model; pass it as --model-path"),
     (["--rerank-model", "{run}/checkpoint.pt", "--rerank-fuse", "2"], "--rerank-fuse 2.0: give a weight between 0"),
-    (["--rerank-model", "{run}/checkpoint.pt", "--rerank-top-k", "0"], "--rerank-top-k 0: re-rank at least 1"),
+    (["--rerank-model", "{run}/checkpoint.pt", "--rerank-top-k", "0"], "--rerank-top-k 0: must be at least 1"),
 ])
 def test_wrong_rerank_flags_say_what_to_do(reranker_run, extra, says, capsys):
     extra = [e.format(stage1=reranker_run["stage1"], run=reranker_run["run"]) for e in extra]

@@ -12,6 +12,8 @@ from sprc_lib.model.lavis import read_checkpoint, save_lavis_checkpoint
 from sprc_lib.model.loading import load_model, load_reranker
 from sprc_lib.model.rerank import RerankerModel, hard_negatives, reranker_preset
 from sprc_lib.model.sprc import SPRCModel
+from sprc_lib.training.recipes import TOY
+from sprc_lib.training.step import StepSettings
 
 VOCAB = 60
 B, T, WIDTH, L = 4, 65, 64, 7  # the tiny preset: 64 px images in 8 px patches + [CLS], ViT width 64
@@ -36,7 +38,9 @@ def _batch(seed: int = 1) -> dict[str, torch.Tensor]:
 def test_forward_is_the_itm_loss_of_the_authors_three_b_examples(model):
     batch = _batch()
     torch.manual_seed(7)
-    loss = model(**batch)["loss_itm"]
+    result = model.training_loss(batch, StepSettings(TOY["CIRR"]))
+    loss = result.parts["loss_itm"]
+    assert result.loss is loss  # the ITM loss alone, unweighted
 
     # By hand: the miner's scores, the same draws, the 3B examples laid out, one Q-Former pass, the ITM head.
     ref, tgt = model.encode_image(batch["reference"]), model.encode_image(batch["target"])
@@ -108,7 +112,7 @@ def test_only_what_the_itm_loss_reaches_is_trained(model):
     copy = RerankerModel(model.config)
     copy.load_state_dict(model.state_dict())
     copy.train()
-    copy(**_batch()).get("loss_itm").backward()
+    copy.training_loss(_batch(), StepSettings(TOY["CIRR"])).loss.backward()
     assert all(p.grad is not None for n, p in copy.named_parameters() if p.requires_grad), "DDP needs every one"
 
 

@@ -17,7 +17,7 @@ from sprc_lib.model.loading import load_model, load_model_and_tokenizer
 from sprc_lib.model.rerank import reranker_from_retrieval
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.training.build import build_run
-from sprc_lib.training.config import TrainConfig
+from sprc_lib.training.config import TrainConfig, resolve
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_a_reranker_run_validates_with_its_own_vit(small_toy, stage1, tmp_path):
     config = TrainConfig(dataset="CIRR", data_path=str(small_toy), preset="tiny", model_path=str(stage1),
                          stage1_model=str(stage1), reranker=True, num_workers=0, batch_size=16,
                          output_dir=str(tmp_path / "run"))
-    run = build_run(config, tmp_path / "run")
+    run = build_run(resolve(config), tmp_path / "run")
     with run.stage1.loaded() as stage1:  # loaded for each validation, released after it
         assert stage1.model.shares_vit_with(run.model)
         assert vit_bytes(stage1.model, run.model) == vit_bytes(run.model)

@@ -15,7 +15,7 @@ from sprc_lib.model import LOSS_NAMES
 from sprc_lib.model.loading import load_model
 from sprc_lib.model.tokenizer import load_tokenizer, tokenize
 from sprc_lib.training.build import build_run, open_run_dir
-from sprc_lib.training.config import TrainConfig
+from sprc_lib.training.config import TrainConfig, resolve
 from sprc_lib.training.disk import run_disk
 from sprc_lib.training.recipes import PAPER, TOY, recipe_for
 from sprc_lib.training.runs import CHECKPOINT, read_csv
@@ -165,7 +165,8 @@ def test_cache_gives_the_same_losses_and_gradients(toy_root, tiny_blip2, tmp_pat
 
     def losses_and_grads(batch):
         model.zero_grad()
-        losses = model(batch["reference"], batch["target"], ids, mask)
+        losses = model.losses(model({"reference": batch["reference"], "target": batch["target"],
+                                     "input_ids": ids, "attention_mask": mask}))
         sum(losses.values()).backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return {k: v.item() for k, v in losses.items()}, grads
@@ -180,10 +181,11 @@ def test_cache_gives_the_same_losses_and_gradients(toy_root, tiny_blip2, tmp_pat
 
 
 def test_trainer_builds_the_reference_pieces(toy_root, tiny_blip2, tmp_path):
-    trainer = build_run(small_config(toy_root, tiny_blip2, tmp_path / "run", learning_rate=3e-4, loss_rtc=0.1),
-                        tmp_path / "run")
-    assert trainer.recipe.learning_rate == 3e-4 and trainer.recipe.loss_rtc == 0.1
-    assert trainer.recipe.loss_align == TOY["CIRR"].loss_align
+    settings = resolve(small_config(toy_root, tiny_blip2, tmp_path / "run", learning_rate=3e-4, loss_rtc=0.1))
+    trainer = build_run(settings, tmp_path / "run")
+    assert trainer.settings.learning_rate == 3e-4 and trainer.settings.loss_rtc == 0.1
+    assert trainer.settings.loss_align == TOY["CIRR"].loss_align
+    assert trainer.optimizer.param_groups[0]["max_lr"] == 3e-4
     assert trainer.scheduler.total_steps == 2 * len(trainer.sampler) == 2 * (2228 // 128)
     assert not trainer.scaler.is_enabled()  # CPU: fp32, no grad scaler
     assert not trainer.evaluation.exact  # validation in training scores in float32 (training.build says why)
@@ -199,4 +201,4 @@ def test_missing_tiny_blip2_says_how_to_make_it(toy_root, tmp_path):
     data.mkdir()
     (data / "cirr_dataset").symlink_to(toy_root / "cirr_dataset")
     with pytest.raises(FileNotFoundError, match="pretrain-tiny"):
-        build_run(TrainConfig(data_path=str(data), num_workers=0), tmp_path / "run")
+        resolve(TrainConfig(dataset="CIRR", data_path=str(data), preset="tiny"))

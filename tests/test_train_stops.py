@@ -29,8 +29,8 @@ def data(small_toy: Path) -> Path:
 
 
 def config(data: Path, model: Path, out: Path) -> TrainConfig:
-    return TrainConfig(data_path=str(data), model_path=str(model), output_dir=str(out), num_epochs=2, batch_size=32,
-                       num_workers=0, seed=3)
+    return TrainConfig(dataset="CIRR", data_path=str(data), preset="tiny", model_path=str(model), output_dir=str(out),
+                       num_epochs=2, batch_size=32, num_workers=0, seed=3)
 
 
 @pytest.fixture(scope="module")

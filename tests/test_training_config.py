@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from sprc_lib.cli import build_parser, main
+from sprc_lib.data.toy import MARKER
 from sprc_lib.paths import checkout
-from sprc_lib.training import config as settings
-from sprc_lib.training.config import APPLIED, FIXED, SettingError, TrainConfig, resolve
+from sprc_lib.training import config as config_module
+from sprc_lib.training.config import APPLIED, FIXED, SettingError, TrainConfig, resolve, resolve_resume
+from sprc_lib.training.recipes import TOY
 from sprc_lib.training.runs import CHECKPOINT, HYPERPARAMETERS
 from sprc_lib.training.trainer import resume_training, train
 
@@ -48,38 +50,68 @@ def test_every_setting_has_one_flag_a_kind_and_a_test_value():
                for o in action.option_strings}
     for name in NAMES:
         assert name == "reranker" or flag(name) in options, name  # `reranker` is which command runs
-        assert settings.kind(name) in (FIXED, APPLIED), name
+        assert config_module.resume_rule(name) in (FIXED, APPLIED), name
     args = parser.parse_args(["train", "--dataset", "cirr", "--no-save-training", "--num-epochs", "3"])
-    assert settings.given_settings(args) == {"dataset": "CIRR", "save_training": False, "num_epochs": 3}
+    assert config_module.given_settings(args) == {"dataset": "CIRR", "save_training": False, "num_epochs": 3}
 
 
-def test_resolve_keeps_the_run_and_takes_what_is_given():
-    saved = TrainConfig(dataset="FashionIQ", data_path="/data", num_epochs=4, device="cuda")
-    config, changes = resolve({}, vars(saved), run_dir="/runs/copy")
-    assert config.data_path == "/data" and config.num_epochs == 4 and config.output_dir == "/runs/copy"
+@pytest.fixture
+def toy_track(toy_root: Path, tiny_blip2: Path, tmp_path: Path) -> Path:
+    """A toy data folder as `make models` leaves it: the datasets, the tiny BLIP-2 and a tiny CIRR model."""
+    root = tmp_path / "toy"
+    (root / "runs" / "CIRR").mkdir(parents=True)
+    for name in ("cirr_dataset", "fashionIQ_dataset", MARKER):
+        (root / name).symlink_to(toy_root / name)
+    (root / "tiny-blip2").symlink_to(tiny_blip2)
+    (root / "runs" / "CIRR" / "best").symlink_to(tiny_blip2)
+    return root
+
+
+def test_resolve_decides_every_default_once_and_gives_resolved_settings_back_unchanged(toy_track):
+    toy_root = toy_track
+    settings = resolve(TrainConfig(dataset="FashionIQ", data_path=str(toy_root)))
+    assert settings.preset == "tiny"  # toy data: the tiny preset
+    assert settings.model_path == str(toy_root / "tiny-blip2")  # the tiny track's pretrained BLIP-2
+    recipe = TOY["FashionIQ"]
+    assert (settings.num_epochs, settings.learning_rate) == (recipe.num_epochs, recipe.learning_rate)
+    assert (settings.rerank_top_k, settings.rerank_fuse) == (40, 0.5)
+    assert all(getattr(settings, name) is not None for name in config_module.RECIPE_FIELDS)
+    assert resolve(settings) == settings
+    reranker = resolve(TrainConfig(dataset="CIRR", data_path=str(toy_root), reranker=True))
+    assert reranker.stage1_model == str(toy_root / "runs" / "CIRR" / "best") and reranker.rerank_top_k == 20
+
+
+def test_resolve_resume_keeps_the_run_and_takes_what_is_given(toy_track):
+    toy_root = toy_track
+    saved = TrainConfig(dataset="FashionIQ", data_path=str(toy_root), num_epochs=4, device="cuda")
+    config, changes = resolve_resume({}, vars(saved), run_dir="/runs/copy")
+    assert config.data_path == str(toy_root) and config.num_epochs == 4 and config.output_dir == "/runs/copy"
     assert changes == []
-    config, changes = resolve({"device": "cpu", "dataset": "FashionIQ", "num_epochs": 4}, vars(saved))
+    config, changes = resolve_resume({"device": "cpu", "dataset": "FashionIQ", "num_epochs": 4}, vars(saved), "/r")
     assert config.device == "cpu" and [(c.setting, c.old, c.new) for c in changes] == [("device", "cuda", "cpu")]
-    recipe_default = TrainConfig(dataset="FashionIQ").recipe().learning_rate  # None saved: the recipe's value
-    assert resolve({"learning_rate": recipe_default}, vars(TrainConfig(dataset="FashionIQ")))[1] == []
+    unresolved = vars(TrainConfig(dataset="FashionIQ", data_path=str(toy_root), preset="tiny"))  # saved unresolved
+    recipe_default = TOY["FashionIQ"].learning_rate
+    assert resolve_resume({"learning_rate": recipe_default}, unresolved, "/r")[1] == []
     with pytest.raises(SettingError, match=r"--seed 3 \(the run has 0\).*--precision 'fp16'.*new run"):
-        resolve({"seed": 3, "precision": "fp16"}, vars(TrainConfig()))
+        resolve_resume({"seed": 3, "precision": "fp16"}, unresolved, "/r")
     with pytest.raises(SettingError, match="unknown"):
-        resolve({"colour": "red"})
+        resolve_resume({"colour": "red"}, unresolved, "/r")
     with pytest.raises(SettingError, match="--save-best needs --save-training"):
-        resolve({"save_best": True})
+        resolve(TrainConfig(dataset="CIRR", data_path=str(toy_root), save_best=True))
+    with pytest.raises(SettingError, match="--dataset is required"):
+        resolve(TrainConfig(data_path=str(toy_root)))
 
 
 @pytest.fixture(scope="module")
 def saved_run(toy_root: Path, tiny_blip2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A toy CIRR run stopped after one step, with every setting at its default but the paths."""
     run = tmp_path_factory.mktemp("runs") / "run"
-    train(TrainConfig(data_path=str(toy_root), model_path=str(tiny_blip2), output_dir=str(run), num_epochs=1,
-                      batch_size=32, num_workers=0), stop_after_steps=1)
+    train(TrainConfig(dataset="CIRR", data_path=str(toy_root), model_path=str(tiny_blip2), output_dir=str(run),
+                      num_epochs=1, batch_size=32, num_workers=0), stop_after_steps=1)
     return run
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if settings.kind(n) == FIXED])
+@pytest.mark.parametrize("name", [n for n in NAMES if config_module.resume_rule(n) == FIXED])
 def test_a_fixed_setting_changed_on_resume_stops_and_names_it(saved_run, name, capsys):
     before = (saved_run / CHECKPOINT).stat().st_mtime_ns
     value = OTHER[name]
@@ -94,7 +126,7 @@ def test_a_fixed_setting_changed_on_resume_stops_and_names_it(saved_run, name, c
     assert (saved_run / CHECKPOINT).stat().st_mtime_ns == before  # nothing ran
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if settings.kind(n) == APPLIED])
+@pytest.mark.parametrize("name", [n for n in NAMES if config_module.resume_rule(n) == APPLIED])
 def test_an_applied_setting_is_used_from_the_resume_on_and_recorded(saved_run, toy_root, name, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(saved_run, run)  # resumed into the folder given, not the one it was copied from
@@ -107,7 +139,7 @@ def test_an_applied_setting_is_used_from_the_resume_on_and_recorded(saved_run, t
     saved = torch.load(run / CHECKPOINT, weights_only=True)
     assert saved["config"][name] == value and saved["position"]["global_step"] == 2
     changes = json.loads((run / HYPERPARAMETERS).read_text())["changes_on_resume"]
-    old = TrainConfig(**torch.load(saved_run / CHECKPOINT, weights_only=True)["config"]).value(name)
+    old = torch.load(saved_run / CHECKPOINT, weights_only=True)["config"][name]  # saved resolved
     assert {"setting": name, "from": old, "to": value, "epoch": 1, "global_step": 1} in changes
     assert json.loads((saved_run / HYPERPARAMETERS).read_text()).get("changes_on_resume") is None
 

@@ -5,63 +5,49 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sprc_lib.cli.common import blip_model_name, check_model_name, command, data_and_preset
+from sprc_lib.cli.common import blip_model_name, check_model_name, command
 from sprc_lib.errors import UserError
-from sprc_lib.training import config as settings
+from sprc_lib.training import config
 
 _EVAL_FLAGS = ["data_path", "preset", "model_path", "tokenizer", "num_workers", "batch_size", "transform",
                "target_ratio", "feature_cache", "precision", "device", "skip_missing"]
 
 
 def _add_eval_flags(p: argparse.ArgumentParser, model_help: str) -> None:
-    settings.add_flags(p, _EVAL_FLAGS, help={"model_path": model_help, "batch_size": "batch size (default: 32)",
+    config.add_flags(p, _EVAL_FLAGS, help={"model_path": model_help, "batch_size": "batch size (default: 32)",
                                              "transform": "image preprocessing (default: targetpad)",
                                              "target_ratio": "TargetPad ratio (default: 1.25)"})
     blip_model_name(p)
 
 
-def _context(args: argparse.Namespace):
-    """The evaluation context the flags describe (the model loaded, on its device, with its cache)."""
-    from sprc_lib.evaluation import evaluation_context
+def _context(args: argparse.Namespace, dataset: str):
+    """The evaluation context the flags describe (the model loaded, on its device, with its cache), and the settings
+    they resolve to."""
+    from sprc_lib.evaluation.context import EVAL_BATCH_SIZE, make_eval_context
     from sprc_lib.model.loading import load_model_and_tokenizer
 
     check_model_name(args)
-    if args.transform == "squarepad" and args.target_ratio is not None:
-        raise UserError("--target-ratio only applies to --transform targetpad")
-    for name in ("batch_size", "num_workers"):
-        if getattr(args, name) is not None and getattr(args, name) < (1 if name == "batch_size" else 0):
-            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least "
-                            f"{1 if name == 'batch_size' else 0}")
     if args.model_path is None:
         raise UserError("--model-path is required: a saved model folder, a run's checkpoint.pt, or sprc_cirr.pt")
-    args.data_path, args.preset = data_and_preset(args.data_path, args.preset, getattr(args, "dataset", "CIRR"))
-    model, tokenizer = load_model_and_tokenizer(args.model_path, args.tokenizer, args.preset)
-
-    def given(name: str):
-        value = getattr(args, name)
-        return settings.default(name) if value is None else value
-
-    return evaluation_context(
-        model, tokenizer, device=given("device"), precision=given("precision"), transform=args.transform or
-        "targetpad", target_ratio=args.target_ratio, feature_cache=args.feature_cache,
-        batch_size=args.batch_size or 32, num_workers=given("num_workers"), skip_missing=bool(args.skip_missing),
-    )
+    run = config.resolve(config.TrainConfig(**{**config.given_settings(args), "dataset": dataset}))
+    model, tokenizer = load_model_and_tokenizer(run.model_path, run.tokenizer, run.preset)
+    return make_eval_context(model, tokenizer, run, batch_size=args.batch_size or EVAL_BATCH_SIZE), run
 
 
 def _add_rerank_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rerank-model", default=None, help="SPRC²: re-order each query's top K with this re-ranker "
                    "(a train-reranker run's best/ or final/, or its checkpoint.pt)")
-    settings.add_flags(p, ["rerank_top_k", "rerank_fuse"], help={
+    config.add_flags(p, ["rerank_top_k", "rerank_fuse"], help={
         "rerank_top_k": "candidates re-ordered per query (default: the authors' CIRR 200, FashionIQ 40; tiny: "
                         "CIRR 20, FashionIQ 40)",
         "rerank_fuse": "order the top K by ALPHA x stage 1 (rescaled to [0, 1] per query) + (1 - ALPHA) x the "
                        "re-ranker's probability; 0 is the authors' pure re-ranking (default: 0; tiny: 0.5)"})
 
 
-def _reranker(args: argparse.Namespace, ctx, dataset: str):
+def _reranker(args: argparse.Namespace, ctx, run):
     """The re-ranker the flags name, ready to score beside the stage-1 context `ctx` (None without --rerank-model)."""
-    from sprc_lib.evaluation import evaluation_context
-    from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
+    from sprc_lib.evaluation.context import make_eval_context
+    from sprc_lib.evaluation.rerank import Reranker
     from sprc_lib.model.loading import load_model_and_tokenizer
 
     if args.rerank_model is None:
@@ -69,27 +55,18 @@ def _reranker(args: argparse.Namespace, ctx, dataset: str):
             if value is not None:
                 raise UserError(f"{flag} applies to a re-ranker: pass --rerank-model too")
         return None
-    model, tokenizer = load_model_and_tokenizer(args.rerank_model, args.tokenizer, args.preset, "--rerank-model",
+    model, tokenizer = load_model_and_tokenizer(args.rerank_model, run.tokenizer, run.preset, "--rerank-model",
                                                 vit_from=ctx.model)
     if not model.shares_vit_with(ctx.model):
         print(f"note: the frozen ViT of --rerank-model {args.rerank_model} differs from --model-path's, so both are "
               "kept in memory; models started from one BLIP-2 share it")
-    rerank_ctx = evaluation_context(
-        model, tokenizer, device=ctx.device, precision=args.precision or "auto", transform=args.transform or
-        "targetpad", target_ratio=args.target_ratio, feature_cache=args.feature_cache, batch_size=ctx.batch_size,
-        num_workers=ctx.num_workers, skip_missing=ctx.skip_missing,
-    )
-    try:
-        top_k = default_top_k(dataset, args.preset) if args.rerank_top_k is None else args.rerank_top_k
-        fuse = default_fuse(args.preset) if args.rerank_fuse is None else args.rerank_fuse
-        return Reranker(rerank_ctx, top_k, fuse)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    rerank_ctx = make_eval_context(model, tokenizer, run, device=ctx.device, batch_size=ctx.batch_size)
+    return Reranker(rerank_ctx, run.rerank_top_k, run.rerank_fuse)
 
 
 def _register_validate(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "validate", "evaluate a model on CIRR or FashionIQ val, beside chance level")
-    settings.add_flags(p, ["dataset"])
+    config.add_flags(p, ["dataset"])
     _add_eval_flags(p, "a saved model folder, a run's checkpoint.pt, or a released sprc_*.pt")
     _add_rerank_flags(p)
     p.add_argument("--output", type=Path, default=None, help="also write the metrics as JSON here")
@@ -103,13 +80,11 @@ def _run_validate(args: argparse.Namespace) -> int:
     from sprc_lib.evaluation.protocols import validation_stages
     from sprc_lib.tables import metrics_table, stages_table
 
-    if args.dataset is None:
-        raise UserError("--dataset is required (CIRR or FashionIQ)")
-    ctx = _context(args)
-    reranker = _reranker(args, ctx, args.dataset)
-    stages = validation_stages(ctx, args.dataset, args.data_path, reranker)
-    print(f"{args.dataset} val, {args.model_path}")
-    base = chance(args.dataset, args.data_path, ctx.skip_missing)
+    ctx, run = _context(args, args.dataset)
+    reranker = _reranker(args, ctx, run)
+    stages = validation_stages(ctx, run.dataset, run.data_path, reranker)
+    print(f"{run.dataset} val, {args.model_path}")
+    base = chance(run.dataset, run.data_path, ctx.skip_missing)
     if reranker is None:
         print(metrics_table(stages[0], base))
     else:
@@ -138,7 +113,7 @@ def _run_cirr_submission(args: argparse.Namespace) -> int:
     from sprc_lib.evaluation.submission import check_output_dir
 
     check_output_dir(args.output_dir)  # before the model loads and the test split is scored
-    ctx = _context(args)
+    ctx, run = _context(args, "CIRR")
     path = Path(args.model_path)
     name = args.submission_name or (f"{path.resolve().parent.name}_{path.name}" if path.is_dir() else path.stem)
     held = [p.name for p in (args.output_dir / f"recall_submission_{name}.json",
@@ -146,7 +121,7 @@ def _run_cirr_submission(args: argparse.Namespace) -> int:
     if held and not args.overwrite:
         raise UserError(f"--output-dir {args.output_dir} already holds {' and '.join(held)}: choose another "
                         "--submission-name or --output-dir, or replace them with --overwrite")
-    paths = cirr_test_submission(ctx, args.data_path, args.output_dir, name, _reranker(args, ctx, "CIRR"))
+    paths = cirr_test_submission(ctx, run.data_path, args.output_dir, name, _reranker(args, ctx, run))
     for line in ctx.skipped_lines():
         print(line)
     print("wrote (validated):\n" + "\n".join(f"  {p}" for p in paths))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sprc_lib.cli.common import INTERRUPTED, TERMINATED, blip_model_name, check_model_name, command, data_and_preset
+from sprc_lib.cli.common import INTERRUPTED, TERMINATED, blip_model_name, check_model_name, command
 from sprc_lib.errors import UserError
-from sprc_lib.training import config as settings
+from sprc_lib.training import config
 
 # Settings only one of the two training commands has (the `reranker` setting is the command itself).
 _SPRC_ONLY = {"reranker", "stage1_model", "rerank_top_k", "rerank_fuse"}
@@ -21,7 +21,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
          _RERANKER_ONLY),
     ):
         p = command(sub, name, text)
-        settings.add_flags(p, [n for n in settings.field_names() if n not in left_out])
+        config.add_flags(p, [n for n in config.field_names() if n not in left_out])
         blip_model_name(p)
         p.add_argument("--resume", default=None, help="continue a stopped run in its folder (or its checkpoint.pt); "
                        "settings not given come from the run")
@@ -34,19 +34,14 @@ def _run_train(args: argparse.Namespace) -> int:
     from sprc_lib.training.trainer import resume_training, train
 
     check_model_name(args)
-    given = settings.given_settings(args)
+    given = config.given_settings(args)
     given["reranker"] = args.command == "train-reranker"  # on resume too: each command resumes its own runs
     if args.resume:
         if args.overwrite:
             raise UserError("--overwrite replaces a run, --resume continues one: pass one of them")
         result = resume_training(args.resume, stop_after_steps=args.stop_after_steps, **given)
     else:
-        if args.dataset is None:
-            raise UserError("--dataset is required (CIRR or FashionIQ)")
-        settings.resolve({**given, "data_path": "unchecked", "preset": args.preset or "tiny"})  # the flags first
-        given["data_path"], given["preset"] = data_and_preset(args.data_path, args.preset, args.dataset)
-        config, _ = settings.resolve(given)
-        result = train(config, stop_after_steps=args.stop_after_steps, overwrite=args.overwrite)
+        result = train(config.TrainConfig(**given), stop_after_steps=args.stop_after_steps, overwrite=args.overwrite)
     print(f"run folder: {result.run_dir}")
     if result.best:
         print(f"best epoch {result.best['epoch']}: {result.best['key']} = {result.best['score']:.2f}")

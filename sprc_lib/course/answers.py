@@ -23,7 +23,7 @@ from sprc_lib.course.rerank_tour import recall_curve
 from sprc_lib.course.setup import course_mode
 from sprc_lib.evaluation.metrics import cirr_averages as linear_averages
 from sprc_lib.evaluation.metrics import rank_gallery
-from sprc_lib.model import LOSS_NAMES
+from sprc_lib.model import LOSS_NAMES, run_checkpoint
 from sprc_lib.model.lavis import LAVIS_MODEL_KEY, CheckpointError, lavis_to_project, load_lavis_state
 from sprc_lib.model.tokenizer import tokenize
 from sprc_lib.training.recipes import Recipe
@@ -60,7 +60,7 @@ def steps_left(run_dir: str | Path) -> int:
     has done."""
     run_dir = Path(run_dir)
     plan = json.loads((run_dir / HYPERPARAMETERS).read_text())
-    done = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)["position"]
+    done = run_checkpoint.read(run_dir / CHECKPOINT)["position"]
     return plan["recipe"]["num_epochs"] * plan["steps_per_epoch"] - done["global_step"]
 
 

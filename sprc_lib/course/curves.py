@@ -4,8 +4,8 @@
 step's losses and every validation, and redraws one figure in place while the run goes on. It draws
 a `CourseFigure` (not pyplot, so nothing leaks into other cells) and pushes it to the notebook as a
 PNG through one `IPython.display` handle that is updated in place. Redraws are
-throttled so that drawing takes at most a tenth of the run: a PNG costs 0.2-2 s on a CPU (more on a
-busy one), about as much as several toy training steps. Where no notebook front end is attached (a
+throttled so that drawing takes at most a tenth of the run: on a CPU a PNG costs about as much as several
+toy training steps. Where no notebook front end is attached (a
 script, a terminal IPython, a test) it only records, and `figure()` draws the same plot at the end.
 `show_here()` puts the figure in the cell before the run starts (so the run's progress bar is drawn
 under it, in one piece), and `finish()` draws the last steps of a run that stopped mid-epoch (no event

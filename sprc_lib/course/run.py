@@ -18,7 +18,7 @@ from sprc_lib.course.toy_track import (
 from sprc_lib.data.check import data_tour
 from sprc_lib.data.schema import DATASETS
 from sprc_lib.errors import UserError
-from sprc_lib.evaluation import cirr_test_submission, evaluation_context
+from sprc_lib.evaluation import EvalSettings, cirr_test_submission, make_eval_context
 from sprc_lib.evaluation.rerank import default_top_k
 from sprc_lib.paths import REPO_URL, checkout
 from sprc_lib.tables import format_table
@@ -89,7 +89,7 @@ def run_course(data_path: str | Path | None = None, retrain: bool = False, model
     for dataset in DATASETS:
         sprc, sprc2, chance_levels = evaluate_tiny(dataset, root)
         found[dataset] = {"SPRC": sprc, "SPRC²": sprc2, "chance": chance_levels}
-    ctx = evaluation_context(*tiny_model("CIRR", root), device="cpu", feature_cache=root / "cache")
+    ctx = make_eval_context(*tiny_model("CIRR", root), EvalSettings(device="cpu", feature_cache=str(root / "cache")))
     files = cirr_test_submission(ctx, root, course_checkout() / "build" / "submission", "toy_tiny")
     out = course_checkout() / "build" / "notebooks"
     print(f"\nRunning the notebooks headless (tiny mode) into {out} ...")

@@ -24,7 +24,7 @@ from sprc_lib.data.schema import FASHIONIQ_CATEGORIES, check_root
 from sprc_lib.data.unpack import unpack_dataset
 from sprc_lib.env import map_large_blocks, on_colab, pick_device
 from sprc_lib.errors import UserError
-from sprc_lib.evaluation.context import EvalContext, evaluation_context
+from sprc_lib.evaluation.context import EvalContext, EvalSettings, make_eval_context
 from sprc_lib.model import SPRCConfig, SPRCModel
 from sprc_lib.model.loading import BLIP2_RETRIEVAL, blip2_sizes, load_model, load_reranker
 from sprc_lib.model.rerank import RerankerModel
@@ -113,10 +113,10 @@ class CourseSetup:
     skip_missing: bool = False  # leave out images the data lacks, and their queries (SPRC_SKIP_MISSING)
     standin_weights: bool = False  # random stand-in models: no claim about quality (SPRC_STANDIN_WEIGHTS)
 
-    def context(self, model: SPRCModel, tokenizer: Any, **options: Any) -> EvalContext:
+    def context(self, model: SPRCModel, tokenizer: Any) -> EvalContext:
         """`model` ready to evaluate on this set-up's device, with its feature cache."""
-        return evaluation_context(model, tokenizer, device=self.device, feature_cache=self.cache,
-                                  skip_missing=self.skip_missing, **options)
+        where = EvalSettings(feature_cache=str(self.cache), skip_missing=self.skip_missing)
+        return make_eval_context(model, tokenizer, where, device=self.device)
 
     def locations(self) -> dict[str, object]:
         """What each variable of `LOCATIONS` amounts to here (None where this mode does not use it)."""

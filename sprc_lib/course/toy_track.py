@@ -15,7 +15,7 @@ from pathlib import Path
 from sprc_lib.course.shipped import copy_shipped, is_shipped
 from sprc_lib.data.schema import DATASETS
 from sprc_lib.data.toy import generate_toy_data, is_complete
-from sprc_lib.evaluation import chance, evaluation_context
+from sprc_lib.evaluation import EvalSettings, chance, make_eval_context
 from sprc_lib.evaluation.context import EvalContext
 from sprc_lib.evaluation.protocols import validation_stages
 from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
@@ -124,9 +124,10 @@ def tiny_stages(dataset: str, root: Path, folders: dict[str, Path] | None = None
         folders = {"sprc": model_folder(dataset, root), "reranker": model_folder(reranker_name(dataset), root)}
     sprc = load_model(folders["sprc"]).eval(), load_tokenizer(folders["sprc"])
     reranker = load_reranker(folders["reranker"]).eval(), load_tokenizer(folders["reranker"])
-    where = {"device": "cpu", "feature_cache": root / "cache", "batch_size": batch_size}
-    second = Reranker(evaluation_context(*reranker, **where), default_top_k(dataset, "tiny"), default_fuse("tiny"))
-    return evaluation_context(*sprc, **where), second
+    where = EvalSettings(device="cpu", feature_cache=str(root / "cache"))
+    second = Reranker(make_eval_context(*reranker, where, batch_size=batch_size), default_top_k(dataset, "tiny"),
+                      default_fuse("tiny"))
+    return make_eval_context(*sprc, where, batch_size=batch_size), second
 
 
 def evaluate_tiny(dataset: str, root: Path) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:

@@ -8,8 +8,8 @@ Small models score in float64 on a CPU (`exact`). Float32 sums come out with oth
 CPU, with another thread count or batch size; two gallery images a few ulps apart then swap places, and
 a recall moves by a query. In float64 those differences shrink to about 1e-16, far below any gap between
 two scores that a ranking meets, so the tiny track's metrics are the same on every machine. At the tiny
-preset's size (0.6 M parameters) it costs seconds (the re-ranker's pair passes run about 3x slower than in
-float32); a real model (ViT-g and its Q-Former, over a billion) keeps float32.
+preset's size it costs seconds; a real model (ViT-g and its Q-Former, over a billion parameters), for which
+float64 would double the memory and cost far more time, keeps float32.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from sprc_lib.model import SPRCModel
 
 D = TypeVar("D", bound=RetrievalDataset)
 
+EVAL_BATCH_SIZE = 32  # images or queries scored at once, unless told
 EXACT_MAX_PARAMETERS = 20_000_000  # models up to this size score in float64 on a CPU (see above)
 
 
@@ -51,7 +52,7 @@ class EvalContext:
     device: torch.device
     dtype: torch.dtype | None = None
     cache: FeatureCache | None = None
-    batch_size: int = 32
+    batch_size: int = EVAL_BATCH_SIZE
     num_workers: int = 0
     skip_missing: bool = False  # drop missing images and the queries that use them, and say so
     exact: bool = False  # score with a float64 copy of the model (`scores_exactly`)
@@ -107,33 +108,48 @@ class EvalContext:
                 self.cache.warm(dataset, self.device)
 
 
-def evaluation_context(
-    model: SPRCModel,
-    tokenizer: Any,
-    *,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    transform: str = "targetpad",
-    target_ratio: float | None = None,
-    feature_cache: str | Path | None = None,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    skip_missing: bool = False,
-    exact: bool | None = None,
-) -> EvalContext:
-    """Prepare `model` for evaluation: move it, set the ViT's dtype, build its transform and cache.
+class ScoringSettings(Protocol):
+    """What scoring reads from the settings: `EvalSettings`, or a run's resolved `TrainConfig`."""
 
-    `exact`: None follows `scores_exactly`; the trainer passes False (see `training.build`).
+    device: str
+    precision: str
+    transform: str
+    target_ratio: float | None
+    feature_cache: str | None
+    num_workers: int
+    skip_missing: bool
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a model scores when no run or command decides it: the library's defaults."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    transform: str = "targetpad"
+    target_ratio: float | None = None  # None: the transform's own
+    feature_cache: str | None = None
+    num_workers: int = 0
+    skip_missing: bool = False
+
+
+def make_eval_context(model: SPRCModel, tokenizer: Any, settings: ScoringSettings = EvalSettings(), *,
+                      device: torch.device | None = None, batch_size: int = EVAL_BATCH_SIZE, exact: bool | None = None
+                      ) -> EvalContext:
+    """Prepare `model` for evaluation as `settings` say: move it, set the ViT's dtype, build its transform and cache.
+
+    `device`: the one already picked (a training process's), else `settings.device`'s; `exact`: None follows
+    `scores_exactly`, the trainer passes False (see `training.build`).
     """
-    device = device if isinstance(device, torch.device) else pick_device(device)
+    device = device or pick_device(settings.device)
     model.to(device).eval()
     if device.type == "cuda":
         model.set_vit_dtype(torch.float16)
     size = model.config.vision_config.image_size
-    preprocess = build_transform(transform, size) if target_ratio is None else build_transform(
-        transform, size, target_ratio)
-    exact = scores_exactly(model, device, precision) if exact is None else exact
-    cache = None if feature_cache is None else FeatureCache(
-        feature_cache, model, preprocess, compute_dtype=torch.float64 if exact else torch.float32)
-    return EvalContext(model, tokenizer, preprocess, device, autocast_dtype(precision, device), cache,
-                       batch_size, num_workers, skip_missing, exact)
+    preprocess = build_transform(settings.transform, size) if settings.target_ratio is None else build_transform(
+        settings.transform, size, settings.target_ratio)
+    exact = scores_exactly(model, device, settings.precision) if exact is None else exact
+    cache = None if settings.feature_cache is None else FeatureCache(
+        settings.feature_cache, model, preprocess, compute_dtype=torch.float64 if exact else torch.float32)
+    return EvalContext(model, tokenizer, preprocess, device, autocast_dtype(settings.precision, device), cache,
+                       batch_size, settings.num_workers, settings.skip_missing, exact)

@@ -54,12 +54,6 @@ class Reranker:
     top_k: int
     fuse: float = 0.0
 
-    def __post_init__(self) -> None:
-        if self.top_k < 1:
-            raise ValueError(f"--rerank-top-k {self.top_k}: re-rank at least 1 candidate per query")
-        if not 0.0 <= self.fuse <= 1.0:
-            raise ValueError(f"--rerank-fuse {self.fuse}: give a weight between 0 (pure re-ranking) and 1 (stage 1)")
-
 
 def top_candidates(scores: Tensor, k: int, exclude: Tensor | None = None) -> Tensor:
     """(Q, K) gallery indices of each query's K best stage-1 images, best first (stable among ties), never

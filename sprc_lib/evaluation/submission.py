@@ -168,8 +168,8 @@ def write_cirr_submission(
         Path(out_dir) / f"recall_submission_{name}.json": recall,
         Path(out_dir) / f"recall_subset_submission_{name}.json": recall_subset,
     }
-    # Compact separators: the full test split's recall file is ~4.1 MB this way, ~4.3 MB with json's
-    # default spacing - close enough to the limit to matter.
+    # Compact separators: the full test split's recall file comes close enough to the limit for json's default
+    # spacing to matter.
     payloads = {
         path: json.dumps(sub, sort_keys=True, separators=(",", ":")).encode() for path, sub in files.items()
     }

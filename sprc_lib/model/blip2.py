@@ -9,7 +9,8 @@ and `temp`. Shapes: B batch, T image tokens, Dv ViT width, Q queries, H Q-Former
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,26 @@ from transformers.models.blip_2.modeling_blip_2 import (
 )
 
 from sprc_lib.model.config import SPRCConfig
+
+
+class TrainingLoss(NamedTuple):
+    """What a model's `training_loss` returns: the loss the optimiser follows, and the terms it is made of."""
+
+    loss: Tensor
+    parts: dict[str, Tensor]
+
+
+class LossSettings(Protocol):
+    """What a training loss reads from the settings: the auxiliary losses' weights, and where SPRC's negatives
+    come from (a recipe's weights and a step's settings, or a run's resolved settings, have them)."""
+
+    loss_rtc: float
+    loss_align: float
+    global_negatives: bool
+
+
+Batch = Mapping[str, Tensor]  # a training batch: `reference`, `target` (pixels or ViT tokens), `input_ids`, ...
+Forward = Callable[[Batch], dict[str, Tensor]]  # what runs a model's forward: the model, or DDP around it
 
 
 def is_vit_name(name: str) -> bool:
@@ -111,6 +132,11 @@ class Blip2Retrieval(RetrievalPasses, PreTrainedModel):
             nn.init.constant_(self.temp, self.config.temp_init)
         elif isinstance(module, Blip2TextEmbeddings):
             module.position_ids.copy_(torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+
+    def training_loss(self, batch: Batch, settings: LossSettings, forward: Forward | None = None) -> TrainingLoss:
+        """The model's loss on a training batch, and its parts. `forward` runs the forward pass: DDP around this
+        model in a multi-process run, so the gradients are averaged; by default the model itself."""
+        raise NotImplementedError
 
     def checkpoint_qformer(self, enable: bool = True) -> None:
         """Activation checkpointing on every Q-Former layer: a layer keeps only its input in the forward and

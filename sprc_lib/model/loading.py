@@ -17,6 +17,7 @@ from transformers.initialization import no_init_weights
 from sprc_lib.env import map_large_blocks
 from sprc_lib.errors import CheckpointError, MissingFileError, UserError
 from sprc_lib.files import atomic_path
+from sprc_lib.model import run_checkpoint
 from sprc_lib.model.blip2 import Blip2Retrieval
 from sprc_lib.model.config import PRESETS, SPRCConfig, preset_config
 from sprc_lib.model.fingerprint import weights_fingerprint
@@ -147,7 +148,7 @@ def _from_folder(load, source: str | Path):
                               "local copy); a folder must hold what save_pretrained wrote") from err
 
 
-def model_from_saved(model_config: dict, state: dict, source: str, frozen_from: dict | None = None,
+def model_from_saved(model_config: dict, state: dict, frozen_from: dict | None, source: str,
                      vit_from: Blip2Retrieval | None = None) -> SPRCModel | RerankerModel:
     """The model a training checkpoint holds (its `model_config` says which and how big), every tensor checked.
 
@@ -228,9 +229,8 @@ def _load_source(source: str | Path, config: SPRCConfig | None, vit_from: Blip2R
         return model
     if path.suffix in {".pt", ".pth"} or path.is_file():
         saved = read_checkpoint(path)
-        if isinstance(saved, dict) and "model_config" in saved:  # a training run's checkpoint.pt
-            return model_from_saved(saved["model_config"], saved["model"], str(path), saved.get("frozen_from"),
-                                    vit_from)
+        if run_checkpoint.is_run_checkpoint(saved):
+            return model_from_saved(*run_checkpoint.model_parts(saved), str(path), vit_from)
         if config is None:
             raise CheckpointError(f"{path}: a LAVIS-format checkpoint carries no sizes; pass a preset or a config")
         if isinstance(saved, dict) and LAVIS_RERANK_KEY in saved:  # the authors' re-ranker layout

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.initialization import no_init_weights
 
-from sprc_lib.model.blip2 import Blip2Retrieval, RetrievalParts
+from sprc_lib.model.blip2 import Batch, Blip2Retrieval, Forward, LossSettings, RetrievalParts, TrainingLoss
 from sprc_lib.model.config import PRESETS, SPRCConfig
 
 RERANK_LOSS_NAMES = ("loss_itm",)
@@ -89,11 +89,6 @@ class RerankerModel(Blip2Retrieval):
         return [*self.vit_parameters(), *self.miner.parameters(), *self.vision_projection.parameters(),
                 *self.text_projection.parameters(), self.temp]
 
-    @staticmethod
-    def objective(losses: dict[str, Tensor], weights: object) -> Tensor:
-        """What the optimiser follows: the ITM loss alone (no weights apply)."""
-        return losses["loss_itm"]
-
     @torch.no_grad()
     def start_miner(self) -> None:
         """Copy the current retrieval parts into the frozen miner: done once, when training starts from BLIP-2."""
@@ -145,21 +140,23 @@ class RerankerModel(Blip2Retrieval):
             "labels": torch.cat([input_ids.new_ones(b), input_ids.new_zeros(2 * b)]),
         }
 
-    def forward(self, reference: Tensor, target: Tensor, input_ids: Tensor, attention_mask: Tensor,
-                global_negatives: bool = False) -> dict[str, Tensor]:
-        """The ITM loss of B (reference, caption, target) triplets: 2-way cross-entropy over their 3B examples.
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        """The ITM logits of B (reference, caption, target) triplets' 3B examples, and their labels: what DDP runs.
 
         `reference` and `target` are pixels or cached frozen-ViT tokens (see `encode_image`). Hard negatives
-        come from the process's own batch, as in the authors' code: `global_negatives` is SPRC's alone.
+        come from the process's own batch, as in the authors' code.
         """
-        if global_negatives:
-            raise ValueError("the re-ranker mines its hard negatives within each process's batch: "
-                             "global negatives are SPRC's")
-        examples = self.training_examples(self.encode_image(reference), self.encode_image(target), input_ids,
-                                          attention_mask)
+        examples = self.training_examples(self.encode_image(batch["reference"]), self.encode_image(batch["target"]),
+                                          batch["input_ids"], batch["attention_mask"])
         logits = self.match_logits(examples["reference"], examples["candidate"], examples["input_ids"],
                                    examples["attention_mask"])
-        return {"loss_itm": F.cross_entropy(logits.float(), examples["labels"])}
+        return {"logits": logits, "labels": examples["labels"]}
+
+    def training_loss(self, batch: Batch, settings: LossSettings, forward: Forward | None = None) -> TrainingLoss:
+        """The ITM loss, 2-way cross-entropy over the 3B examples; no weights apply (`settings` go unread)."""
+        out = (forward or self)(batch)
+        itm = F.cross_entropy(out["logits"].float(), out["labels"])
+        return TrainingLoss(itm, {"loss_itm": itm})
 
 
 def reranker_from_retrieval(model: Blip2Retrieval) -> RerankerModel:

@@ -7,25 +7,16 @@ length, D projection width.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sprc_lib import distributed
-from sprc_lib.model.blip2 import Blip2Retrieval
+from sprc_lib.model.blip2 import Batch, Blip2Retrieval, Forward, LossSettings, TrainingLoss
 from sprc_lib.model.config import SPRCConfig
 
 LOSS_NAMES = ("loss_itc", "loss_rtc", "loss_align")
 AUXILIARY = "auxiliary_prompts"  # the per-sample prompts' parameter (`SPRCModel.add_auxiliary_prompts`)
-
-
-class LossWeights(Protocol):
-    """The weights of SPRC's auxiliary losses (a training recipe has them)."""
-
-    loss_rtc: float
-    loss_align: float
 
 
 def weighted_loss(losses: dict[str, Tensor], loss_rtc: float, loss_align: float) -> Tensor:
@@ -83,11 +74,6 @@ class SPRCModel(Blip2Retrieval):
         if self.auxiliary_prompts is None:
             raise ValueError("per-sample prompts were asked for, but the model has none (add_auxiliary_prompts)")
         return self.auxiliary_prompts[sample]
-
-    @staticmethod
-    def objective(losses: dict[str, Tensor], weights: LossWeights) -> Tensor:
-        """What the optimiser follows: the three losses weighted by the recipe (`weighted_loss`)."""
-        return weighted_loss(losses, weights.loss_rtc, weights.loss_align)
 
     def fusion_pass(self, image_embeds: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Queries + caption + reference image -> the sentence-level prompt P, (B, Q, H).
@@ -198,21 +184,20 @@ class SPRCModel(Blip2Retrieval):
         loss_align = F.mse_loss(prompt_mean, anchor_mean.to(prompt_mean.dtype))
         return {"loss_itc": loss_itc, "loss_rtc": loss_rtc, "loss_align": loss_align}
 
-    def forward(
-        self,
-        reference: Tensor,
-        target: Tensor,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        global_negatives: bool = False,
-        representations: bool = False,
-        sample: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        """The three SPRC losses for B (reference, caption, target) triplets, unweighted; or, with
-        `representations`, what they compare (see `representations` and `losses`).
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        """The batch's `representations` (its `sample` too, with per-sample prompts): what DDP runs.
 
-        `reference` and `target` are pixels or cached frozen-ViT tokens (see `encode_image`); `sample`, the
-        triplets' training-set indices, only with per-sample auxiliary prompts.
+        `reference` and `target` are pixels or cached frozen-ViT tokens (see `encode_image`).
         """
-        reps = self.representations(reference, target, input_ids, attention_mask, sample)
-        return reps if representations else self.losses(reps, global_negatives)
+        return self.representations(batch["reference"], batch["target"], batch["input_ids"], batch["attention_mask"],
+                                    batch.get("sample"))
+
+    def batch_loss(self, reps: dict[str, Tensor], settings: LossSettings, temp: Tensor | None = None) -> TrainingLoss:
+        """A whole batch's weighted loss from its representations (`losses`, `weighted_loss`); the gradient cache
+        computes it from representations gathered micro-batch by micro-batch."""
+        parts = self.losses(reps, settings.global_negatives, temp)
+        return TrainingLoss(weighted_loss(parts, settings.loss_rtc, settings.loss_align), parts)
+
+    def training_loss(self, batch: Batch, settings: LossSettings, forward: Forward | None = None) -> TrainingLoss:
+        """ITC plus the weighted RTC and alignment losses of B (reference, caption, target) triplets."""
+        return self.batch_loss((forward or self)(batch), settings)

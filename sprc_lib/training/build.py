@@ -24,39 +24,37 @@ from sprc_lib.data.cirr import CIRRDataset
 from sprc_lib.data.fashioniq import FashionIQDataset
 from sprc_lib.data.schema import FASHIONIQ_CATEGORIES
 from sprc_lib.env import autocast_dtype
-from sprc_lib.errors import MissingFileError
-from sprc_lib.evaluation.context import EvalContext, evaluation_context
+from sprc_lib.evaluation.context import EvalContext, make_eval_context
 from sprc_lib.evaluation.protocols import validation_galleries
-from sprc_lib.evaluation.rerank import Reranker, default_fuse, default_top_k
+from sprc_lib.evaluation.rerank import Reranker
 from sprc_lib.files import atomic_path
-from sprc_lib.model import SPRCModel, preset_config
+from sprc_lib.model import SPRCModel, preset_config, run_checkpoint
 from sprc_lib.model.fingerprint import weights_fingerprint
-from sprc_lib.model.loading import BLIP2_RETRIEVAL, frozen_weights, load_model, load_reranker, model_from_saved
+from sprc_lib.model.loading import frozen_weights, load_model, load_reranker, model_from_saved
 from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.model.sprc import AUXILIARY
 from sprc_lib.model.tokenizer import load_tokenizer
 from sprc_lib.training import runs
 from sprc_lib.training.config import SettingError, TrainConfig
 from sprc_lib.training.fingerprint import data_fingerprint
-from sprc_lib.training.recipes import Recipe
 from sprc_lib.training.sampler import EpochBatchSampler
 from sprc_lib.training.step import Optimisation, StepSettings, make_optimizer, make_scheduler
-from sprc_lib.training.tiny_layout import TINY_BLIP2, model_folder
 
 
 @dataclass
 class RunParts:
     """The pieces of one run in one process."""
 
-    config: TrainConfig
-    recipe: Recipe
+    settings: TrainConfig  # resolved (`training.config.resolve`)
     run_dir: Path
     rank: int
     world_size: int
+    device: torch.device  # this process's
+    dtype: torch.dtype | None  # autocast's, from the settings' precision on this device (None: full precision)
     model: SPRCModel | RerankerModel
     net: SPRCModel | RerankerModel | DistributedDataParallel  # what the training loss runs through
     tokenizer: transformers.BertTokenizer  # the run's own (saved in its folder and beside every model it saves)
-    evaluation: EvalContext  # model, tokenizer, transform, device, dtype, cache
+    evaluation: EvalContext  # validation's: model, tokenizer, transform, device, dtype, cache
     train_set: CIRRDataset | FashionIQDataset  # names and captions
     items: Dataset  # what the loader reads: the train set with pixels, or with cached ViT tokens
     sampler: EpochBatchSampler
@@ -74,79 +72,35 @@ class RunParts:
 
     @property
     def global_batch(self) -> int:
-        return self.recipe.batch_size * self.world_size
+        return self.settings.batch_size * self.world_size
 
     @property
     def step_settings(self) -> StepSettings:
         """How each step computes its loss, from the run's own settings."""
-        return StepSettings(self.recipe, autocast_dtype(self.config.precision, self.device),
-                            self.config.global_negatives, self.config.micro_batch)
+        s = self.settings
+        return StepSettings(s, self.dtype, s.global_negatives, s.micro_batch)
 
     @property
     def optimisation(self) -> Optimisation:
         """What each step updates (the schedule is rebuilt on a resume with another number of processes)."""
         return Optimisation(self.optimizer, self.scaler, self.scheduler)
 
-    @property
-    def device(self) -> torch.device:
-        return self.evaluation.device
 
-
-def base_weights(config: TrainConfig) -> str:
-    """Where training starts: `--model-path`, else BLIP-2 (the paper) or the pretrained tiny BLIP-2."""
-    if config.model_path:
-        return config.model_path
-    if config.preset != "tiny":
-        return BLIP2_RETRIEVAL
-    tiny = Path(config.data_path) / TINY_BLIP2
-    if not (tiny / "config.json").is_file():
-        raise MissingFileError(
-            f"{tiny}: no pretrained tiny BLIP-2. The tiny track starts from one, as the paper starts from "
-            f"BLIP-2: `python -m sprc_lib course --models-only --data-path {config.data_path}` puts the course's "
-            f"shipped one there (seconds), `python -m sprc_lib pretrain-tiny --data-path {config.data_path}` "
-            "pretrains one on this machine (minutes)."
-        )
-    return str(tiny)
-
-
-def train_dataset(config: TrainConfig) -> CIRRDataset | FashionIQDataset:
+def train_dataset(settings: TrainConfig) -> CIRRDataset | FashionIQDataset:
     """The training triplets, names only (the loader's items add the images)."""
-    if config.dataset == "CIRR":
-        return CIRRDataset(config.data_path, "train", "relative", skip_missing=config.skip_missing)
-    return FashionIQDataset(config.data_path, "train", FASHIONIQ_CATEGORIES, "relative",
-                            skip_missing=config.skip_missing, seed=config.seed)
+    if settings.dataset == "CIRR":
+        return CIRRDataset(settings.data_path, "train", "relative", skip_missing=settings.skip_missing)
+    return FashionIQDataset(settings.data_path, "train", FASHIONIQ_CATEGORIES, "relative",
+                            skip_missing=settings.skip_missing, seed=settings.seed)
 
 
-def _tokenizer(config: TrainConfig, run_dir: Path, fresh: bool):
-    """A new run's tokenizer comes from its source (saved into the folder when the run starts); a resumed one's
-    from the run folder."""
-    return load_tokenizer(config.tokenizer or base_weights(config) if fresh else run_dir / runs.TOKENIZER)
-
-
-def _model(config: TrainConfig, tokenizer, checkpoint: dict | None) -> SPRCModel | RerankerModel:
+def _model(settings: TrainConfig, tokenizer, checkpoint: dict | None) -> SPRCModel | RerankerModel:
     if checkpoint is not None:  # per-sample prompts join once the training set is known (`build_run`)
-        return model_from_saved(checkpoint["model_config"], checkpoint["model"], "the run's checkpoint",
-                                checkpoint.get("frozen_from"))
-    sizes = preset_config(config.preset, len(tokenizer))
-    if config.reranker:
-        return load_reranker(base_weights(config), sizes)
-    return load_model(base_weights(config), sizes)
-
-
-def stage1_source(config: TrainConfig) -> str:
-    """The SPRC model a re-ranker run validates with: `--stage1-model`, else the tiny track's on toy data."""
-    if config.stage1_model:
-        if not Path(config.stage1_model).exists():
-            raise SettingError(f"--stage1-model {config.stage1_model}: no such file or folder; pass the SPRC model "
-                               "whose top K validation re-orders (a run's best/ or final/, or a released sprc_*.pt)")
-        return config.stage1_model
-    tiny = model_folder(config.dataset, config.data_path)
-    if config.preset == "tiny" and (tiny / "config.json").is_file():
-        return str(tiny)
-    hint = f" (there is no tiny SPRC in {tiny}: `make models` puts the shipped one there)" if (
-        config.preset == "tiny") else ""
-    raise SettingError("--stage1-model: a re-ranker run validates by re-ordering an SPRC model's top K; pass that "
-                       f"model (a run's best/ or final/, or a released sprc_*.pt){hint}")
+        return model_from_saved(*run_checkpoint.model_parts(checkpoint), "the run's checkpoint")
+    sizes = preset_config(settings.preset, len(tokenizer))
+    if settings.reranker:
+        return load_reranker(settings.model_path, sizes)
+    return load_model(settings.model_path, sizes)
 
 
 @dataclass
@@ -156,36 +110,32 @@ class Stage1:
     precision, transform and cache folder, with the re-ranker's frozen ViT when the two are the same (models
     started from one BLIP-2 are), so the cache is shared too."""
 
-    config: TrainConfig
+    settings: TrainConfig
     evaluation: EvalContext  # the re-ranker's
 
     @contextlib.contextmanager
     def loaded(self) -> Iterator[EvalContext]:
-        source = stage1_source(self.config)
-        model = load_model(source, preset_config(self.config.preset, len(self.evaluation.tokenizer)),
+        source = self.settings.stage1_model
+        model = load_model(source, preset_config(self.settings.preset, len(self.evaluation.tokenizer)),
                            vit_from=self.evaluation.model)
         if not isinstance(model, SPRCModel):
             raise SettingError(f"--stage1-model {source}: this is a re-ranker; pass an SPRC model")
-        recipe = self.config.recipe()
-        yield evaluation_context(
-            model, self.evaluation.tokenizer, device=self.evaluation.device, precision=self.config.precision,
-            transform=recipe.transform, target_ratio=recipe.target_ratio, feature_cache=self.config.feature_cache,
-            num_workers=self.config.num_workers, skip_missing=self.config.skip_missing, exact=False,
-        )
+        yield validation_context(model, self.evaluation.tokenizer, self.settings, self.evaluation.device)
 
     def check(self) -> None:
         """Load it once when the run starts, so that a wrong --stage1-model stops the run before its first step."""
         with self.loaded() as stage1:
             if not stage1.model.shares_vit_with(self.evaluation.model) and distributed.rank() == 0:
-                print(f"note: the frozen ViT of --stage1-model {stage1_source(self.config)} differs from the "
+                print(f"note: the frozen ViT of --stage1-model {self.settings.stage1_model} differs from the "
                       "re-ranker's, so each validation holds both")
 
 
-def _stage1(config: TrainConfig, evaluation: EvalContext) -> tuple[Stage1, Reranker]:
-    stage1 = Stage1(config, evaluation)
-    stage1.check()
-    fuse = default_fuse(config.preset) if config.rerank_fuse is None else config.rerank_fuse
-    return stage1, Reranker(evaluation, config.rerank_top_k or default_top_k(config.dataset, config.preset), fuse)
+def validation_context(model: SPRCModel | RerankerModel, tokenizer, settings: TrainConfig,
+                       device: torch.device) -> EvalContext:
+    """A model as a run's validation scores with it. Validation in training scores in float32 even where
+    `validate` scores exactly: it steers keep-best on weights that differ between machines anyway, and it runs
+    every epoch, where float64's extra time would add up."""
+    return make_eval_context(model, tokenizer, settings, device=device, exact=False)
 
 
 def _wrap(model: SPRCModel, device: torch.device) -> SPRCModel | DistributedDataParallel:
@@ -200,69 +150,71 @@ def _wrap(model: SPRCModel, device: torch.device) -> SPRCModel | DistributedData
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
-def build_run(config: TrainConfig, run_dir: Path, checkpoint: dict | None = None) -> RunParts:
-    """The parts of a run; a fresh one (no `checkpoint`) is seeded. Nothing is written into `run_dir` here
-    (`open_run_dir` does that once every part is built), so a run that cannot start leaves no folder.
+def _stage1(settings: TrainConfig, evaluation: EvalContext) -> tuple[Stage1, Reranker]:
+    stage1 = Stage1(settings, evaluation)
+    stage1.check()
+    return stage1, Reranker(evaluation, settings.rerank_top_k, settings.rerank_fuse)
+
+
+def build_run(settings: TrainConfig, run_dir: Path, checkpoint: dict | None = None) -> RunParts:
+    """The parts of a run with resolved `settings`; a fresh one (no `checkpoint`) is seeded. Nothing is written into
+    `run_dir` here (`open_run_dir` does that once every part is built), so a run that cannot start leaves no folder.
 
     With a feature cache, rank 0 fills it (training and validation images) before the others open it,
     so the ranks never compute the same images twice.
     """
+    s = settings
     rank, world_size = distributed.rank(), distributed.world_size()
     if rank != 0:  # one log for the run: rank 0's
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
     if checkpoint is None:
-        runs.seed_everything(config.seed + rank)  # dropout masks differ between processes; weights come from rank 0
-    recipe = config.recipe()
-    device = distributed.process_device(config.device)
-    tokenizer = _tokenizer(config, run_dir, fresh=checkpoint is None)
-    model = _model(config, tokenizer, checkpoint)
-    model.checkpoint_qformer(config.gradient_checkpointing)
-    train_set = train_dataset(config)
-    if config.auxiliary_prompt == "per-sample":
+        runs.seed_everything(s.seed + rank)  # dropout masks differ between processes; weights come from rank 0
+    device = distributed.process_device(s.device)
+    # A new run's tokenizer comes from its source (saved into the folder when the run starts); a resumed one's
+    # from the run folder.
+    tokenizer = load_tokenizer(s.tokenizer or s.model_path if checkpoint is None else run_dir / runs.TOKENIZER)
+    model = _model(s, tokenizer, checkpoint)
+    model.checkpoint_qformer(s.gradient_checkpointing)
+    train_set = train_dataset(s)
+    if s.auxiliary_prompt == "per-sample":
         if world_size > 1:  # the shared prompt gets no gradient then, which DistributedDataParallel refuses
             raise SettingError("--auxiliary-prompt per-sample is an ablation for one process: run it without torchrun")
         model.add_auxiliary_prompts(len(train_set), None if checkpoint is None else checkpoint["model"][AUXILIARY])
     with distributed.main_first():
-        # Validation in training scores in float32 even where `validate` scores exactly: it steers keep-best on
-        # weights that differ between machines anyway, and float64 tripled the tiny re-ranker's validation time.
-        evaluation = evaluation_context(
-            model, tokenizer, device=device, precision=config.precision, transform=recipe.transform,
-            target_ratio=recipe.target_ratio, feature_cache=config.feature_cache, num_workers=config.num_workers,
-            skip_missing=config.skip_missing, exact=False,
-        )
+        evaluation = validation_context(model, tokenizer, s, device)
         evaluation.note(train_set)
-        galleries = [evaluation.note(g) for g in validation_galleries(config.dataset, config.data_path,
-                                                                       config.skip_missing)]
+        galleries = [evaluation.note(g) for g in validation_galleries(s.dataset, s.data_path, s.skip_missing)]
         evaluation.warm(galleries)
         items = evaluation.images(train_set)
-        stage1, reranker = _stage1(config, evaluation) if config.reranker else (None, None)
-    if len(train_set) < recipe.batch_size * world_size:
-        raise SettingError(f"--batch-size {recipe.batch_size}: {train_set.name} has {len(train_set)} training "
-                           f"triplets, too few for one batch of {recipe.batch_size} x {world_size} process(es); "
+        stage1, reranker = _stage1(s, evaluation) if s.reranker else (None, None)
+    if len(train_set) < s.batch_size * world_size:
+        raise SettingError(f"--batch-size {s.batch_size}: {train_set.name} has {len(train_set)} training "
+                           f"triplets, too few for one batch of {s.batch_size} x {world_size} process(es); "
                            "lower --batch-size")
-    sampler = EpochBatchSampler(len(train_set), recipe.batch_size, config.seed, rank, world_size)
+    sampler = EpochBatchSampler(len(train_set), s.batch_size, s.seed, rank, world_size)
+    recipe = s.recipe
     optimizer = make_optimizer(model, recipe)
-    prints = _fingerprint(config, checkpoint)
+    prints = _fingerprint(s, checkpoint)
     if checkpoint is None:
-        frozen = frozen_weights(model, base_weights(config), config.preset, prints["base_model"])
+        frozen = frozen_weights(model, s.model_path, s.preset, prints["base_model"])
     else:  # a checkpoint written before they were left out holds every tensor, and its successors do too
         frozen = checkpoint.get("frozen_from")
+    dtype = autocast_dtype(s.precision, device)
     return RunParts(
-        config, recipe, run_dir, rank, world_size, model, _wrap(model, device), tokenizer, evaluation, train_set, items,
-        sampler, optimizer, make_scheduler(optimizer, recipe, len(sampler), config.schedule_over_run),
-        torch.amp.GradScaler(device.type, enabled=autocast_dtype(config.precision, device) == torch.float16),
-        stage1, reranker, prints, frozen,
+        s, run_dir, rank, world_size, device, dtype, model, _wrap(model, device), tokenizer, evaluation, train_set,
+        items, sampler, optimizer, make_scheduler(optimizer, recipe, len(sampler), s.schedule_over_run),
+        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), stage1, reranker, prints, frozen,
     )
 
 
-def _fingerprint(config: TrainConfig, checkpoint: dict | None) -> dict:
+def _fingerprint(settings: TrainConfig, checkpoint: dict | None) -> dict:
     """A new run's data and starting weights by content; a resumed run keeps its own (one saved before
     fingerprints were kept gets its data's now)."""
     if checkpoint is not None:
-        return checkpoint.get("fingerprint") or {"data": data_fingerprint(config.dataset, config.data_path)}
-    return {"data": data_fingerprint(config.dataset, config.data_path),
-            "base_model": weights_fingerprint(base_weights(config))}
+        return checkpoint.get("fingerprint") or {"data": data_fingerprint(settings.dataset, settings.data_path)}
+    return {"data": data_fingerprint(settings.dataset, settings.data_path),
+            "base_model": weights_fingerprint(settings.model_path)}
 
 
 @contextlib.contextmanager
@@ -291,17 +243,17 @@ def open_run_dir(run: RunParts, fresh: bool, overwrite: bool = False) -> Iterato
 
 def hyperparameters(run: RunParts) -> dict[str, Any]:
     """What the run's `training_hyperparameters.json` says about it."""
-    recipe = run.recipe
-    epochs, pct_start = recipe.schedule(recipe.num_epochs, run.config.schedule_over_run)
+    recipe = run.settings.recipe
+    epochs, pct_start = recipe.schedule(recipe.num_epochs, run.settings.schedule_over_run)
     return {
-        "config": asdict(run.config),
+        "config": asdict(run.settings),
         "recipe": recipe.to_dict(),
         "schedule": {"epochs": epochs, "pct_start": pct_start},
         "steps_per_epoch": len(run.sampler),
         "world_size": run.world_size,
         "global_batch_size": run.global_batch,
         "device": str(run.device),
-        "autocast": str(run.step_settings.dtype),
+        "autocast": str(run.dtype),
         "trainable_parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
         "torch": torch.__version__,
         "skipped_missing_images": run.evaluation.skipped,  # what --skip-missing dropped, by split

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sprc_lib import distributed
+from sprc_lib.model import run_checkpoint
 from sprc_lib.training import runs
 from sprc_lib.training.build import RunParts
 from sprc_lib.training.step import make_scheduler
@@ -53,7 +54,7 @@ def save(run: RunParts, progress: Progress) -> Path:
         return path
     frozen = run.frozen_from
     state = {
-        "config": asdict(run.config),
+        "config": asdict(run.settings),
         "model_config": run.model.config.to_dict(),
         # The frozen weights stay out (the ViT: most of a checkpoint at the real size): a resume rebuilds
         # them from the run's base model, checked by content (`model.loading.model_from_saved`).
@@ -71,7 +72,7 @@ def save(run: RunParts, progress: Progress) -> Path:
         "best": progress.best,
         "fingerprint": run.fingerprint,
     }
-    runs.save_checkpoint_file(state, path)
+    run_checkpoint.write(state, path)
     return path
 
 
@@ -116,11 +117,11 @@ def restore(run: RunParts, checkpoint: dict) -> Progress:
         run.scheduler.load_state_dict(checkpoint["scheduler"])
     else:
         start = progress.epoch * len(run.sampler) + progress.step_in_epoch
-        run.scheduler = make_scheduler(run.optimizer, run.recipe, len(run.sampler), run.config.schedule_over_run,
-                                       start_step=start)
+        run.scheduler = make_scheduler(run.optimizer, run.settings.recipe, len(run.sampler),
+                                       run.settings.schedule_over_run, start_step=start)
     run.scaler.load_state_dict(checkpoint["scaler"])
     if run.rank < len(checkpoint["rng"]):
         runs.set_rng_state(checkpoint["rng"][run.rank], run.device)
     else:
-        runs.seed_everything(run.config.seed + run.rank)
+        runs.seed_everything(run.settings.seed + run.rank)
     return progress

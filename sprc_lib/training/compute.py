@@ -62,7 +62,8 @@ def step_flops(config: SPRCConfig, seed: int = 0) -> StepFlops:
     shape = (2, BATCH, vit.embeddings.num_positions, config.vision_config.hidden_size)
     tokens = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     with FlopCounterMode(display=False) as counted:
-        losses = model(tokens[0], tokens[1], triplets["input_ids"], triplets["attention_mask"])
+        losses = model.losses(model({"reference": tokens[0], "target": tokens[1], "input_ids": triplets["input_ids"],
+                                     "attention_mask": triplets["attention_mask"]}))
         sum(losses.values()).backward()
     return StepFlops(vit_flops, counted.get_total_flops() // BATCH)
 

@@ -1,6 +1,6 @@
-"""The one declaration of a training run's settings: the config, the `train` flags, and what `--resume` may change.
+"""The one declaration of a training run's settings, and the one function that resolves them.
 
-Each field of `TrainConfig` is declared once, with its default, its help and its kind on resume:
+Each field of `TrainConfig` is declared once, with its default, its help and its rule on resume:
 
 - `FIXED`: part of what the run *is* (data, model, recipe, seed, precision). A resumed run keeps
   the saved value; giving another one stops with a message that names the setting.
@@ -8,8 +8,14 @@ Each field of `TrainConfig` is declared once, with its default, its help and its
   on resume is used from there on and recorded, with the epoch and step it changed at, in the
   run's `training_hyperparameters.json`; a value not given comes from the run.
 
+A field declared with default None is decided by `resolve` from the others: the data folder and the
+preset from each other, the starting weights from the preset, the recipe's fields from the dataset's
+recipe, and a re-ranker run's stage-1 model, top K and fusion weight. `resolve` returns the settings
+with every one of those decided and every value checked; the run (`training.build`), the loop, the
+step and the evaluation commands read that object only.
+
 The `train` command builds its flags from these fields (`add_flags`) and turns the parsed flags
-back into settings (`given_settings`); `resolve` combines them with a saved run.
+back into settings (`given_settings`).
 """
 
 from __future__ import annotations
@@ -17,16 +23,18 @@ from __future__ import annotations
 import argparse
 import math
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
-from sprc_lib.data.schema import DATASETS
-from sprc_lib.errors import UserError
+from sprc_lib.data.schema import DATASETS, check_root
+from sprc_lib.errors import MissingFileError, UserError
+from sprc_lib.paths import data_root, toy_root
 from sprc_lib.training.recipes import Recipe, recipe_for
 from sprc_lib.training.reports import REPORT_TO, summary_writer
+from sprc_lib.training.tiny_layout import TINY_BLIP2, model_folder
 
 FIXED, APPLIED = "fixed", "applied"
-RECIPE = "recipe"  # the default of a recipe field: the dataset's recipe decides
 
 
 class SettingError(UserError, ValueError):
@@ -42,32 +50,31 @@ def dataset_name(value: str) -> str:
 
 
 def _setting(default: Any, help: str, resume: str = FIXED, **cli: Any) -> Any:
-    return field(default=None if default is RECIPE else default,
-                 metadata={"help": help, "resume": resume, "recipe": default is RECIPE, "cli": cli})
+    return field(default=default, metadata={"help": help, "resume": resume, "cli": cli})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run needs besides the recipe; recipe fields left as None take the recipe's value."""
+    """A run's settings: as given (None: `resolve` decides), or resolved (every one decided and checked)."""
 
-    dataset: str = _setting("CIRR", "CIRR or FashionIQ", type=dataset_name)
-    data_path: str = _setting("data/toy", "folder with cirr_dataset/ and fashionIQ_dataset/ (default: data/toy "
+    dataset: str | None = _setting(None, "CIRR or FashionIQ (required)", type=dataset_name)
+    data_path: str | None = _setting(None, "folder with cirr_dataset/ and fashionIQ_dataset/ (default: data/toy "
                               "for the tiny preset, else data/ or $SPRC_DATA)", APPLIED)
-    preset: str = _setting("tiny", "model sizes: tiny (CPU minutes) or blip2-vitg (the paper's); default: tiny on "
+    preset: str | None = _setting(None, "model sizes: tiny (CPU minutes) or blip2-vitg (the paper's); default: tiny on "
                            "toy data, else blip2-vitg", choices=("tiny", "blip2-vitg"))
     model_path: str | None = _setting(None, "initial weights: a BLIP-2 folder or hub id, a saved SPRC model, a "
                                       "released .pt (default: Salesforce/blip2-itm-vit-g, or <data-path>/tiny-blip2)")
     tokenizer: str | None = _setting(None, "tokenizer folder or hub id (default: beside the initial weights)")
     output_dir: str | None = _setting(None, "run folder (default: runs/<dataset>_<preset>_<time>); a resumed run "
                                       "writes into the folder it resumes")
-    num_epochs: int | None = _setting(RECIPE, "epochs to train (CIRR 50, FashionIQ 30)")
-    learning_rate: float | None = _setting(RECIPE, "OneCycle peak learning rate (CIRR 1e-5, FashionIQ 2e-5)")
-    batch_size: int | None = _setting(RECIPE, "triplets per step and process (128)")
-    loss_rtc: float | None = _setting(RECIPE, "RTC loss weight (CIRR 0.4, FashionIQ 1)")
-    loss_align: float | None = _setting(RECIPE, "alignment loss weight (CIRR 0.4, FashionIQ 1)")
-    validation_frequency: int | None = _setting(RECIPE, "validate every N epochs (1)", APPLIED)
-    transform: str | None = _setting(RECIPE, "image preprocessing (targetpad)", choices=("targetpad", "squarepad"))
-    target_ratio: float | None = _setting(RECIPE, "TargetPad ratio (1.25; targetpad only)")
+    num_epochs: int | None = _setting(None, "epochs to train (CIRR 50, FashionIQ 30)")
+    learning_rate: float | None = _setting(None, "OneCycle peak learning rate (CIRR 1e-5, FashionIQ 2e-5)")
+    batch_size: int | None = _setting(None, "triplets per step and process (128)")
+    loss_rtc: float | None = _setting(None, "RTC loss weight (CIRR 0.4, FashionIQ 1)")
+    loss_align: float | None = _setting(None, "alignment loss weight (CIRR 0.4, FashionIQ 1)")
+    validation_frequency: int | None = _setting(None, "validate every N epochs (1)", APPLIED)
+    transform: str | None = _setting(None, "image preprocessing (targetpad)", choices=("targetpad", "squarepad"))
+    target_ratio: float | None = _setting(None, "TargetPad ratio (1.25; targetpad only)")
     schedule_over_run: bool = _setting(False, "lay CIRR's OneCycle schedule over the epochs run instead of the "
                                        "reference's 80")
     skip_missing: bool = _setting(False, "drop missing images and every triplet that uses one (real FashionIQ "
@@ -108,25 +115,20 @@ class TrainConfig:
                               "epoch's and validation's rows) for TensorBoard, into <run folder>/tensorboard/ "
                               "(needs `pip install tensorboard`)", APPLIED, choices=REPORT_TO)
 
+    @property
     def recipe(self) -> Recipe:
         """The dataset's recipe for this preset, with the recipe fields this config sets."""
-        return recipe_for(self.dataset, self.preset).with_overrides(
-            **{f.name: getattr(self, f.name) for f in fields(self) if f.metadata["recipe"]}
-        )
+        return recipe_for(self.dataset, self.preset).with_overrides(**{n: getattr(self, n) for n in RECIPE_FIELDS})
 
-    def value(self, name: str) -> Any:
-        """What a setting amounts to: a recipe field left as None reads the recipe's value."""
-        value = getattr(self, name)
-        if value is None and _field(name).metadata["recipe"]:
-            return getattr(self.recipe(), name)
-        return value
+
+RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name in {r.name for r in fields(Recipe)})
 
 
 def _field(name: str):
     return next(f for f in fields(TrainConfig) if f.name == name)
 
 
-def kind(name: str) -> str:
+def resume_rule(name: str) -> str:
     """FIXED or APPLIED: what `--resume` does with a new value of this setting."""
     return _field(name).metadata["resume"]
 
@@ -147,7 +149,7 @@ def add_flags(parser: argparse.ArgumentParser, names: typing.Iterable[str] | Non
         if chosen is not None and f.name not in chosen:
             continue
         text = (help or {}).get(f.name, f.metadata["help"])
-        if not f.metadata["recipe"] and f.default is not None and "default" not in text:
+        if f.default is not None and "default" not in text:
             text += f" (default: {f.default})"
         cli = dict(f.metadata["cli"])
         kind_of = [t for t in typing.get_args(hints[f.name]) if t is not type(None)] or [hints[f.name]]
@@ -176,34 +178,40 @@ class Change:
         return f"{_flag(self.setting)} {self.old!r} -> {self.new!r}"
 
 
-def resolve(given: dict[str, Any], saved: dict[str, Any] | None = None,
-            run_dir: str | None = None) -> tuple[TrainConfig, list[Change]]:
-    """The config of a run: defaults updated by `given`; on resume, the `saved` config updated by `given`.
+def resolve(config: TrainConfig) -> TrainConfig:
+    """A new run's settings: `config` with every default decided and every value checked.
 
-    On resume, a FIXED setting given with another value than the run's raises `SettingError` naming
-    it (all of them at once); an APPLIED one is taken and returned as a `Change`. `run_dir` is the
-    folder resumed, which becomes the run's `output_dir`.
+    Resolving settings already resolved gives them back unchanged.
     """
-    unknown = sorted(set(given) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise SettingError(f"unknown training setting(s): {', '.join(unknown)}")
-    if saved is None:
-        config = TrainConfig(**given)
-        check(config)
-        return config, []
+    given = _given(asdict(config))
+    _check_values(given)
+    return _decided(config)
+
+
+def resolve_resume(given: dict[str, Any], saved: dict[str, Any], run_dir: str) -> tuple[TrainConfig, list[Change]]:
+    """A resumed run's settings: the `saved` ones (resolved again, for a run saved before they were), with the
+    APPLIED settings `given` taken over and returned as `Change`s; `run_dir`, the folder resumed, becomes
+    the run's `output_dir`.
+
+    A FIXED setting given with another value than the run's raises `SettingError` naming it (all of them at once).
+    """
+    given = _given(given)
+    _check_values(given)
     known = {f.name for f in fields(TrainConfig)}
     base = TrainConfig(**{k: v for k, v in saved.items() if k in known})
-    base.output_dir = run_dir or base.output_dir
     if given.get("reranker", base.reranker) != base.reranker:  # the command, not a flag, says which model
         model, command = ("the SPRC² re-ranker", "train-reranker") if base.reranker else ("SPRC", "train")
-        raise SettingError(f"{run_dir or 'the run'} trains {model}: resume it with `python -m sprc_lib {command} "
-                           f"--resume {run_dir or 'RUN'}`")
+        raise SettingError(f"{run_dir} trains {model}: resume it with `python -m sprc_lib {command} "
+                           f"--resume {run_dir}`")
+    base = replace(base, output_dir=run_dir)
     fixed, changes = [], []
     for name, new in given.items():
-        old = base.value(name)
+        old = getattr(base, name)
+        if old is None and name in RECIPE_FIELDS:  # a run saved before its settings were resolved
+            old = getattr(base.recipe, name)
         if new == old:
             continue
-        if kind(name) == FIXED:
+        if resume_rule(name) == FIXED:
             fixed.append(f"{_flag(name)} {new!r} (the run has {old!r})")
         else:
             changes.append(Change(name, old, new))
@@ -212,54 +220,139 @@ def resolve(given: dict[str, Any], saved: dict[str, Any] | None = None,
             f"{'; '.join(fixed)}: fixed for a run, so a resumed run keeps its own. Drop the flag to resume, "
             "or start a new run (another --output-dir) to train with the new value."
         )
-    config = TrainConfig(**{**asdict(base), **{c.setting: c.new for c in changes}})
-    check(config)
-    return config, changes
+    return _decided(replace(base, **{c.setting: c.new for c in changes})), changes
 
 
-# The least value of each numeric setting (None: any), checked before any work starts.
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings given (a value of None is not given), each a known one."""
+    unknown = sorted(set(values) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise SettingError(f"unknown training setting(s): {', '.join(unknown)}")
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# The least value of each numeric setting, and the most where there is one.
 _LEAST = {"num_epochs": 1, "batch_size": 1, "micro_batch": 1, "validation_frequency": 1, "num_workers": 0,
-          "checkpoint_every": 0, "rerank_top_k": 1,
-          "loss_rtc": 0.0, "loss_align": 0.0, "target_ratio": 1.0}
+          "checkpoint_every": 0, "rerank_top_k": 1, "loss_rtc": 0.0, "loss_align": 0.0, "target_ratio": 1.0}
+_MOST = {"rerank_fuse": (1.0, "give a weight between 0 (pure re-ranking) and 1")}
 
 
-def check(config: TrainConfig) -> None:
-    """Every setting usable as given, before any work starts; a SettingError names the flag otherwise."""
-    if config.dataset not in DATASETS:
-        raise SettingError(f"--dataset {config.dataset!r}: choose {' or '.join(DATASETS)}")
+def _check_values(given: dict[str, Any]) -> None:
+    """Each value given, on its own: the flags' mistakes are named before any folder is looked at."""
+    if given.get("dataset", DATASETS[0]) not in DATASETS:
+        raise SettingError(f"--dataset {given['dataset']!r}: choose {' or '.join(DATASETS)}")
     for name, least in _LEAST.items():
-        value = config.value(name)
-        if value is not None and value < least:
-            raise SettingError(f"{_flag(name)} {value}: must be at least {least}")
-    if not config.value("learning_rate") > 0:
-        raise SettingError(f"--learning-rate {config.value('learning_rate')}: must be above 0")
-    if config.save_best and not config.save_training:
+        if name in given and given[name] < least:
+            raise SettingError(f"{_flag(name)} {given[name]}: must be at least {least}")
+    for name, (most, what) in _MOST.items():
+        if name in given and not 0.0 <= given[name] <= most:
+            raise SettingError(f"{_flag(name)} {given[name]}: {what}")
+    if "learning_rate" in given and not given["learning_rate"] > 0:
+        raise SettingError(f"--learning-rate {given['learning_rate']}: must be above 0")
+    if given.get("transform") == "squarepad" and "target_ratio" in given:
+        raise SettingError("--target-ratio only applies to --transform targetpad")
+    if given.get("report_to") == "tensorboard":
+        summary_writer()  # a missing package stops here, not after the set-up
+
+
+def _data_and_preset(data_path: str | None, preset: str | None, dataset: str) -> tuple[str, str]:
+    """The defaults the seed's commands imply: toy data for the tiny preset, the tiny preset on toy data.
+
+    The data folder is checked here, so a wrong path is named before any model loads (or is fetched).
+    """
+    from sprc_lib.data.toy import MARKER
+
+    if data_path is None:
+        data_path = str(toy_root() if preset == "tiny" else data_root())
+    check_root(data_path, dataset)
+    if preset is None:
+        preset = "tiny" if (Path(data_path) / MARKER).is_file() else "blip2-vitg"
+    return str(data_path), preset
+
+
+def _base_weights(model_path: str | None, preset: str, data_path: str) -> str:
+    """Where training starts: `model_path`, else BLIP-2 (the paper) or the pretrained tiny BLIP-2."""
+    from sprc_lib.model.loading import BLIP2_RETRIEVAL
+
+    if model_path:
+        return model_path
+    if preset != "tiny":
+        return BLIP2_RETRIEVAL
+    tiny = Path(data_path) / TINY_BLIP2
+    if not (tiny / "config.json").is_file():
+        raise MissingFileError(
+            f"{tiny}: no pretrained tiny BLIP-2. The tiny track starts from one, as the paper starts from "
+            f"BLIP-2: `python -m sprc_lib course --models-only --data-path {data_path}` puts the course's "
+            f"shipped one there (seconds), `python -m sprc_lib pretrain-tiny --data-path {data_path}` "
+            "pretrains one on this machine (minutes)."
+        )
+    return str(tiny)
+
+
+def _stage1_model(stage1_model: str | None, dataset: str, preset: str, data_path: str) -> str:
+    """The SPRC model a re-ranker run validates with: `stage1_model`, else the tiny track's on toy data."""
+    if stage1_model:
+        if not Path(stage1_model).exists():
+            raise SettingError(f"--stage1-model {stage1_model}: no such file or folder; pass the SPRC model "
+                               "whose top K validation re-orders (a run's best/ or final/, or a released sprc_*.pt)")
+        return stage1_model
+    tiny = model_folder(dataset, data_path)
+    if preset == "tiny" and (tiny / "config.json").is_file():
+        return str(tiny)
+    hint = f" (there is no tiny SPRC in {tiny}: `make models` puts the shipped one there)" if preset == "tiny" else ""
+    raise SettingError("--stage1-model: a re-ranker run validates by re-ordering an SPRC model's top K; pass that "
+                       f"model (a run's best/ or final/, or a released sprc_*.pt){hint}")
+
+
+def _decided(config: TrainConfig) -> TrainConfig:
+    """`config` with every default decided from the settings it depends on, each rule checked as soon as what it
+    reads is decided (so a mistake in the flags is named before a missing model)."""
+    from sprc_lib.evaluation.rerank import default_fuse, default_top_k
+
+    if config.dataset is None:
+        raise SettingError("--dataset is required (CIRR or FashionIQ)")
+    _check_together(config)
+    data_path, preset = _data_and_preset(config.data_path, config.preset, config.dataset)
+    recipe = recipe_for(config.dataset, preset).with_overrides(**{n: getattr(config, n) for n in RECIPE_FIELDS})
+    settings = replace(config, data_path=data_path, preset=preset, **{n: getattr(recipe, n) for n in RECIPE_FIELDS})
+    _check_decided(settings)
+    return replace(
+        settings,
+        model_path=_base_weights(config.model_path, preset, data_path),
+        rerank_top_k=default_top_k(config.dataset, preset) if config.rerank_top_k is None else config.rerank_top_k,
+        rerank_fuse=default_fuse(preset) if config.rerank_fuse is None else config.rerank_fuse,
+        stage1_model=_stage1_model(config.stage1_model, config.dataset, preset, data_path) if config.reranker
+        else config.stage1_model,
+    )
+
+
+def _check_together(settings: TrainConfig) -> None:
+    """The rules between the settings given, before any default is decided (no folder has been looked at yet)."""
+    if settings.save_best and not settings.save_training:
         raise SettingError("--save-best needs --save-training (as in the seed's commands): nothing is saved otherwise")
-    if config.rerank_fuse is not None and not 0.0 <= config.rerank_fuse <= 1.0:
-        raise SettingError(f"--rerank-fuse {config.rerank_fuse}: give a weight between 0 (pure re-ranking) and 1")
-    if config.reranker and config.micro_batch:
+    if settings.reranker and settings.micro_batch:
         raise SettingError("--micro-batch: the gradient cache is SPRC's (its losses compare a whole batch); the "
                            "re-ranker trains without it, so lower --batch-size instead")
-    if config.auxiliary_prompt == "per-sample" and config.reranker:
+    if settings.auxiliary_prompt == "per-sample" and settings.reranker:
         raise SettingError("--auxiliary-prompt per-sample is SPRC's alignment; the re-ranker has no prompts")
-    if config.auxiliary_prompt == "per-sample" and config.micro_batch:
+    if settings.auxiliary_prompt == "per-sample" and settings.micro_batch:
         raise SettingError("--auxiliary-prompt per-sample trains without the gradient cache: drop --micro-batch, or "
                            "lower --batch-size")
-    if config.reranker and config.global_negatives:
+    if settings.reranker and settings.global_negatives:
         raise SettingError("--global-negatives is SPRC's; the re-ranker mines its hard negatives within each "
                            "process's batch, as the authors do")
-    if config.reranker and config.value("batch_size") < 2:
+
+
+def _check_decided(settings: TrainConfig) -> None:
+    """The rules that read a decided value (the recipe's batch size and schedule)."""
+    if settings.reranker and settings.batch_size < 2:
         raise SettingError("--batch-size 1: the re-ranker draws its hard negatives from the batch, so it needs 2 "
                            "triplets at least")
-    if config.report_to == "tensorboard":
-        summary_writer()  # a missing package stops here, not after the set-up
-    if config.transform == "squarepad" and config.target_ratio is not None:
-        raise SettingError("--target-ratio only applies to --transform targetpad")
-    recipe = config.recipe()
-    epochs, pct_start = recipe.schedule(recipe.num_epochs, config.schedule_over_run)
+    recipe = settings.recipe
+    epochs, pct_start = recipe.schedule(recipe.num_epochs, settings.schedule_over_run)
     if pct_start > 1:
         raise SettingError(
-            f"--num-epochs {recipe.num_epochs}: the {config.dataset} recipe warms up for {recipe.warmup_epochs} "
+            f"--num-epochs {recipe.num_epochs}: the {settings.dataset} recipe warms up for {recipe.warmup_epochs} "
             f"epochs, longer than the {epochs}-epoch schedule; train at least {math.ceil(recipe.warmup_epochs)} epochs"
         )
 
@@ -267,9 +360,3 @@ def check(config: TrainConfig) -> None:
 def field_names() -> list[str]:
     """Every setting, in declaration order."""
     return [f.name for f in fields(TrainConfig)]
-
-
-def default(name: str) -> Any:
-    """A setting's declared default (None for a recipe field: the recipe decides)."""
-    return _field(name).default
-

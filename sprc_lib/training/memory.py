@@ -80,7 +80,8 @@ def saved_bytes(model: SPRCModel, batch: int, checkpointing: bool = False, seed:
         raise RuntimeError("saved_bytes measures a forward; it runs no backward")
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack), autocast(torch.device("cpu"), torch.bfloat16):
-        model(tokens[0], tokens[1], triplets["input_ids"], triplets["attention_mask"])
+        model.losses(model({"reference": tokens[0], "target": tokens[1], "input_ids": triplets["input_ids"],
+                            "attention_mask": triplets["attention_mask"]}))
     model.checkpoint_qformer(False)
     return sum(seen.values())
 

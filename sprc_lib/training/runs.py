@@ -5,6 +5,7 @@
     validation_metrics.csv          one row per validation, with its epoch (from 1)
     tokenizer/                      the tokenizer the run uses
     checkpoint.pt                   model, optimiser, scheduler, scaler, RNG states and position
+                                    (`sprc_lib.model.run_checkpoint` describes it)
     best/  final/                   saved models (`save_pretrained` + tokenizer), with --save-training
     tensorboard/                    the same curves for TensorBoard, with --report-to tensorboard
 
@@ -30,10 +31,11 @@ from filelock import FileLock, Timeout
 
 from sprc_lib.errors import RunFolderError
 from sprc_lib.files import atomic_path, write_atomic
+from sprc_lib.model import run_checkpoint
 from sprc_lib.paths import runs_root
 from sprc_lib.training.reports import TENSORBOARD
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = run_checkpoint.FILE
 HYPERPARAMETERS = "training_hyperparameters.json"
 TRAIN_CSV = "train_metrics.csv"
 VALIDATION_CSV = "validation_metrics.csv"
@@ -154,22 +156,6 @@ def read_csv(path: Path) -> list[dict]:
         return []
     with path.open(newline="") as f:
         return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def save_checkpoint_file(state: dict[str, Any], path: Path) -> None:
-    tensors = [v for v in _leaves(state) if isinstance(v, torch.Tensor)]
-    with atomic_path(path, size=sum(t.numel() * t.element_size() for t in tensors)) as tmp:
-        torch.save(state, tmp)
-
-
-def _leaves(value: Any) -> Iterator[Any]:
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, list | tuple):
-        for item in value:
-            yield from _leaves(item)
-    else:
-        yield value
 
 
 def save_model_dir(model, tokenizer, path: Path, info: dict) -> None:

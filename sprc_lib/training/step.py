@@ -1,33 +1,50 @@
 """One optimisation step as the authors' code takes it, and the optimiser and schedule it steps.
 
 The trainer and the benchmark both call `optimizer_step`, so the benchmark always measures the
-step the trainer takes (its loss weights included).
+step the trainer takes (its loss weights included). The loss is the model's own (`training_loss`):
+the step knows no model by name.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sprc_lib.env import autocast
-from sprc_lib.model import SPRCModel
-from sprc_lib.model.rerank import RerankerModel
+from sprc_lib.model.blip2 import Batch, Blip2Retrieval, TrainingLoss
 from sprc_lib.training.recipes import Recipe
+
+
+class LossWeights(Protocol):
+    """The weights of SPRC's auxiliary losses (a recipe, or a run's resolved settings)."""
+
+    loss_rtc: float
+    loss_align: float
 
 
 @dataclass(frozen=True)
 class StepSettings:
-    """How a step computes its loss: the recipe (its loss weights), the autocast dtype (None: full precision),
-    negatives gathered from every process, and micro-batches (None: the whole batch at once)."""
+    """How a step computes its loss: the loss weights (a recipe's, or a run's resolved settings'), the autocast
+    dtype (None: full precision), negatives gathered from every process, and micro-batches (None: the whole batch
+    at once)."""
 
-    recipe: Recipe
+    weights: LossWeights
     dtype: torch.dtype | None = None
     global_negatives: bool = False
     micro_batch: int | None = None
+
+    @property
+    def loss_rtc(self) -> float:
+        return self.weights.loss_rtc
+
+    @property
+    def loss_align(self) -> float:
+        return self.weights.loss_align
 
 
 @dataclass
@@ -39,11 +56,11 @@ class Optimisation:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
 
-def _model(net: nn.Module) -> SPRCModel | RerankerModel:
+def _model(net: nn.Module) -> Blip2Retrieval:
     return net.module if isinstance(net, DistributedDataParallel) else net
 
 
-def make_optimizer(model: SPRCModel, recipe: Recipe) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.AdamW:
     """AdamW over every trainable parameter, one group, as the authors' code (decay applies to all of them)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(
@@ -76,9 +93,9 @@ def make_scheduler(
     )
 
 
-def optimizer_step(net: nn.Module, batch: dict[str, Tensor], optimisation: Optimisation, settings: StepSettings
+def optimizer_step(net: nn.Module, batch: Batch, optimisation: Optimisation, settings: StepSettings
                    ) -> dict[str, Tensor]:
-    """Forward, the weighted loss, backward (grad scaler under fp16), optimiser and schedule step.
+    """Forward, the model's training loss, backward (grad scaler under fp16), optimiser and schedule step.
 
     `net` is the model or DDP around it; `batch` holds `reference`, `target` (pixels or cached ViT
     tokens), `input_ids` and `attention_mask` on the training device, and `sample` (the triplets' indices)
@@ -88,28 +105,25 @@ def optimizer_step(net: nn.Module, batch: dict[str, Tensor], optimisation: Optim
     weighted sum (`loss`).
     """
     net.train()
-    device = batch["input_ids"].device
-    inputs = tuple(batch[k] for k in ("reference", "target", "input_ids", "attention_mask"))
     o, micro_batch = optimisation, settings.micro_batch
     o.optimizer.zero_grad(set_to_none=True)
     if micro_batch and micro_batch < len(batch["input_ids"]):
-        losses, loss = cached_backward(net, inputs, o.scaler, settings)
+        result = cached_backward(net, batch, o.scaler, settings)
     else:
-        with autocast(device, settings.dtype):
-            per_sample = {"sample": batch["sample"]} if "sample" in batch else {}
-            losses = net(*inputs, global_negatives=settings.global_negatives, **per_sample)
-            loss = _model(net).objective(losses, settings.recipe)
-        o.scaler.scale(loss).backward()
+        with autocast(batch["input_ids"].device, settings.dtype):
+            result = _model(net).training_loss(batch, settings, forward=net)
+        o.scaler.scale(result.loss).backward()
     o.scaler.step(o.optimizer)
     o.scaler.update()
     if o.scheduler is not None:
         o.scheduler.step()
-    return {**{k: v.detach() for k, v in losses.items()}, "loss": loss.detach()}
+    return {**{k: v.detach() for k, v in result.parts.items()}, "loss": result.loss.detach()}
 
 
-def cached_backward(net: nn.Module, inputs: tuple[Tensor, ...], scaler: torch.amp.GradScaler, settings: StepSettings
-                    ) -> tuple[dict[str, Tensor], Tensor]:
-    """The whole batch's backward in micro-batches: the gradient cache (Gao et al. 2021).
+def cached_backward(net: nn.Module, batch: Batch, scaler: torch.amp.GradScaler, settings: StepSettings
+                    ) -> TrainingLoss:
+    """The whole batch's backward in micro-batches: the gradient cache (Gao et al. 2021), for SPRC, whose forward
+    gives each triplet's representations and whose `batch_loss` turns a whole batch's into the loss.
 
     1. Every micro-batch's representations without a graph (the RNG state before each is kept).
     2. The whole batch's losses from them, and the gradients of the weighted loss with respect to
@@ -123,33 +137,33 @@ def cached_backward(net: nn.Module, inputs: tuple[Tensor, ...], scaler: torch.am
     it would have computed.
     """
     model, dtype = _model(net), settings.dtype
-    device = inputs[2].device
-    parts = [slice(i, i + settings.micro_batch) for i in range(0, len(inputs[2]), settings.micro_batch)]
-    states, reps, images = [], [], []
+    device = batch["input_ids"].device
+    parts = [slice(i, i + settings.micro_batch) for i in range(0, len(batch["input_ids"]), settings.micro_batch)]
+    states, reps, pieces = [], [], []
     with torch.no_grad():
         for part in parts:
             states.append(_rng_state(device))
             with autocast(device, dtype):
-                pair = tuple(model.vit(x[part]) if x.dim() == 4 else x[part] for x in inputs[:2])
-                reps.append(model.representations(*pair, *(t[part] for t in inputs[2:])))
-            images.append(pair)
+                piece = {k: model.vit(v[part]) if k in ("reference", "target") and v.dim() == 4 else v[part]
+                         for k, v in batch.items()}
+                reps.append(model(piece))
+            pieces.append(piece)
     whole = {k: torch.cat([r[k] for r in reps]).detach().requires_grad_() for k in reps[0]}
     temp = model.temp.detach().clone().requires_grad_()
     with autocast(device, dtype):
-        losses = model.losses(whole, settings.global_negatives, temp=temp)
-        loss = model.objective(losses, settings.recipe)
-    scaler.scale(loss).backward()  # gradients of the (scaled) loss w.r.t. the representations and temp
-    for i, (part, state) in enumerate(zip(parts, states, strict=True)):
+        result = model.batch_loss(whole, settings, temp=temp)
+    scaler.scale(result.loss).backward()  # gradients of the (scaled) loss w.r.t. the representations and temp
+    for i, (piece, part, state) in enumerate(zip(pieces, parts, states, strict=True)):
         _set_rng_state(state, device)
         last = i == len(parts) - 1
         sync = contextlib.nullcontext() if last or net is model else net.no_sync()
         with sync:
             with autocast(device, dtype):
-                again = net(*images[i], *(t[part] for t in inputs[2:]), representations=True)
+                again = net(piece)
             outputs = [again[k] for k in whole] + ([model.temp] if last else [])
             grads = [whole[k].grad[part] for k in whole] + ([temp.grad] if last else [])
             torch.autograd.backward(outputs, grads)
-    return losses, loss
+    return result
 
 
 def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:

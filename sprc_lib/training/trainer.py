@@ -28,21 +28,19 @@ from torch.utils.data import DataLoader
 from sprc_lib import distributed
 from sprc_lib.data.base import collate
 from sprc_lib.data.errors import DataError
-from sprc_lib.data.schema import check_root
 from sprc_lib.data.workers import ignore_stop_signals
 from sprc_lib.env import host_memory_returned
-from sprc_lib.errors import DiskFullError, RunFolderError, TrainingDiverged
+from sprc_lib.errors import DiskFullError, TrainingDiverged
 from sprc_lib.evaluation.metrics import KEEP_BEST_KEY
 from sprc_lib.evaluation.protocols import validate
 from sprc_lib.files import shown_path
-from sprc_lib.model import SPRCModel
-from sprc_lib.model.lavis import read_checkpoint
+from sprc_lib.model import SPRCModel, run_checkpoint
 from sprc_lib.model.rerank import RerankerModel
 from sprc_lib.model.tokenizer import tokenize
 from sprc_lib.progress import tqdm
 from sprc_lib.training import checkpoint, reports, runs
-from sprc_lib.training.build import RunParts, build_run, open_run_dir, stage1_source
-from sprc_lib.training.config import Change, SettingError, TrainConfig, check, resolve
+from sprc_lib.training.build import RunParts, build_run, open_run_dir
+from sprc_lib.training.config import Change, SettingError, TrainConfig, resolve, resolve_resume
 from sprc_lib.training.disk import run_disk
 from sprc_lib.training.fingerprint import check_same_data, check_same_weights
 from sprc_lib.training.step import optimizer_step
@@ -81,7 +79,7 @@ class Trainer:
         if run.main:
             reason = "as --stop-after-steps asked" if why == "stop_after_steps" else why
             print(f"\nStopped ({reason}) after epoch {p.epoch_number} step {p.step_in_epoch}: saved {path}; continue "
-                  f"with `python -m sprc_lib {'train-reranker' if run.config.reranker else 'train'} --resume "
+                  f"with `python -m sprc_lib {'train-reranker' if run.settings.reranker else 'train'} --resume "
                   f"{run.run_dir}`")
         return self._result(finished=False, stopped=why)
 
@@ -113,17 +111,17 @@ class Trainer:
         """
         run, p, steps = self.run, self.progress, 0
         self._announce()
-        report_to = run.config.report_to if run.main else "none"
+        report_to = run.settings.report_to if run.main else "none"
         with reports.reporting(report_to, run.run_dir, p.global_step) as self._report, self._stops.deferred():
             try:
-                while p.epoch < run.recipe.num_epochs:
+                while p.epoch < run.settings.num_epochs:
                     bar = tqdm(self._batches(), total=run.sampler.stop, initial=p.step_in_epoch, leave=False,
-                               desc=f"epoch {p.epoch_number}/{run.recipe.num_epochs}", disable=not run.main)
+                               desc=f"epoch {p.epoch_number}/{run.settings.num_epochs}", disable=not run.main)
                     for batch in bar:
                         values = self.train_step(batch)
                         steps += 1
                         bar.set_postfix({k: f"{p.running[k] / p.running['triplets']:.3f}" for k in values})
-                        if run.config.checkpoint_every and p.global_step % run.config.checkpoint_every == 0:
+                        if run.settings.checkpoint_every and p.global_step % run.settings.checkpoint_every == 0:
                             checkpoint.save(run, p)
                         stop = "stop_after_steps" if stop_after_steps and steps >= stop_after_steps else None
                         if stop or self._stops.requested(run.world_size):
@@ -132,7 +130,7 @@ class Trainer:
                     bar.close()
                     self._end_epoch()
                     checkpoint.save(run, p)
-                    if self._stops.requested(run.world_size) and p.epoch < run.recipe.num_epochs:
+                    if self._stops.requested(run.world_size) and p.epoch < run.settings.num_epochs:
                         return self._stop(self._stops.name)
             except KeyboardInterrupt:
                 self._interrupted()
@@ -142,7 +140,7 @@ class Trainer:
             except DiskFullError as err:
                 raise DiskFullError(f"{err}. The last complete checkpoint stands: continue with --resume "
                                     f"{run.run_dir} once there is room") from None
-        if run.config.save_training and run.main:
+        if run.settings.save_training and run.main:
             # the epochs done: the last one, counted from 1
             runs.save_model_dir(run.model, run.tokenizer, run.run_dir / "final", {"epoch": p.epoch})
         distributed.barrier()  # when any process returns, the run's files are complete
@@ -157,7 +155,7 @@ class Trainer:
         tensors = {"reference": batch["reference"].to(device, non_blocking=True),
                    "target": batch["target"].to(device, non_blocking=True),
                    "input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        if run.config.auxiliary_prompt == "per-sample":
+        if run.settings.auxiliary_prompt == "per-sample":
             tensors["sample"] = batch["index"].to(device)
         losses = optimizer_step(run.net, tensors, run.optimisation, run.step_settings)
         logged = distributed.mean_over_ranks(torch.stack([v.float() for v in losses.values()]))
@@ -185,9 +183,9 @@ class Trainer:
             dataset.set_epoch(p.epoch)
         run.sampler.set_epoch(p.epoch, p.step_in_epoch, p.offset)
         return DataLoader(
-            run.items, batch_sampler=run.sampler, num_workers=run.config.num_workers, collate_fn=collate,
+            run.items, batch_sampler=run.sampler, num_workers=run.settings.num_workers, collate_fn=collate,
             pin_memory=run.device.type == "cuda", worker_init_fn=ignore_stop_signals,
-            generator=torch.Generator().manual_seed(run.config.seed + p.epoch),  # not the global RNG
+            generator=torch.Generator().manual_seed(run.settings.seed + p.epoch),  # not the global RNG
         )
 
     def _end_epoch(self) -> None:
@@ -200,12 +198,12 @@ class Trainer:
         if run.main:
             runs.write_csv(p.train_history, run.run_dir / runs.TRAIN_CSV)
         self._emit("epoch", metrics=row)
-        if p.epoch % run.recipe.validation_frequency == 0:
+        if p.epoch % run.settings.validation_frequency == 0:
             if run.stage1 is None:
-                metrics = validate(run.evaluation, run.config.dataset, run.config.data_path)
+                metrics = validate(run.evaluation, run.settings.dataset, run.settings.data_path)
             else:
                 with run.stage1.loaded() as stage1:
-                    metrics = validate(stage1, run.config.dataset, run.config.data_path, run.reranker)
+                    metrics = validate(stage1, run.settings.dataset, run.settings.data_path, run.reranker)
             p.val_history.append({"epoch": p.epoch_number, **metrics})
             if run.main:
                 runs.write_csv(p.val_history, run.run_dir / runs.VALIDATION_CSV)
@@ -215,46 +213,46 @@ class Trainer:
 
     def _keep_best(self, metrics: dict[str, float]) -> None:
         run, p = self.run, self.progress
-        key = KEEP_BEST_KEY[run.config.dataset]
-        if p.epoch < run.recipe.best_from_epoch or (p.best and metrics[key] <= p.best["score"]):
+        key = KEEP_BEST_KEY[run.settings.dataset]
+        if p.epoch < run.settings.recipe.best_from_epoch or (p.best and metrics[key] <= p.best["score"]):
             return
         p.best = {"epoch": p.epoch_number, "key": key, "score": metrics[key], "metrics": metrics}
-        if run.config.save_training and run.config.save_best and run.main:
+        if run.settings.save_training and run.settings.save_best and run.main:
             runs.save_model_dir(run.model, run.tokenizer, run.run_dir / "best", p.best)
 
-    def _emit(self, kind: str, **info) -> None:
+    def _emit(self, event: str, **info) -> None:
         info = {"epoch": self.progress.epoch, "step": self.progress.global_step, **info}
         for listener in (self.callback, self._report):
             if listener is not None:
-                listener(kind, info)
+                listener(event, info)
 
     def _announce(self) -> None:
         """What one step is: the global batch, the rate, and how many targets each query is contrasted with."""
         run = self.run
         if not run.main:
             return
-        r, w, steps = run.recipe, run.world_size, len(run.sampler)
+        r, w, steps = run.settings, run.world_size, len(run.sampler)
         for line in run.evaluation.skipped_lines():
             print(line)
-        per_sample = len(run.train_set) if run.config.auxiliary_prompt == "per-sample" else 0
+        per_sample = len(run.train_set) if run.settings.auxiliary_prompt == "per-sample" else 0
         disk = run_disk(run.model.config, reranker=run.reranker is not None, per_sample=per_sample)
-        print(f"run folder: {disk.describe(run.config.save_training)}")
-        if run.config.micro_batch and run.config.micro_batch < r.batch_size:
+        print(f"run folder: {disk.describe(run.settings.save_training)}")
+        if r.micro_batch and r.micro_batch < r.batch_size:
             print(f"gradient cache: each process's batch of {r.batch_size} in micro-batches of "
-                  f"{run.config.micro_batch} (the same loss and gradients, the memory of one micro-batch)")
+                  f"{r.micro_batch} (the same loss and gradients, the memory of one micro-batch)")
         if run.reranker is not None:
             print(f"re-ranker: {w} process(es) x batch {r.batch_size}, each triplet with a hard-negative target and "
                   f"a hard-negative query (drawn by the frozen starting Q-Former): {3 * r.batch_size} ITM examples "
                   f"per process and step; learning rate {r.learning_rate:g} (OneCycle peak); {steps} steps per "
-                  f"epoch; validation re-orders the top {run.reranker.top_k} of {stage1_source(run.config)}")
+                  f"epoch; validation re-orders the top {run.reranker.top_k} of {r.stage1_model}")
             return
         if w == 1:
             print(f"batch {r.batch_size}, learning rate {r.learning_rate:g} (OneCycle peak): each query against "
                   f"{r.batch_size} targets; {steps} steps per epoch")
             return
-        negatives, kind = (run.global_batch, "global") if run.config.global_negatives else (r.batch_size, "local")
+        negatives, scope = (run.global_batch, "global") if r.global_negatives else (r.batch_size, "local")
         print(f"{w} processes x batch {r.batch_size} = global batch {run.global_batch}; learning rate "
-              f"{r.learning_rate:g} (OneCycle peak, as set: not scaled with the processes); {kind} negatives: "
+              f"{r.learning_rate:g} (OneCycle peak, as set: not scaled with the processes); {scope} negatives: "
               f"each query against {negatives} targets; {steps} steps per epoch")
 
     def _result(self, finished: bool, stopped: str | None = None) -> TrainResult:
@@ -265,56 +263,47 @@ class Trainer:
 
 def train(config: TrainConfig, callback: Callback | None = None, stop_after_steps: int | None = None,
           overwrite: bool = False) -> TrainResult:
-    """Start a run (see `TrainConfig` and `sprc_lib.training.recipes`); `stop_after_steps` stops it early.
+    """Start a run of `config` (see `TrainConfig` and `sprc_lib.training.recipes`); `stop_after_steps` stops it early.
 
     The run folder must hold no run yet, unless `overwrite` replaces it; another run writing the same
     folder at the same time is refused. Under torchrun every process calls this: it joins the process
     group for the run and leaves it after.
     """
-    check(config)
-    check_root(config.data_path, config.dataset)
-    if stop_after_steps is not None and stop_after_steps < 1:
-        raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
-    if config.reranker:
-        stage1_source(config)  # named now, not after the set-up
-    with distributed.session(distributed.process_device(config.device)), host_memory_returned():
-        run_dir = Path(distributed.broadcast_object(str(runs.new_run_dir(config.dataset, config.preset,
-                                                                           config.output_dir))))  # rank 0's clock
+    settings = resolve(config)
+    _check_stop(stop_after_steps)
+    with distributed.session(distributed.process_device(settings.device)), host_memory_returned():
+        run_dir = Path(distributed.broadcast_object(str(runs.new_run_dir(settings.dataset, settings.preset,
+                                                                           settings.output_dir))))  # rank 0's clock
         runs.check_new_run_dir(run_dir, overwrite)
-        run = build_run(config, run_dir)
+        run = build_run(settings, run_dir)
         with open_run_dir(run, fresh=True, overwrite=overwrite):
             return Trainer(run, callback=callback).fit(stop_after_steps)
 
 
 def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_after_steps: int | None = None,
-                    **settings: Any) -> TrainResult:
-    """Continue a stopped run in its folder; `settings` may change the APPLIED settings (see `training.config`)."""
+                    **given: Any) -> TrainResult:
+    """Continue a stopped run in its folder; `given` may change the APPLIED settings (see `training.config`)."""
     path = runs.find_checkpoint(run_dir)
     # Read whole, not memory-mapped: the optimizer's moments would stay views of the file and keep every page
     # the restore read (the trainable weights too) in memory for the whole run.
-    saved = read_checkpoint(path, mmap=False)
-    if not isinstance(saved, dict) or not {"config", "position", "model"} <= set(saved):
-        raise RunFolderError(f"--resume {run_dir}: {path} is not a training checkpoint of this library "
-                             "(a released model goes to --model-path instead)")
+    saved = run_checkpoint.read(path, mmap=False)
     prints = saved.get("fingerprint") or {}
-    if settings.get("model_path") and "base_model" in prints:  # by content: a moved copy is the same weights
-        moved = settings.pop("model_path")
+    if given.get("model_path") and "base_model" in prints:  # by content: a moved copy is the same weights
+        moved = given.pop("model_path")
         check_same_weights(prints["base_model"], moved)
         if saved.get("frozen_from"):  # the frozen weights the checkpoint leaves out come from the copy
             saved["frozen_from"] = {**saved["frozen_from"], "source": str(Path(moved).resolve())}
-    config, changes = resolve(settings, saved["config"], run_dir=str(path.parent))
-    check_root(config.data_path, config.dataset)  # the run's data may have moved: say so, and --data-path
+    settings, changes = resolve_resume(given, saved["config"], run_dir=str(path.parent))
     if "data" in prints:
-        check_same_data(prints["data"], config.dataset, config.data_path)
-    if stop_after_steps is not None and stop_after_steps < 1:
-        raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
-    with distributed.session(distributed.process_device(config.device)), host_memory_returned():
-        run = build_run(config, path.parent, saved)
+        check_same_data(prints["data"], settings.dataset, settings.data_path)
+    _check_stop(stop_after_steps)
+    with distributed.session(distributed.process_device(settings.device)), host_memory_returned():
+        run = build_run(settings, path.parent, saved)
         with open_run_dir(run, fresh=False):
             progress = checkpoint.restore(run, saved)
             del saved  # the restored model holds copies of its tensors: let them go
             if run.main:
-                epochs = run.recipe.num_epochs
+                epochs = settings.num_epochs
                 print(f"resuming {shown_path(run.run_dir)}: all {epochs} epochs are done, nothing left to train"
                       if progress.epoch >= epochs else
                       f"resuming {shown_path(run.run_dir)} in epoch {progress.epoch_number} of {epochs}, after its "
@@ -322,6 +311,11 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
             if changes and run.main:
                 _record(run, progress, changes)
             return Trainer(run, progress, callback).fit(stop_after_steps)
+
+
+def _check_stop(stop_after_steps: int | None) -> None:
+    if stop_after_steps is not None and stop_after_steps < 1:
+        raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
 
 
 def _record(run: RunParts, progress: checkpoint.Progress, changes: list[Change]) -> None:

@@ -31,13 +31,13 @@ def pick_device(name: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise UserError(f"--device {name}: not a device name; use auto, cpu, cuda or cuda:N") from err
+        raise UserError(f"`device` {name}: not a device name; use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu (or auto)")
+        raise UserError(f"`device` {name}: no CUDA GPU is visible here; use `device` cpu (or auto)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
+        raise UserError(f"`device` {name}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {name}: the course runs on cpu or cuda (or mps); use one of them")
+        raise UserError(f"`device` {name}: the course runs on cpu or cuda (or mps); use one of them")
     return device
 
 

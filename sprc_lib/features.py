@@ -114,7 +114,7 @@ class FeatureCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             write_atomic(self.dir / "meta.json", json.dumps(meta))
         except OSError as err:
-            raise UserError(f"--feature-cache {root}: cannot write there ({err.strerror}); pass a folder you can "
+            raise UserError(f"`feature_cache` {root}: cannot write there ({err.strerror}); pass a folder you can "
                             "write, on local disk") from err
         self.index: dict[str, tuple[str, int, int, int]] = {}  # path -> (chunk, row, file size, mtime_ns)
         self._rows: dict[str, int] = {}  # chunk -> rows its index lists
@@ -183,7 +183,7 @@ class FeatureCache:
             raise UserError(
                 f"feature cache {self.dir}: the {n_new:,} images to compute need {need / GB:.1f} GB (and "
                 f"{DISK_MARGIN / GB:.0f} GB to spare), but only {free / GB:.1f} GB are free there. Free some space, "
-                "or point --feature-cache (the cache folder) at a bigger disk: on Colab its local disk (under "
+                "or point `feature_cache` (the cache folder) at a bigger disk: on Colab its local disk (under "
                 "/content), never Google Drive"
             )
 

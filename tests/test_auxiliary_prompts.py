@@ -42,7 +42,7 @@ def test_per_sample_prompts_start_as_the_shared_one_and_each_triplet_trains_its_
 
 def test_per_sample_prompts_refuse_the_reranker_and_the_gradient_cache(toy_root):
     base = dict(dataset="CIRR", data_path=str(toy_root), auxiliary_prompt="per-sample")
-    for other, flag in (({"reranker": True}, "re-ranker"), ({"micro_batch": 8}, "--micro-batch")):
+    for other, flag in (({"reranker": True}, "re-ranker"), ({"micro_batch": 8}, "`micro_batch`")):
         with pytest.raises(SettingError, match=flag):
             resolve(TrainConfig(**base, **other))
 

@@ -56,7 +56,7 @@ def test_warm_refuses_when_the_disk_is_short_and_writes_nothing(cache, gallery, 
         cache.warm(gallery)
     message = str(err.value)
     assert str(cache.dir) in message and f"need {needed(cache, n) / 1e9:.1f} GB" in message
-    assert "GB are free there" in message and "--feature-cache" in message and "never Google Drive" in message
+    assert "GB are free there" in message and "`feature_cache`" in message and "never Google Drive" in message
     assert not list(cache.dir.glob("chunk_*")) and len(cache) == 0
     assert f"feature cache: {n:,} images" in capsys.readouterr().out  # the size was said first
 

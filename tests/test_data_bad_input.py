@@ -34,7 +34,7 @@ def save(path: Path, data) -> None:
 
 def test_missing_annotation_files_are_named(toy_copy):
     cirr_caption_path(toy_copy, "val").unlink()
-    with pytest.raises(DataError, match=r"CIRR caption file not found: .*cap\.rc2\.val\.json.*--data-path"):
+    with pytest.raises(DataError, match=r"CIRR caption file not found: .*cap\.rc2\.val\.json.*`data_path`"):
         CIRRDataset(toy_copy, "val", "relative")
     cirr_split_path(toy_copy, "train").unlink()
     with pytest.raises(DataError, match=r"split\.rc2\.train\.json"):

@@ -89,7 +89,7 @@ def test_fashioniq_is_detected_and_missing_images_need_skip_missing(toy_root, tm
     dropped = sorted(n for n in content if n.startswith("images/") and n != "images/")[:3]
     archive = make_archive(tmp_path / "fiq.tar", {n: p for n, p in content.items() if n not in dropped})
     dest = tmp_path / "out"
-    with pytest.raises(DataError, match="--skip-missing"):
+    with pytest.raises(DataError, match="`skip_missing`"):
         unpack_dataset(archive, dest)
     assert (dest / "fashionIQ_dataset" / "captions").is_dir()  # unpacked; only the check refused it
     assert unpack_dataset(archive, dest, skip_missing=True, overwrite=True) == dest
@@ -141,7 +141,7 @@ def test_an_existing_dataset_folder_needs_overwrite(cirr, cirr_zip, tmp_path):
     dest = tmp_path / "out"
     unpack_dataset(cirr_zip, dest)
     (dest / "cirr_dataset" / "mine.txt").write_text("keep me")
-    with pytest.raises(DataError, match="--overwrite"):
+    with pytest.raises(DataError, match="`overwrite`"):
         unpack_dataset(cirr_zip, dest)
     assert (dest / "cirr_dataset" / "mine.txt").read_text() == "keep me"
     unpack_dataset(cirr_zip, dest, overwrite=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,38 @@ def test_the_settings_defaults_are_decided_in_one_place():
     modules = [*(PACKAGE / "training").glob("*.py"), *(PACKAGE / "cli").glob("*.py")]
     deciding = {module_name(p): found for p in modules if (found := names_used(p) & DECIDERS)}
     assert deciding == {"sprc_lib.training.config": DECIDERS}
+
+
+FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+
+
+def flags_outside_commands(path: Path) -> list[str]:
+    """The `--flags` a module's `raise` statements name outside a command written in backticks."""
+    lines = path.read_text().splitlines()
+    found = []
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            text = "\n".join(lines[node.lineno - 1 : node.end_lineno])
+            spans = [c for c in ast.walk(node.exc) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+            joined = "".join(c.value for c in spans)
+            outside = re.sub(r"`[^`]*`", "", joined)  # commands to run keep their flags
+            found += [f"{path.stem} {f}" for f in FLAG.findall(outside)] if text else []
+    return found
+
+
+def test_the_library_names_settings_and_the_command_line_names_flags():
+    """A core error names a setting (`data_path`); `python -m sprc_lib` shows it as its flag, from one table."""
+    from sprc_lib.cli.common import FLAGS, with_flags
+
+    core = [p for p in MODULES if not module_name(p).startswith(("sprc_lib.cli", "sprc_lib.course"))]
+    # argparse shows a type's error itself, as a flag's
+    assert [f for p in core for f in flags_outside_commands(p)] == ["config --dataset"]
+    assert with_flags("`data_path` x: no such folder; run `python -m sprc_lib toy-data --out x`") == (
+        "--data-path x: no such folder; run `python -m sprc_lib toy-data --out x`")
+    assert FLAGS["stage1_model"] == "--stage1-model" and with_flags("`words`") == "`words`"
+
+
+def test_the_flag_check_sees_a_flag(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text('def f(x):\n    raise ValueError(f"--data-path {x}: run `make models --x`")\n')
+    assert [f.split()[-1] for f in flags_outside_commands(bad)] == ["--data-path"]

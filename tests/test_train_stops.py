@@ -102,7 +102,7 @@ def test_an_unreadable_image_saves_the_progress_and_names_the_file(data, tiny_bl
     original = victim.read_bytes()
     victim.unlink()
     victim.write_bytes(b"not a png")
-    with pytest.raises(DataError, match=rf"(?s)cannot read image {victim}.*Progress is saved.*--resume") as err:
+    with pytest.raises(DataError, match=rf"(?s)cannot read image {victim}.*Progress is saved.*`resume`") as err:
         train(config(copy, tiny_blip2, tmp_path / "run"))
     position = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)["position"]
     assert f"(epoch {position['epoch'] + 1}, step {position['step_in_epoch']})" in str(err.value)
@@ -204,6 +204,6 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_the_last_checkpoint(data, tiny
 
 def test_a_diverged_loss_is_named_and_not_saved(data, tiny_blip2, tmp_path):
     diverging = TrainConfig(**{**vars(config(data, tiny_blip2, tmp_path / "run")), "loss_rtc": 1e39})
-    with pytest.raises(TrainingDiverged, match=r"the loss is (inf|nan) at epoch 1, step 1.*--learning-rate"):
+    with pytest.raises(TrainingDiverged, match=r"the loss is (inf|nan) at epoch 1, step 1.*`learning_rate`"):
         train(diverging)
     assert not (tmp_path / "run" / CHECKPOINT).exists()

@@ -92,13 +92,13 @@ def test_resolve_resume_keeps_the_run_and_takes_what_is_given(toy_track):
     unresolved = vars(TrainConfig(dataset="FashionIQ", data_path=str(toy_root), preset="tiny"))  # saved unresolved
     recipe_default = TOY["FashionIQ"].learning_rate
     assert resolve_resume({"learning_rate": recipe_default}, unresolved, "/r")[1] == []
-    with pytest.raises(SettingError, match=r"--seed 3 \(the run has 0\).*--precision 'fp16'.*new run"):
+    with pytest.raises(SettingError, match=r"`seed` 3 \(the run has 0\).*`precision` 'fp16'.*new run"):
         resolve_resume({"seed": 3, "precision": "fp16"}, unresolved, "/r")
     with pytest.raises(SettingError, match="unknown"):
         resolve_resume({"colour": "red"}, unresolved, "/r")
-    with pytest.raises(SettingError, match="--save-best needs --save-training"):
+    with pytest.raises(SettingError, match="`save_best` needs `save_training`"):
         resolve(TrainConfig(dataset="CIRR", data_path=str(toy_root), save_best=True))
-    with pytest.raises(SettingError, match="--dataset is required"):
+    with pytest.raises(SettingError, match="`dataset` is required"):
         resolve(TrainConfig(data_path=str(toy_root)))
 
 

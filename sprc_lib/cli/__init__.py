@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from sprc_lib.cli import data, evaluate, tools, training
-from sprc_lib.cli.common import INTERRUPTED, USER_ERROR
+from sprc_lib.cli.common import INTERRUPTED, USER_ERROR, with_flags
 from sprc_lib.errors import UserError
 
 COMMANDS = [*data.COMMANDS, *training.COMMANDS, *tools.COMMANDS, *evaluate.COMMANDS]  # the order of --help
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {with_flags(str(err))}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:
         if args.debug:

@@ -1,10 +1,13 @@
-"""What the command modules share: exit codes, the flags every command takes, the seed's model name."""
+"""What the command modules share: exit codes, the flags every command takes, the seed's model name, and the
+table from the settings the library's messages name to the flags the commands take."""
 
 from __future__ import annotations
 
 import argparse
+import re
 
 from sprc_lib.errors import UserError
+from sprc_lib.training.config import field_names
 
 SEED_MODEL_NAME = "blip2_cir_align_prompt"
 
@@ -28,3 +31,13 @@ def check_model_name(args: argparse.Namespace) -> None:
     if args.blip_model_name != SEED_MODEL_NAME:
         raise UserError(f"--blip-model-name {args.blip_model_name}: this library implements only "
                         f"{SEED_MODEL_NAME} (SPRC); drop the flag or pass that name")
+
+
+# The one table from a setting, as the library's messages name it (`data_path`), to the flag a command takes for it.
+FLAGS = {name: "--" + name.replace("_", "-")
+         for name in (*field_names(), "resume", "stop_after_steps", "overwrite", "out", "rerank_model")}
+
+
+def with_flags(message: str) -> str:
+    """A library message as a command-line user reads it: each setting it names, as its flag."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: FLAGS.get(m.group(1), m.group(0)), message)

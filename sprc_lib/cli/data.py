@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sprc_lib.cli.common import command
 from sprc_lib.errors import UserError
-from sprc_lib.training import config as settings
+from sprc_lib.training import config
 
 
 def _register_toy_data(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def _run_toy_data(args: argparse.Namespace) -> int:
 
 def _register_check_data(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "check-data", "validate a dataset folder: layout, schemas, counts, images")
-    settings.add_flags(p, ["dataset", "data_path", "skip_missing"], help={
+    config.add_flags(p, ["dataset", "data_path", "skip_missing"], help={
         "data_path": "the folder that contains cirr_dataset/ or fashionIQ_dataset/ (default: data/ or $SPRC_DATA)",
         "skip_missing": "accept missing images, as --skip-missing does for train and validate"})
     p.add_argument("--verify-images", action="store_true", help="decode every image (slow on real data)")
@@ -66,7 +66,7 @@ def _register_unpack_data(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "unpack-data", "unpack a dataset .zip/.tar(.gz) onto local disk (e.g. from Drive), then check it")
     p.add_argument("archive", type=Path, metavar="ARCHIVE", help="a .zip, .tar, .tar.gz or .tgz of a dataset folder")
     p.add_argument("--out", type=Path, metavar="DEST", help="folder to unpack into (default: the data root)")
-    settings.add_flags(p, ["dataset"], help={"dataset": "CIRR or FashionIQ (default: read from the archive's layout)"})
+    config.add_flags(p, ["dataset"], help={"dataset": "CIRR or FashionIQ (default: read from the archive's layout)"})
     p.add_argument("--skip-missing", action="store_true", help="accept missing images (FashionIQ), as check-data does")
     p.add_argument("--overwrite", action="store_true", help="replace the dataset folder DEST already holds")
     p.set_defaults(run=_run_unpack_data)

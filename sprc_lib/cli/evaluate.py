@@ -30,7 +30,8 @@ def _context(args: argparse.Namespace, dataset: str):
     if args.model_path is None:
         raise UserError("--model-path is required: a saved model folder, a run's checkpoint.pt, or sprc_cirr.pt")
     run = config.resolve(config.TrainConfig(**{**config.given_settings(args), "dataset": dataset}))
-    model, tokenizer = load_model_and_tokenizer(run.model_path, run.tokenizer, run.preset)
+    # the tokenizer as given: without one, the loader finds the model's own beside it (or BLIP-2's for a .pt)
+    model, tokenizer = load_model_and_tokenizer(run.model_path, args.tokenizer, run.preset)
     return make_eval_context(model, tokenizer, run, batch_size=args.batch_size or EVAL_BATCH_SIZE), run
 
 
@@ -55,7 +56,7 @@ def _reranker(args: argparse.Namespace, ctx, run):
             if value is not None:
                 raise UserError(f"{flag} applies to a re-ranker: pass --rerank-model too")
         return None
-    model, tokenizer = load_model_and_tokenizer(args.rerank_model, run.tokenizer, run.preset, "--rerank-model",
+    model, tokenizer = load_model_and_tokenizer(args.rerank_model, args.tokenizer, run.preset, "rerank_model",
                                                 vit_from=ctx.model)
     if not model.shares_vit_with(ctx.model):
         print(f"note: the frozen ViT of --rerank-model {args.rerank_model} differs from --model-path's, so both are "

@@ -52,9 +52,9 @@ def _register_pretrain_tiny(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "pretrain-tiny", "pretrain the tiny BLIP-2 on the toy image-text pairs (stage 1)")
     p.add_argument("--data-path", type=Path, default=None, help="toy data root (default: data/toy)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <data-path>/tiny-blip2)")
-    for flag, kind in [("--steps", int), ("--batch-size", int), ("--learning-rate", float), ("--query-dropout", float),
-                       ("--seed", int)]:
-        p.add_argument(flag, type=kind, help="default: the tiny recipe's (sprc_lib.training.pretrain)")
+    for flag, value_type in [("--steps", int), ("--batch-size", int), ("--learning-rate", float),
+                             ("--query-dropout", float), ("--seed", int)]:
+        p.add_argument(flag, type=value_type, help="default: the tiny recipe's (sprc_lib.training.pretrain)")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=_run_pretrain_tiny)
 

@@ -40,6 +40,7 @@ from sprc_lib.model.rerank import reranker_from_retrieval
 from sprc_lib.model.tokenizer import BOS_TOKEN, SPECIAL_TOKENS, load_tokenizer
 from sprc_lib.tables import format_table
 from sprc_lib.training.disk import run_disk
+from sprc_lib.training.tiny_layout import TINY_BLIP2, model_folder
 
 COLAB_RAM_GB = 12.7  # a free Colab session's host memory
 COLAB_DISK_GB = 78  # and its local disk
@@ -80,7 +81,7 @@ class Row:
 def blip2_tokenizer(out: Path) -> BertTokenizer:
     """A BertTokenizer of BLIP-2's size (bert-base-uncased's 30,522 entries and [DEC]): the toy words, then
     placeholders. The hub's vocabulary needs the network; the embedding table's size is what matters here."""
-    toy = [t for t in (ensure_toy() / "tiny-blip2" / "vocab.txt").read_text().split() if t != BOS_TOKEN]
+    toy = [t for t in (model_folder(TINY_BLIP2, ensure_toy()) / "vocab.txt").read_text().split() if t != BOS_TOKEN]
     words = [*SPECIAL_TOKENS, *(t for t in toy if t not in SPECIAL_TOKENS)]
     vocab = words + [f"[unused{i}]" for i in range(BLIP2_VOCABULARY - 1 - len(words))]
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)

@@ -175,8 +175,7 @@ class CourseSetup:
         try:
             check_root(self.data, dataset)
         except DataError as err:
-            reason = str(err).removeprefix("--data-path ")  # a notebook has no flags; SPRC_DATA names the folder
-            raise CourseStop(f"{reason}. Get {dataset} as data/README.md says (or unpack an archive with "
+            raise CourseStop(f"{err}. Get {dataset} as data/README.md says (or unpack an archive with "
                              f"`python -m sprc_lib unpack-data ARCHIVE --out {self.data}`), or set SPRC_DATA to "
                              "the folder that holds it, then run this cell again") from None
         return self.data

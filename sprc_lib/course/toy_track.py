@@ -63,22 +63,22 @@ def _train_tiny(dataset: str, root: Path, reranker: bool, seed: int = 0) -> None
 
 
 def _ensure_trained(name: str, dataset: str, root: Path, reranker: bool) -> Path:
-    """The run folder of tiny model `name`, whose best/ is the shipped copy when the shipped weights fit this toy
-    data; else trained here (a stopped training resumed)."""
-    run = run_dir(name, root)
-    if not (run / "best" / "config.json").is_file() and not copy_shipped(name, root, run / "best"):
+    """The folder of tiny model `name`: the shipped copy when the shipped weights fit this toy data; else trained
+    here (a stopped training resumed)."""
+    run, folder = run_dir(name, root), model_folder(name, root)
+    if not (folder / "config.json").is_file() and not copy_shipped(name, root, folder):
         if (run / CHECKPOINT).is_file():
             resume_training(run)
         else:
             _train_tiny(dataset, root, reranker)
-    return run
+    return folder
 
 
 def tiny_model(dataset: str, root: str | Path | None = None) -> tuple[SPRCModel, object]:
     """The tiny SPRC of toy `dataset` and its tokenizer (the shipped weights when they fit this toy data)."""
     root = ensure_toy(root)
-    run = _ensure_trained(dataset, dataset, root, reranker=False)
-    return load_model(run / "best").eval(), load_tokenizer(run / "best")
+    folder = _ensure_trained(dataset, dataset, root, reranker=False)
+    return load_model(folder).eval(), load_tokenizer(folder)
 
 
 def tiny_reranker(dataset: str, root: str | Path | None = None) -> tuple[RerankerModel, object]:
@@ -86,8 +86,8 @@ def tiny_reranker(dataset: str, root: str | Path | None = None) -> tuple[Reranke
     in training by re-ordering the tiny SPRC's top K."""
     root = ensure_toy(root)
     tiny_model(dataset, root)  # stage 1: its rankings are what validation re-orders
-    run = _ensure_trained(reranker_name(dataset), dataset, root, reranker=True)
-    return load_reranker(run / "best").eval(), load_tokenizer(run / "best")
+    folder = _ensure_trained(reranker_name(dataset), dataset, root, reranker=True)
+    return load_reranker(folder).eval(), load_tokenizer(folder)
 
 
 def ensure_models(root: str | Path | None = None) -> list[str]:

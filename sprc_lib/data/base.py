@@ -64,7 +64,7 @@ def load_rgb(path: Path) -> Image.Image:
             return to_rgb(image)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise DataError(
-            f"cannot read image {path} ({err}). Replace or delete the file (with --skip-missing a "
+            f"cannot read image {path} ({err}). Replace or delete the file (with `skip_missing` a "
             f"deleted image is dropped); `python -m sprc_lib check-data --verify-images` finds them all."
         ) from err
 
@@ -124,7 +124,7 @@ class RetrievalDataset(CarriesErrors, Dataset):
         )
         if not self.skip_missing:
             raise DataError(
-                f"{summary}. Restore the files, or drop those images and triplets with --skip-missing "
+                f"{summary}. Restore the files, or drop those images and triplets with `skip_missing` "
                 f"(skip_missing=True in Python); `python -m sprc_lib check-data` lists every missing file."
             )
         self.missing_images = missing
@@ -132,7 +132,7 @@ class RetrievalDataset(CarriesErrors, Dataset):
         self.image_names = [n for n in self.image_names if n not in gone]
         self.triplets = [t for t in self.triplets if not gone.intersection(self.triplet_images(t))]
         if not self.image_names or (self.mode == "relative" and not self.triplets):
-            raise DataError(f"{summary}; nothing usable is left. Check --data-path and the image folders.")
+            raise DataError(f"{summary}; nothing usable is left. Check `data_path` and the image folders.")
         warnings.warn(f"{summary}; skipped them (skip_missing=True).", stacklevel=3)
 
     def load_image(self, name: str) -> Image.Image:

@@ -47,7 +47,7 @@ def read_json(path: Path, what: str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise DataError(
-            f"{what} not found: {path}. Check that --data-path points at the folder that contains "
+            f"{what} not found: {path}. Check that `data_path` points at the folder that contains "
             f"cirr_dataset/ and fashionIQ_dataset/ (see data/README.md), or generate toy data with "
             f"`python -m sprc_lib toy-data`."
         )

@@ -28,6 +28,9 @@ FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 # The dataset's tools write .jpg; the SPRC loader opens .png. Both are accepted, .png first.
 FASHIONIQ_IMAGE_SUFFIXES = (".png", ".jpg")
 
+# How the authors' code prepares both datasets' images: TargetPad, padding images wider than 1.25:1 to that ratio.
+TRANSFORM, TARGET_RATIO = "targetpad", 1.25
+
 
 def check_root(root: str | Path, dataset: str) -> None:
     """`root` must be a folder holding the dataset's folder (`cirr_dataset/` or `fashionIQ_dataset/`): said at
@@ -36,12 +39,12 @@ def check_root(root: str | Path, dataset: str) -> None:
 
     root, folder = Path(root), CIRR_DIR if dataset == "CIRR" else FASHIONIQ_DIR
     if not root.exists():
-        raise DataError(f"--data-path {root}: no such folder; pass the folder that contains {folder}/ "
+        raise DataError(f"`data_path` {root}: no such folder; pass the folder that contains {folder}/ "
                         "(see data/README.md), or generate toy data with `python -m sprc_lib toy-data`")
     if not root.is_dir():
-        raise DataError(f"--data-path {root}: that is a file; pass the folder that contains {folder}/")
+        raise DataError(f"`data_path` {root}: that is a file; pass the folder that contains {folder}/")
     if not (root / folder).is_dir():
-        raise DataError(f"--data-path {root}: has no {folder}/; pass the folder that contains it (see data/README.md)")
+        raise DataError(f"`data_path` {root}: has no {folder}/; pass the folder that contains it (see data/README.md)")
 
 
 def cirr_caption_path(root: Path, split: str) -> Path:

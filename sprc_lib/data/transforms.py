@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
 from sprc_lib.data.base import to_rgb
+from sprc_lib.data.schema import TARGET_RATIO
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -90,7 +91,7 @@ def squarepad_transform(dim: int) -> Compose:
     return Compose([SquarePad(), *_clip_tail(dim)])
 
 
-def build_transform(name: str, dim: int, target_ratio: float = 1.25) -> Compose:
+def build_transform(name: str, dim: int, target_ratio: float = TARGET_RATIO) -> Compose:
     """The transform named by the seed's `--transform` flag."""
     if name == "targetpad":
         return targetpad_transform(target_ratio, dim)

@@ -52,7 +52,7 @@ def _opened(archive: Path) -> Iterator[zipfile.ZipFile | tarfile.TarFile]:
     """The archive, open; damage found at any point while reading it is reported as damage, not a traceback."""
     if archive.is_dir():
         raise DataError(f"{archive}: is a folder, not an archive; if it holds {CIRR_DIR}/ or {FASHIONIQ_DIR}/, "
-                        "pass it as --data-path as it is")
+                        "pass it as `data_path` as it is")
     if not archive.is_file():
         raise DataError(f"{archive}: no such file; check the path (on Colab, mount Google Drive first)")
     try:
@@ -146,8 +146,8 @@ def _layout(members: Members, dataset: str | None, archive: Path) -> tuple[str, 
         found = [(d, (wrapper, *path)) for d, path in _matches(inside, wanted)]
         seen += f" (holding {_listing(inside)})"
     if len(found) > 1:
-        raise DataError(f"{archive}: holds both {CIRR_DIR}/ and {FASHIONIQ_DIR}/; pass --dataset CIRR or "
-                        "--dataset FashionIQ (dataset=... in Python) to unpack one of them")
+        raise DataError(f"{archive}: holds both {CIRR_DIR}/ and {FASHIONIQ_DIR}/; pass `dataset` CIRR or "
+                        "FashionIQ to unpack one of them")
     if not found:
         expected = " or ".join(f"{FOLDERS[d]}/ (or its content: {CONTENT[d]})" for d in wanted)
         raise DataError(f"{archive}: found {seen} at its top level; it should hold {expected}, at the top or "
@@ -193,7 +193,7 @@ def _check_space(dest: Path, needed: int, archive: Path) -> None:
     free = shutil.disk_usage(where).free
     if needed > free:
         raise DataError(f"{archive}: needs {tqdm.format_sizeof(needed, 'B')} once unpacked, but {where} has "
-                        f"{tqdm.format_sizeof(free, 'B')} free; free some space or unpack elsewhere (--out)")
+                        f"{tqdm.format_sizeof(free, 'B')} free; free some space or unpack elsewhere (`out`)")
 
 
 def _extract(reader: zipfile.ZipFile | tarfile.TarFile, chosen: Members, into: Path, archive: Path) -> None:
@@ -233,15 +233,15 @@ def unpack_dataset(archive: str | Path, dest: str | Path | None = None, dataset:
         chosen = _select(members, prefix, archive)
         target = dest / FOLDERS[dataset]
         if not overwrite and (target.is_file() or target.is_dir() and any(target.iterdir())):
-            raise DataError(f"{target}: already exists and is not empty; pass --overwrite (overwrite=True) to "
-                            "replace it, or unpack elsewhere (--out)")
+            raise DataError(f"{target}: already exists and is not empty; pass `overwrite` to "
+                            "replace it, or unpack elsewhere (`out`)")
         _check_space(dest, sum(_size(m) for _, m in chosen), archive)
         dest.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             _extract(reader, chosen, tmp, archive)
     print(f"unpacked {archive.name} to {target}")
     if run_check(dataset, dest, allow_missing=skip_missing):
-        hint = "" if skip_missing else "; if only images are missing, accept that with --skip-missing"
+        hint = "" if skip_missing else "; if only images are missing, accept that with `skip_missing`"
         again = f"check-data --dataset {dataset} --data-path {dest}" + " --skip-missing" * skip_missing
         raise DataError(f"{target}: unpacked, but not usable as it is (the report above says why){hint}; "
                         f"check again with `python -m sprc_lib {again}`")

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sprc_lib.data.base import RetrievalDataset
+from sprc_lib.data.schema import TARGET_RATIO, TRANSFORM
 from sprc_lib.data.transforms import build_transform
 from sprc_lib.env import autocast_dtype, pick_device
 from sprc_lib.features import CachedImages, FeatureCache
@@ -114,7 +115,7 @@ class ScoringSettings(Protocol):
     device: str
     precision: str
     transform: str
-    target_ratio: float | None
+    target_ratio: float
     feature_cache: str | None
     num_workers: int
     skip_missing: bool
@@ -126,8 +127,8 @@ class EvalSettings:
 
     device: str = "auto"
     precision: str = "auto"
-    transform: str = "targetpad"
-    target_ratio: float | None = None  # None: the transform's own
+    transform: str = TRANSFORM
+    target_ratio: float = TARGET_RATIO
     feature_cache: str | None = None
     num_workers: int = 0
     skip_missing: bool = False
@@ -146,8 +147,7 @@ def make_eval_context(model: SPRCModel, tokenizer: Any, settings: ScoringSetting
     if device.type == "cuda":
         model.set_vit_dtype(torch.float16)
     size = model.config.vision_config.image_size
-    preprocess = build_transform(settings.transform, size) if settings.target_ratio is None else build_transform(
-        settings.transform, size, settings.target_ratio)
+    preprocess = build_transform(settings.transform, size, settings.target_ratio)
     exact = scores_exactly(model, device, settings.precision) if exact is None else exact
     cache = None if settings.feature_cache is None else FeatureCache(
         settings.feature_cache, model, preprocess, compute_dtype=torch.float64 if exact else torch.float32)

@@ -139,10 +139,10 @@ def check_output_dir(out_dir: str | Path) -> None:
     """The submission's folder is a folder that can be written (or made), checked before any scoring."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--output-dir {out_dir}: that is a file, not a folder; choose a folder for the submission")
+        raise UserError(f"`output_dir` {out_dir}: that is a file, not a folder; choose a folder for the submission")
     existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise UserError(f"--output-dir {out_dir}: {existing} cannot be written; choose another folder")
+        raise UserError(f"`output_dir` {out_dir}: {existing} cannot be written; choose another folder")
 
 
 def write_cirr_submission(

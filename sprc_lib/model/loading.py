@@ -162,9 +162,9 @@ def model_from_saved(model_config: dict, state: dict, frozen_from: dict | None, 
         model = base_model(frozen_from, source, vit_from)
         check_and_load(model, state, source, unknown=[], left_out=frozen_from["names"])
         return model
-    kind = RerankerModel if model_config.get("model_type") == RerankerConfig.model_type else SPRCModel
+    model_class = RerankerModel if model_config.get("model_type") == RerankerConfig.model_type else SPRCModel
     with no_init_weights():  # every tensor comes from the checkpoint
-        model = kind(kind.config_class(**model_config))
+        model = model_class(model_class.config_class(**model_config))
     check_and_load(model, state, source, unknown=[], vit_from=vit_from)
     return model
 
@@ -186,7 +186,7 @@ def base_model(frozen_from: dict, source: str, vit_from: Blip2Retrieval | None =
         found = "are not there" if not Path(base).exists() and not _is_hub_id(base) else "differ from the run's"
         raise CheckpointError(f"{source}: holds the run's trained weights only; its frozen ones (the ViT"
                               f"{', the miner' if frozen_from['reranker'] else ''}) come from the run's base model "
-                              f"{base}, whose files {found}. Put that model back there (or resume with --model-path "
+                              f"{base}, whose files {found}. Put that model back there (or resume with `model_path` "
                               "pointing at a copy of it), or evaluate the run's best/ or final/ instead")
     sizes = preset_config(frozen_from["preset"], frozen_from["vocab_size"])
     return (load_reranker if frozen_from["reranker"] else load_model)(base, sizes, vit_from)
@@ -217,9 +217,9 @@ def load_model(source: str | Path, config: SPRCConfig | None = None, vit_from: B
 def _load_source(source: str | Path, config: SPRCConfig | None, vit_from: Blip2Retrieval | None
                  ) -> SPRCModel | RerankerModel:
     path = Path(source)
-    kind = _model_type(path) if path.is_dir() else None
-    if kind in (SPRCConfig.model_type, RerankerConfig.model_type):
-        model_class = SPRCModel if kind == SPRCConfig.model_type else RerankerModel
+    model_type = _model_type(path) if path.is_dir() else None
+    if model_type in (SPRCConfig.model_type, RerankerConfig.model_type):
+        model_class = SPRCModel if model_type == SPRCConfig.model_type else RerankerModel
         model = _from_folder(model_class.from_pretrained, path)  # memory-mapped: a tensor costs RAM once read
         read = _file_reader(path)
         if vit_from is not None and read is not None:
@@ -236,7 +236,7 @@ def _load_source(source: str | Path, config: SPRCConfig | None, vit_from: Blip2R
         if isinstance(saved, dict) and LAVIS_RERANK_KEY in saved:  # the authors' re-ranker layout
             config = reranker_config(config)
         return load_lavis_state(saved, config, str(path), vit_from)
-    if kind == Blip2Config.model_type:
+    if model_type == Blip2Config.model_type:
         return load_blip2_retrieval(path, vit_from)
     if not path.exists() and _is_hub_id(source):
         return load_blip2_retrieval(str(source), vit_from)  # a hub id such as Salesforce/blip2-itm-vit-g
@@ -265,34 +265,34 @@ def new_model(preset: str, vocab_size: int, seed: int = 0) -> SPRCModel:
 
 
 def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | None = None,
-                             preset: str = "blip2-vitg", flag: str = "--model-path",
+                             preset: str = "blip2-vitg", role: str = "model_path",
                              vit_from: Blip2Retrieval | None = None) -> tuple[SPRCModel | RerankerModel, BertTokenizer]:
     """A model to evaluate and its tokenizer: the one beside it (a saved model, a run's `tokenizer/`), or
     `tokenizer`, or BLIP-2's for a released file. `preset` gives the sizes a released `.pt` lacks.
 
-    `flag` says what the model is for: `--model-path` (SPRC, stage 1) or `--rerank-model` (the SPRC²
-    re-ranker); a model of the other kind is refused with a message naming the flag it belongs to.
+    `role` is the setting that names the model: `model_path` (SPRC, stage 1) or `rerank_model` (the SPRC²
+    re-ranker); a model of the other kind is refused with a message naming the setting it belongs to.
     `vit_from`: see `load_model`.
     """
     if not Path(model_path).exists() and not _is_hub_id(model_path):
-        raise MissingFileError(f"{flag} {model_path}: no such file or folder; pass a saved model folder, a "
+        raise MissingFileError(f"`{role}` {model_path}: no such file or folder; pass a saved model folder, a "
                                "run's checkpoint.pt, or a released .pt file")
     known = (SPRCConfig.model_type, RerankerConfig.model_type, Blip2Config.model_type)
     if Path(model_path).is_dir() and _model_type(Path(model_path)) not in known:
-        raise CheckpointError(f"{flag} {model_path}: not a saved model (no config.json of an SPRC or BLIP-2 "
+        raise CheckpointError(f"`{role}` {model_path}: not a saved model (no config.json of an SPRC or BLIP-2 "
                               "model); pass a run's best/ or final/, a converted model, or a checkpoint file")
     model_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
     beside = [d for d in (model_dir, model_dir / "tokenizer") if (d / "tokenizer_config.json").is_file()]
     source = tokenizer or (beside[0] if beside else None)
     if source is None and preset == "tiny":
-        raise CheckpointError(f"{model_path}: no tokenizer beside it; pass --tokenizer (the tiny model's folder)")
-    words = load_tokenizer(source or BLIP2_RETRIEVAL)
-    model = load_model(model_path, preset_config(preset, len(words)), vit_from)
-    wanted, other = (RerankerModel, "--model-path") if flag == "--rerank-model" else (SPRCModel, "--rerank-model")
+        raise CheckpointError(f"{model_path}: no tokenizer beside it; pass `tokenizer` (the tiny model's folder)")
+    text_tokenizer = load_tokenizer(source or BLIP2_RETRIEVAL)
+    model = load_model(model_path, preset_config(preset, len(text_tokenizer)), vit_from)
+    wanted, other = (RerankerModel, "model_path") if role == "rerank_model" else (SPRCModel, "rerank_model")
     if not isinstance(model, wanted):
         what = "an SPRC² re-ranker" if isinstance(model, RerankerModel) else "an SPRC (stage-1) model"
-        raise CheckpointError(f"{flag} {model_path}: this is {what}; pass it as {other}")
-    return model, words
+        raise CheckpointError(f"`{role}` {model_path}: this is {what}; pass it as `{other}`")
+    return model, text_tokenizer
 
 
 def model_sizes(preset: str, vocab_size: int) -> SPRCConfig:
@@ -311,30 +311,30 @@ def convert_lavis_checkpoint(lavis_checkpoint: str | Path, out: str | Path, pres
     out = Path(out)
     check_model_destination(out, overwrite)
     saved = read_checkpoint(lavis_checkpoint)
-    words = _convert_tokenizer(tokenizer, _vocabulary(saved, str(lavis_checkpoint)), lavis_checkpoint)
-    model = load_lavis_state(saved, model_sizes(preset, len(words)), str(lavis_checkpoint))
+    text_tokenizer = _convert_tokenizer(tokenizer, _vocabulary(saved, str(lavis_checkpoint)), lavis_checkpoint)
+    model = load_lavis_state(saved, model_sizes(preset, len(text_tokenizer)), str(lavis_checkpoint))
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp)
-        words.save_pretrained(tmp)
+        text_tokenizer.save_pretrained(tmp)
     return sum(p.numel() for p in model.parameters())
 
 
 def check_model_destination(out: Path, overwrite: bool) -> None:
     """`convert --out`: a new or empty folder, or (with --overwrite) a model folder to replace."""
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: that is a file; convert writes a model folder (config.json, weights, "
+        raise UserError(f"`out` {out}: that is a file; convert writes a model folder (config.json, weights, "
                         "tokenizer): choose a folder")
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if not held:
         return
     listing = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "")
     if not overwrite:
-        raise UserError(f"--out {out} already holds files ({listing}): choose another --out, or replace the model "
-                        "there with --overwrite")
+        raise UserError(f"`out` {out} already holds files ({listing}): choose another `out`, or replace the model "
+                        "there with `overwrite`")
     if _model_type(out) not in (SPRCConfig.model_type, RerankerConfig.model_type):
-        raise UserError(f"--out {out}: --overwrite replaces a model folder, and this one holds no SPRC model "
-                        f"({listing}); choose another --out")
+        raise UserError(f"`out` {out}: `overwrite` replaces a model folder, and this one holds no SPRC model "
+                        f"({listing}); choose another `out`")
 
 
 def _vocabulary(saved: object, source: str) -> int:
@@ -348,10 +348,10 @@ def _convert_tokenizer(tokenizer: str | Path | None, vocabulary: int, source: st
     vocabulary; a file with another vocabulary (a tiny model) names --tokenizer at once, without the hub."""
     if tokenizer is None and vocabulary != BLIP2_VOCABULARY:
         raise UserError(f"{source}: its vocabulary has {vocabulary:,} tokens, BLIP-2's tokenizer "
-                        f"{BLIP2_VOCABULARY:,}: pass --tokenizer with this model's own (for a tiny model, the tiny "
+                        f"{BLIP2_VOCABULARY:,}: pass `tokenizer` with this model's own (for a tiny model, the tiny "
                         "BLIP-2's folder)")
-    words = load_tokenizer(tokenizer or BLIP2_RETRIEVAL)
-    if len(words) != vocabulary:
-        raise UserError(f"--tokenizer {tokenizer or BLIP2_RETRIEVAL}: {len(words):,} tokens, but {source} embeds "
-                        f"{vocabulary:,}; pass the tokenizer the model was trained with")
-    return words
+    text_tokenizer = load_tokenizer(tokenizer or BLIP2_RETRIEVAL)
+    if len(text_tokenizer) != vocabulary:
+        raise UserError(f"`tokenizer` {tokenizer or BLIP2_RETRIEVAL}: {len(text_tokenizer):,} tokens, but {source} "
+                        f"embeds {vocabulary:,}; pass the tokenizer the model was trained with")
+    return text_tokenizer

@@ -63,7 +63,7 @@ def read(path: str | Path, mmap: bool = True) -> dict[str, Any]:
     saved = read_checkpoint(path, mmap=mmap)
     if not is_run_checkpoint(saved):
         raise CheckpointError(f"{path} is not a training checkpoint of this library (a released model goes to "
-                              "--model-path instead)")
+                              "`model_path` instead)")
     return saved
 
 

@@ -57,7 +57,7 @@ def load_tokenizer(name_or_path: str | Path) -> BertTokenizer:
     except (OSError, ValueError) as err:
         where = "no such file or folder" if "/" in str(name_or_path) and not Path(name_or_path).exists() else (
             "no tokenizer there (vocab.txt, tokenizer_config.json)")
-        raise CheckpointError(f"{name_or_path}: {where}; pass a model folder saved with its tokenizer, --tokenizer, "
+        raise CheckpointError(f"{name_or_path}: {where}; pass a model folder saved with its tokenizer, `tokenizer`, "
                               "or a hub id (fetched once, with the network)") from err
 
 

@@ -62,7 +62,7 @@ class RunParts:
     scheduler: torch.optim.lr_scheduler.OneCycleLR
     scaler: torch.amp.GradScaler
     stage1: Stage1 | None = None  # re-ranker runs: the SPRC model whose top K validation re-orders
-    reranker: Reranker | None = None  # re-ranker runs: the model being trained, as validation uses it
+    stage2: Reranker | None = None  # re-ranker runs: the model being trained, as validation re-orders with it
     fingerprint: dict = field(default_factory=dict)  # what the run trains on, by content (`training.fingerprint`)
     frozen_from: dict | None = None  # the frozen weights its checkpoints leave out (`model.loading.frozen_weights`)
 
@@ -119,7 +119,7 @@ class Stage1:
         model = load_model(source, preset_config(self.settings.preset, len(self.evaluation.tokenizer)),
                            vit_from=self.evaluation.model)
         if not isinstance(model, SPRCModel):
-            raise SettingError(f"--stage1-model {source}: this is a re-ranker; pass an SPRC model")
+            raise SettingError(f"`stage1_model` {source}: this is a re-ranker; pass an SPRC model")
         yield validation_context(model, self.evaluation.tokenizer, self.settings, self.evaluation.device)
 
     def check(self) -> None:
@@ -150,7 +150,7 @@ def _wrap(model: SPRCModel, device: torch.device) -> SPRCModel | DistributedData
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
-def _stage1(settings: TrainConfig, evaluation: EvalContext) -> tuple[Stage1, Reranker]:
+def _stages(settings: TrainConfig, evaluation: EvalContext) -> tuple[Stage1, Reranker]:
     stage1 = Stage1(settings, evaluation)
     stage1.check()
     return stage1, Reranker(evaluation, settings.rerank_top_k, settings.rerank_fuse)
@@ -171,15 +171,14 @@ def build_run(settings: TrainConfig, run_dir: Path, checkpoint: dict | None = No
     if checkpoint is None:
         runs.seed_everything(s.seed + rank)  # dropout masks differ between processes; weights come from rank 0
     device = distributed.process_device(s.device)
-    # A new run's tokenizer comes from its source (saved into the folder when the run starts); a resumed one's
-    # from the run folder.
-    tokenizer = load_tokenizer(s.tokenizer or s.model_path if checkpoint is None else run_dir / runs.TOKENIZER)
+    # A new run's tokenizer is saved into its folder when the run starts; a resumed run reads it from there.
+    tokenizer = load_tokenizer(s.tokenizer if checkpoint is None else run_dir / runs.TOKENIZER)
     model = _model(s, tokenizer, checkpoint)
     model.checkpoint_qformer(s.gradient_checkpointing)
     train_set = train_dataset(s)
     if s.auxiliary_prompt == "per-sample":
         if world_size > 1:  # the shared prompt gets no gradient then, which DistributedDataParallel refuses
-            raise SettingError("--auxiliary-prompt per-sample is an ablation for one process: run it without torchrun")
+            raise SettingError("`auxiliary_prompt` per-sample is an ablation for one process: run it without torchrun")
         model.add_auxiliary_prompts(len(train_set), None if checkpoint is None else checkpoint["model"][AUXILIARY])
     with distributed.main_first():
         evaluation = validation_context(model, tokenizer, s, device)
@@ -187,11 +186,11 @@ def build_run(settings: TrainConfig, run_dir: Path, checkpoint: dict | None = No
         galleries = [evaluation.note(g) for g in validation_galleries(s.dataset, s.data_path, s.skip_missing)]
         evaluation.warm(galleries)
         items = evaluation.images(train_set)
-        stage1, reranker = _stage1(s, evaluation) if s.reranker else (None, None)
+        stage1, stage2 = _stages(s, evaluation) if s.reranker else (None, None)
     if len(train_set) < s.batch_size * world_size:
-        raise SettingError(f"--batch-size {s.batch_size}: {train_set.name} has {len(train_set)} training "
+        raise SettingError(f"`batch_size` {s.batch_size}: {train_set.name} has {len(train_set)} training "
                            f"triplets, too few for one batch of {s.batch_size} x {world_size} process(es); "
-                           "lower --batch-size")
+                           "lower `batch_size`")
     sampler = EpochBatchSampler(len(train_set), s.batch_size, s.seed, rank, world_size)
     recipe = s.recipe
     optimizer = make_optimizer(model, recipe)
@@ -204,7 +203,7 @@ def build_run(settings: TrainConfig, run_dir: Path, checkpoint: dict | None = No
     return RunParts(
         s, run_dir, rank, world_size, device, dtype, model, _wrap(model, device), tokenizer, evaluation, train_set,
         items, sampler, optimizer, make_scheduler(optimizer, recipe, len(sampler), s.schedule_over_run),
-        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), stage1, reranker, prints, frozen,
+        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), stage1, stage2, prints, frozen,
     )
 
 

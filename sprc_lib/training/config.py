@@ -175,7 +175,7 @@ class Change:
     new: Any
 
     def __str__(self) -> str:
-        return f"{_flag(self.setting)} {self.old!r} -> {self.new!r}"
+        return f"`{self.setting}` {self.old!r} -> {self.new!r}"
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
@@ -212,13 +212,13 @@ def resolve_resume(given: dict[str, Any], saved: dict[str, Any], run_dir: str) -
         if new == old:
             continue
         if resume_rule(name) == FIXED:
-            fixed.append(f"{_flag(name)} {new!r} (the run has {old!r})")
+            fixed.append(f"`{name}` {new!r} (the run has {old!r})")
         else:
             changes.append(Change(name, old, new))
     if fixed:
         raise SettingError(
-            f"{'; '.join(fixed)}: fixed for a run, so a resumed run keeps its own. Drop the flag to resume, "
-            "or start a new run (another --output-dir) to train with the new value."
+            f"{'; '.join(fixed)}: fixed for a run, so a resumed run keeps its own. Leave it out to resume, "
+            "or start a new run (another `output_dir`) to train with the new value."
         )
     return _decided(replace(base, **{c.setting: c.new for c in changes})), changes
 
@@ -240,17 +240,17 @@ _MOST = {"rerank_fuse": (1.0, "give a weight between 0 (pure re-ranking) and 1")
 def _check_values(given: dict[str, Any]) -> None:
     """Each value given, on its own: the flags' mistakes are named before any folder is looked at."""
     if given.get("dataset", DATASETS[0]) not in DATASETS:
-        raise SettingError(f"--dataset {given['dataset']!r}: choose {' or '.join(DATASETS)}")
+        raise SettingError(f"`dataset` {given['dataset']!r}: choose {' or '.join(DATASETS)}")
     for name, least in _LEAST.items():
         if name in given and given[name] < least:
-            raise SettingError(f"{_flag(name)} {given[name]}: must be at least {least}")
+            raise SettingError(f"`{name}` {given[name]}: must be at least {least}")
     for name, (most, what) in _MOST.items():
         if name in given and not 0.0 <= given[name] <= most:
-            raise SettingError(f"{_flag(name)} {given[name]}: {what}")
+            raise SettingError(f"`{name}` {given[name]}: {what}")
     if "learning_rate" in given and not given["learning_rate"] > 0:
-        raise SettingError(f"--learning-rate {given['learning_rate']}: must be above 0")
+        raise SettingError(f"`learning_rate` {given['learning_rate']}: must be above 0")
     if given.get("transform") == "squarepad" and "target_ratio" in given:
-        raise SettingError("--target-ratio only applies to --transform targetpad")
+        raise SettingError("`target_ratio` only applies to `transform` targetpad")
     if given.get("report_to") == "tensorboard":
         summary_writer()  # a missing package stops here, not after the set-up
 
@@ -293,14 +293,14 @@ def _stage1_model(stage1_model: str | None, dataset: str, preset: str, data_path
     """The SPRC model a re-ranker run validates with: `stage1_model`, else the tiny track's on toy data."""
     if stage1_model:
         if not Path(stage1_model).exists():
-            raise SettingError(f"--stage1-model {stage1_model}: no such file or folder; pass the SPRC model "
+            raise SettingError(f"`stage1_model` {stage1_model}: no such file or folder; pass the SPRC model "
                                "whose top K validation re-orders (a run's best/ or final/, or a released sprc_*.pt)")
         return stage1_model
     tiny = model_folder(dataset, data_path)
     if preset == "tiny" and (tiny / "config.json").is_file():
         return str(tiny)
     hint = f" (there is no tiny SPRC in {tiny}: `make models` puts the shipped one there)" if preset == "tiny" else ""
-    raise SettingError("--stage1-model: a re-ranker run validates by re-ordering an SPRC model's top K; pass that "
+    raise SettingError("`stage1_model`: a re-ranker run validates by re-ordering an SPRC model's top K; pass that "
                        f"model (a run's best/ or final/, or a released sprc_*.pt){hint}")
 
 
@@ -310,15 +310,17 @@ def _decided(config: TrainConfig) -> TrainConfig:
     from sprc_lib.evaluation.rerank import default_fuse, default_top_k
 
     if config.dataset is None:
-        raise SettingError("--dataset is required (CIRR or FashionIQ)")
+        raise SettingError("`dataset` is required (CIRR or FashionIQ)")
     _check_together(config)
     data_path, preset = _data_and_preset(config.data_path, config.preset, config.dataset)
     recipe = recipe_for(config.dataset, preset).with_overrides(**{n: getattr(config, n) for n in RECIPE_FIELDS})
     settings = replace(config, data_path=data_path, preset=preset, **{n: getattr(recipe, n) for n in RECIPE_FIELDS})
     _check_decided(settings)
+    model_path = _base_weights(config.model_path, preset, data_path)
     return replace(
         settings,
-        model_path=_base_weights(config.model_path, preset, data_path),
+        model_path=model_path,
+        tokenizer=config.tokenizer or model_path,  # a model's tokenizer is saved beside it
         rerank_top_k=default_top_k(config.dataset, preset) if config.rerank_top_k is None else config.rerank_top_k,
         rerank_fuse=default_fuse(preset) if config.rerank_fuse is None else config.rerank_fuse,
         stage1_model=_stage1_model(config.stage1_model, config.dataset, preset, data_path) if config.reranker
@@ -329,30 +331,30 @@ def _decided(config: TrainConfig) -> TrainConfig:
 def _check_together(settings: TrainConfig) -> None:
     """The rules between the settings given, before any default is decided (no folder has been looked at yet)."""
     if settings.save_best and not settings.save_training:
-        raise SettingError("--save-best needs --save-training (as in the seed's commands): nothing is saved otherwise")
+        raise SettingError("`save_best` needs `save_training` (as in the seed's commands): nothing is saved otherwise")
     if settings.reranker and settings.micro_batch:
-        raise SettingError("--micro-batch: the gradient cache is SPRC's (its losses compare a whole batch); the "
-                           "re-ranker trains without it, so lower --batch-size instead")
+        raise SettingError("`micro_batch`: the gradient cache is SPRC's (its losses compare a whole batch); the "
+                           "re-ranker trains without it, so lower `batch_size` instead")
     if settings.auxiliary_prompt == "per-sample" and settings.reranker:
-        raise SettingError("--auxiliary-prompt per-sample is SPRC's alignment; the re-ranker has no prompts")
+        raise SettingError("`auxiliary_prompt` per-sample is SPRC's alignment; the re-ranker has no prompts")
     if settings.auxiliary_prompt == "per-sample" and settings.micro_batch:
-        raise SettingError("--auxiliary-prompt per-sample trains without the gradient cache: drop --micro-batch, or "
-                           "lower --batch-size")
+        raise SettingError("`auxiliary_prompt` per-sample trains without the gradient cache: drop `micro_batch`, or "
+                           "lower `batch_size`")
     if settings.reranker and settings.global_negatives:
-        raise SettingError("--global-negatives is SPRC's; the re-ranker mines its hard negatives within each "
+        raise SettingError("`global_negatives` is SPRC's; the re-ranker mines its hard negatives within each "
                            "process's batch, as the authors do")
 
 
 def _check_decided(settings: TrainConfig) -> None:
     """The rules that read a decided value (the recipe's batch size and schedule)."""
     if settings.reranker and settings.batch_size < 2:
-        raise SettingError("--batch-size 1: the re-ranker draws its hard negatives from the batch, so it needs 2 "
+        raise SettingError("`batch_size` 1: the re-ranker draws its hard negatives from the batch, so it needs 2 "
                            "triplets at least")
     recipe = settings.recipe
     epochs, pct_start = recipe.schedule(recipe.num_epochs, settings.schedule_over_run)
     if pct_start > 1:
         raise SettingError(
-            f"--num-epochs {recipe.num_epochs}: the {settings.dataset} recipe warms up for {recipe.warmup_epochs} "
+            f"`num_epochs` {recipe.num_epochs}: the {settings.dataset} recipe warms up for {recipe.warmup_epochs} "
             f"epochs, longer than the {epochs}-epoch schedule; train at least {math.ceil(recipe.warmup_epochs)} epochs"
         )
 

@@ -48,12 +48,12 @@ def check_same_data(saved: dict[str, dict[str, Any]], dataset: str, data_path: s
     details = "; ".join(f"{name}: {now[name]['records']} records" + (
         f", the run's {saved[name]['records']}" if now[name]["records"] != saved[name]["records"]
         else ", as many as the run's, other contents") for name in differ[:3])
-    raise SettingError(f"--data-path {data_path}: not the data this run was trained on ({details}). A resumed run "
+    raise SettingError(f"`data_path` {data_path}: not the data this run was trained on ({details}). A resumed run "
                        "goes on with its own data: pass the folder that holds it, or start a new run on this data")
 
 
 def check_same_weights(saved: dict[str, str], model_path: str) -> None:
     """Refuse `--model-path` on resume unless it holds the weights the run started from."""
     if weights_fingerprint(model_path) != saved:
-        raise SettingError(f"--model-path {model_path}: not the weights this run started from (their contents "
+        raise SettingError(f"`model_path` {model_path}: not the weights this run started from (their contents "
                            "differ); drop the flag to resume, or start a new run from these weights")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from sprc_lib.data.schema import DATASETS
+from sprc_lib.data.schema import DATASETS, TARGET_RATIO, TRANSFORM
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Recipe:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-7
     weight_decay: float = 0.05
-    transform: str = "targetpad"
-    target_ratio: float = 1.25
+    transform: str = TRANSFORM
+    target_ratio: float = TARGET_RATIO
 
     def schedule(self, num_epochs: int, over_run: bool = False) -> tuple[int, float]:
         """(epochs the OneCycle schedule spans, its pct_start) for a run of `num_epochs`.

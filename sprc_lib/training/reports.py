@@ -25,26 +25,26 @@ def summary_writer() -> type:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
-        raise UserError("--report-to tensorboard: the tensorboard package is not installed; `pip install "
-                        "tensorboard` (or train with --report-to none)") from err
+        raise UserError("`report_to` tensorboard: the tensorboard package is not installed; `pip install "
+                        "tensorboard` (or train with `report_to` none)") from err
     return SummaryWriter
 
 
 class TensorBoardReport:
-    """Called as the trainer's callback is, `(kind, info)`: writes the event's scalars at its global step."""
+    """Called as the trainer's callback is, `(event, info)`: writes the event's scalars at its global step."""
 
     def __init__(self, run_dir: Path, global_step: int):
         # Steps after the checkpoint's may have been logged before the stop: the resumed run logs them again.
         self.writer = summary_writer()(log_dir=str(Path(run_dir) / TENSORBOARD), purge_step=global_step + 1)
 
-    def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        if kind == "step":
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "step":
             scalars = {**info["losses"], "lr": info["lr"]}
         else:  # "epoch" (a train_metrics.csv row) or "validation" (its recalls)
             scalars = {k: v for k, v in info["metrics"].items() if k != "epoch"}
         for name, value in scalars.items():
-            self.writer.add_scalar(f"{kind}/{name}", value, info["step"])
-        if kind != "step":  # on disk before the epoch's checkpoint, which a resumed run starts after
+            self.writer.add_scalar(f"{event}/{name}", value, info["step"])
+        if event != "step":  # on disk before the epoch's checkpoint, which a resumed run starts after
             self.writer.flush()
 
     def close(self) -> None:

@@ -54,10 +54,10 @@ def find_checkpoint(resume: str | Path) -> Path:
     """The checkpoint of a run folder (or the file itself)."""
     path = Path(resume)
     if not path.exists():
-        raise RunFolderError(f"--resume {resume}: no such folder or file; pass the folder of a stopped run")
+        raise RunFolderError(f"`resume` {resume}: no such folder or file; pass the folder of a stopped run")
     path = path / CHECKPOINT if path.is_dir() else path
     if not path.is_file():
-        raise RunFolderError(f"--resume {resume}: no {CHECKPOINT} there to resume from; pass the run folder "
+        raise RunFolderError(f"`resume` {resume}: no {CHECKPOINT} there to resume from; pass the run folder "
                              "(or its checkpoint.pt) of a run that has saved one")
     return path
 
@@ -84,17 +84,17 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
     With `overwrite`, a former run's files are replaced (`clear_run`) and anything else is kept.
     """
     if run_dir.exists() and not run_dir.is_dir():
-        raise RunFolderError(f"--output-dir {run_dir}: that is a file, not a folder; choose a folder")
+        raise RunFolderError(f"`output_dir` {run_dir}: that is a file, not a folder; choose a folder")
     held = _held(run_dir)
     if not held or overwrite:
         return
     listing = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "")
     if any(name.rstrip("/") in RUN_FILES for name in held):
-        resume = f"continue it with --resume {run_dir}, " if holds_run(run_dir) else ""
-        raise RunFolderError(f"--output-dir {run_dir} already holds a run ({listing}): {resume}replace it with "
-                             "--overwrite, or choose another --output-dir")
-    raise RunFolderError(f"--output-dir {run_dir} already holds files no run wrote ({listing}): a new run starts "
-                         "in an empty folder; choose another --output-dir (--overwrite would keep them beside the "
+        resume = f"continue it with `resume` {run_dir}, " if holds_run(run_dir) else ""
+        raise RunFolderError(f"`output_dir` {run_dir} already holds a run ({listing}): {resume}replace it with "
+                             "`overwrite`, or choose another `output_dir`")
+    raise RunFolderError(f"`output_dir` {run_dir} already holds files no run wrote ({listing}): a new run starts "
+                         "in an empty folder; choose another `output_dir` (`overwrite` would keep them beside the "
                          "run)")
 
 
@@ -118,7 +118,7 @@ def locked(run_dir: Path) -> Iterator[None]:
     except Timeout as err:
         raise RunFolderError(
             f"{run_dir}: another training run is writing this folder (its lock {run_dir / LOCK} is held); "
-            "wait for it to finish, or choose another --output-dir"
+            "wait for it to finish, or choose another `output_dir`"
         ) from err
     try:
         yield

@@ -97,10 +97,10 @@ class Trainer:
         """The message of a data error met while loading a batch, after saving the progress made so far."""
         run, p = self.run, self.progress
         if run.world_size > 1:
-            return f"{err}\nThe last checkpoint stands; continue with --resume {run.run_dir} once it is fixed"
+            return f"{err}\nThe last checkpoint stands; continue with `resume` {run.run_dir} once it is fixed"
         path = checkpoint.save(run, p)
         return (f"{err}\nProgress is saved in {path} (epoch {p.epoch_number}, step {p.step_in_epoch}); fix the "
-                f"file, then continue with --resume {run.run_dir}")
+                f"file, then continue with `resume` {run.run_dir}")
 
     def fit(self, stop_after_steps: int | None = None) -> TrainResult:
         """Train to the recipe's last epoch, checkpointing along the way.
@@ -138,7 +138,7 @@ class Trainer:
             except DataError as err:
                 raise DataError(self._saved_after(err)) from None
             except DiskFullError as err:
-                raise DiskFullError(f"{err}. The last complete checkpoint stands: continue with --resume "
+                raise DiskFullError(f"{err}. The last complete checkpoint stands: continue with `resume` "
                                     f"{run.run_dir} once there is room") from None
         if run.settings.save_training and run.main:
             # the epochs done: the last one, counted from 1
@@ -163,8 +163,8 @@ class Trainer:
         if not math.isfinite(values["loss"]):
             raise TrainingDiverged(
                 f"the loss is {values['loss']} at epoch {p.epoch_number}, step {p.step_in_epoch + 1}: the run diverged "
-                f"(nothing was saved from this step). Resume from its last checkpoint (--resume {run.run_dir}), "
-                "or start a new run with a lower --learning-rate or --precision fp32"
+                f"(nothing was saved from this step). Resume from its last checkpoint (`resume` {run.run_dir}), "
+                "or start a new run with a lower `learning_rate` or `precision` fp32"
             )
         size = len(batch["caption"]) * run.world_size
         p.running["triplets"] += size
@@ -203,7 +203,7 @@ class Trainer:
                 metrics = validate(run.evaluation, run.settings.dataset, run.settings.data_path)
             else:
                 with run.stage1.loaded() as stage1:
-                    metrics = validate(stage1, run.settings.dataset, run.settings.data_path, run.reranker)
+                    metrics = validate(stage1, run.settings.dataset, run.settings.data_path, run.stage2)
             p.val_history.append({"epoch": p.epoch_number, **metrics})
             if run.main:
                 runs.write_csv(p.val_history, run.run_dir / runs.VALIDATION_CSV)
@@ -235,16 +235,16 @@ class Trainer:
         for line in run.evaluation.skipped_lines():
             print(line)
         per_sample = len(run.train_set) if run.settings.auxiliary_prompt == "per-sample" else 0
-        disk = run_disk(run.model.config, reranker=run.reranker is not None, per_sample=per_sample)
+        disk = run_disk(run.model.config, reranker=r.reranker, per_sample=per_sample)
         print(f"run folder: {disk.describe(run.settings.save_training)}")
         if r.micro_batch and r.micro_batch < r.batch_size:
             print(f"gradient cache: each process's batch of {r.batch_size} in micro-batches of "
                   f"{r.micro_batch} (the same loss and gradients, the memory of one micro-batch)")
-        if run.reranker is not None:
+        if r.reranker:
             print(f"re-ranker: {w} process(es) x batch {r.batch_size}, each triplet with a hard-negative target and "
                   f"a hard-negative query (drawn by the frozen starting Q-Former): {3 * r.batch_size} ITM examples "
                   f"per process and step; learning rate {r.learning_rate:g} (OneCycle peak); {steps} steps per "
-                  f"epoch; validation re-orders the top {run.reranker.top_k} of {r.stage1_model}")
+                  f"epoch; validation re-orders the top {run.stage2.top_k} of {r.stage1_model}")
             return
         if w == 1:
             print(f"batch {r.batch_size}, learning rate {r.learning_rate:g} (OneCycle peak): each query against "
@@ -315,7 +315,7 @@ def resume_training(run_dir: str | Path, callback: Callback | None = None, stop_
 
 def _check_stop(stop_after_steps: int | None) -> None:
     if stop_after_steps is not None and stop_after_steps < 1:
-        raise SettingError(f"--stop-after-steps {stop_after_steps}: give a number of steps of at least 1")
+        raise SettingError(f"`stop_after_steps` {stop_after_steps}: give a number of steps of at least 1")
 
 
 def _record(run: RunParts, progress: checkpoint.Progress, changes: list[Change]) -> None:

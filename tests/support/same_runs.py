@@ -17,23 +17,24 @@ from pathlib import Path
 
 import torch
 
-from sprc_lib.course.toy_track import ensure_toy, tiny_run_dir
+from sprc_lib.course.toy_track import ensure_toy
 from sprc_lib.paths import toy_root
 from sprc_lib.training.config import TrainConfig
+from sprc_lib.training.tiny_layout import TINY_BLIP2, model_folder
 from sprc_lib.training.trainer import train
 
 
 def runs(work: Path) -> dict[str, tuple[dict, list[dict]]]:
     """{name: (state dict, validation rows)} of the three runs, trained under `work`."""
     root = ensure_toy(toy_root())
-    blip = str(root / "tiny-blip2")
+    blip = str(model_folder(TINY_BLIP2, root))
     common = {"data_path": str(root), "preset": "tiny", "num_workers": 0, "seed": 3, "num_epochs": 2}
     configs = {
         "CIRR": TrainConfig(dataset="CIRR", model_path=blip, batch_size=64, output_dir=str(work / "cirr"), **common),
         "FashionIQ": TrainConfig(dataset="FashionIQ", model_path=blip, batch_size=64, output_dir=str(work / "fiq"),
                                  **common),
-        "reranker": TrainConfig(dataset="CIRR", reranker=True, model_path=str(tiny_run_dir("CIRR", root) / "best"),
-                                stage1_model=str(tiny_run_dir("CIRR", root) / "best"), batch_size=64,
+        "reranker": TrainConfig(dataset="CIRR", reranker=True, model_path=str(model_folder("CIRR", root)),
+                                stage1_model=str(model_folder("CIRR", root)), batch_size=64,
                                 output_dir=str(work / "reranker"), **common),
     }
     stops = {"CIRR": None, "FashionIQ": 20, "reranker": 40}

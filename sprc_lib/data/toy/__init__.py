@@ -125,13 +125,13 @@ def _write_json(path: Path, data: Any) -> None:
 def _clear(out: Path) -> None:
     """Remove a previous toy dataset, but never a folder or file this generator did not write."""
     if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out}: that is a file; choose a folder for the toy data, e.g. data/toy.")
+        raise DataError(f"`out` {out}: that is a file; choose a folder for the toy data, e.g. data/toy.")
     ours = [out / CIRR_DIR, out / FASHIONIQ_DIR, out / PRETRAINING]
     found = [p.name for p in ours if p.exists()]
     if found and not ((out / MARKER).is_file() or (out / PARTIAL).is_file()):
         raise DataError(
             f"{out} already holds {', '.join(found)} that toy-data did not write (no {MARKER}); "
-            f"refusing to overwrite them. Choose another --out, e.g. data/toy."
+            f"refusing to overwrite them. Choose another `out`, e.g. data/toy."
         )
     for p in ours[:2]:
         shutil.rmtree(p, ignore_errors=True)

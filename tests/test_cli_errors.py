@@ -124,7 +124,8 @@ CASES = [
                                         "--batch-size", "0"], 2, ["--batch-size 0"], ""),
     # resuming
     ("resume nothing", ["train", "--resume", "{nowhere}"], 2, ["--resume {nowhere}: no such folder"], ""),
-    ("resume a model folder", ["train", "--resume", "{model}"], 2, ["no checkpoint.pt"], ""),
+    ("resume a model folder", ["train", "--resume", "{model}"], 2, ["a saved model, not a run folder",
+                                                                     "--model-path {model}"], ""),
     ("resume a released file", ["train", "--resume", "{lavis}"], 2, ["not a training checkpoint"], ""),
     ("resume with a fixed setting", ["train", "--resume", "{run}", "--learning-rate", "1"], 2,
      ["--learning-rate 1.0 (the run has", "start a new run"], "run kept"),

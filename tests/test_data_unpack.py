@@ -73,7 +73,7 @@ def test_zip_and_tar_archives_unpack_to_a_checked_dataset(suffix, cirr, tmp_path
     dest = tmp_path / "local" / "data"
     assert unpack_dataset(archive, dest) == dest
     assert_unpacked_cirr(dest, cirr)
-    assert f"--data-path {dest}" in capsys.readouterr().out
+    assert f"`data_path` {dest}" in capsys.readouterr().out  # the setting; the command shows its flag
 
 
 @pytest.mark.parametrize("prefix", ["cirr_dataset/", "", "MyDrive-export/cirr_dataset/", "MyDrive-export/"],

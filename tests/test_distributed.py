@@ -42,7 +42,7 @@ def triplets(count: int) -> dict[str, torch.Tensor]:
     return random_triplets(tiny_config(VOCAB), count, seed=3, length=L)
 
 
-def losses_and_grads(net: torch.nn.Module, model: torch.nn.Module, batch: dict, global_negatives: bool
+def losses_and_grads(net: torch.nn.Module, model: torch.nn.Module, batch: dict, global_negatives: bool = False
                      ) -> tuple[dict, dict]:
     """The three losses and their weighted sum, and every parameter's gradient after backward on that sum."""
     model.zero_grad(set_to_none=True)

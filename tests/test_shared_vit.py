@@ -59,8 +59,8 @@ def vit_bytes(*models) -> int:
 @pytest.mark.parametrize("source", ["folder", "released"])
 def test_a_reranker_beside_its_stage1_holds_no_vit_of_its_own(stage1, rerankers, source):
     first = load_model(stage1)
-    alone, _ = load_model_and_tokenizer(rerankers[source], stage1, "tiny", "--rerank-model")
-    beside, _ = load_model_and_tokenizer(rerankers[source], stage1, "tiny", "--rerank-model", vit_from=first)
+    alone, _ = load_model_and_tokenizer(rerankers[source], stage1, "tiny", "rerank_model")
+    beside, _ = load_model_and_tokenizer(rerankers[source], stage1, "tiny", "rerank_model", vit_from=first)
     assert beside.shares_vit_with(first) and not alone.shares_vit_with(first)
     assert vit_bytes(first, beside) == vit_bytes(first) and vit_bytes(first, alone) == 2 * vit_bytes(first)
     # The same weights as loaded alone, every tensor.
@@ -71,7 +71,7 @@ def test_a_reranker_beside_its_stage1_holds_no_vit_of_its_own(stage1, rerankers,
 
 def test_a_reranker_with_another_vit_keeps_its_own(stage1, rerankers):
     first = load_model(stage1)
-    other, _ = load_model_and_tokenizer(rerankers["other"], stage1, "tiny", "--rerank-model", vit_from=first)
+    other, _ = load_model_and_tokenizer(rerankers["other"], stage1, "tiny", "rerank_model", vit_from=first)
     assert not other.shares_vit_with(first)
     assert not torch.equal(other.vision_model.encoder.layers[0].mlp.fc1.weight,
                            first.vision_model.encoder.layers[0].mlp.fc1.weight)

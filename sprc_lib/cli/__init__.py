@@ -9,6 +9,7 @@ Each module of this package registers the commands of one topic; `common` holds 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import re
 import sys
@@ -31,17 +32,21 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+[eE][-+]?\d+$")
 
+    def parse_args(self, args=None, namespace=None):  # the command's parser names what it does not take
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+            owner = commands[0].choices[parsed.command] if commands and getattr(parsed, "command", None) else self
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments"):
-            flags = [o for action in self._all_actions() for o in action.option_strings]
+            flags = [o for action in self._actions for o in action.option_strings]
             typos = [w for w in message.split(": ", 1)[-1].split() if w.startswith("--")]
-            near = [m for t in typos for m in difflib.get_close_matches(t.split("=")[0], flags, n=1)]
+            near = [m for t in typos if t not in flags for m in difflib.get_close_matches(t.split("=")[0], flags, n=1)]
             message += f" (did you mean {', '.join(near)}?)" if near else ""
         self.exit(2, f"error: {message} (`{self.prog} --help` lists the flags)\n")
-
-    def _all_actions(self) -> list[argparse.Action]:
-        subparsers = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
-        return self._actions + [x for sp in subparsers for p in sp.choices.values() for x in p._actions]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     map_large_blocks()  # a command at the real size holds gigabytes of tensors: freed ones go back
     try:
-        return int(args.run(args) or 0)
+        with contextlib.redirect_stdout(_Flagged(sys.stdout)):
+            return int(args.run(args) or 0)
     except UserError as err:
         if args.debug:
             raise
@@ -75,6 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as a person reads them on a command line: one line, without the library's source."""
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {with_flags(str(message))}", file=sys.stderr)
+
+
+class _Flagged:
+    """Standard output as the command line shows it: each setting the library's lines name, as its flag."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(with_flags(text))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 

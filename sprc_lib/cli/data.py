@@ -40,10 +40,12 @@ def _register_check_data(sub: argparse._SubParsersAction) -> None:
 
 def _run_check_data(args: argparse.Namespace) -> int:
     from sprc_lib.data.check import run_check
+    from sprc_lib.data.schema import check_root
     from sprc_lib.paths import data_root
 
     if args.dataset is None:
         raise UserError("--dataset is required (CIRR or FashionIQ)")
+    check_root(args.data_path or data_root(), args.dataset)
     return run_check(args.dataset, args.data_path or data_root(), args.verify_images, bool(args.skip_missing))
 
 

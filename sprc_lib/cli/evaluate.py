@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sprc_lib.cli.common import blip_model_name, check_model_name, command
+from sprc_lib.cli.common import FLAGS, blip_model_name, check_model_name, command
 from sprc_lib.errors import UserError
 from sprc_lib.training import config
 
@@ -29,6 +29,10 @@ def _context(args: argparse.Namespace, dataset: str):
     check_model_name(args)
     if args.model_path is None:
         raise UserError("--model-path is required: a saved model folder, a run's checkpoint.pt, or sprc_cirr.pt")
+    if getattr(args, "rerank_model", None) is None:
+        for flag in ("rerank_top_k", "rerank_fuse"):
+            if getattr(args, flag, None) is not None:
+                raise UserError(f"{FLAGS[flag]} applies to a re-ranker: pass --rerank-model too")
     run = config.resolve(config.TrainConfig(**{**config.given_settings(args), "dataset": dataset}))
     # the tokenizer as given: without one, the loader finds the model's own beside it (or BLIP-2's for a .pt)
     model, tokenizer = load_model_and_tokenizer(run.model_path, args.tokenizer, run.preset)
@@ -52,9 +56,6 @@ def _reranker(args: argparse.Namespace, ctx, run):
     from sprc_lib.model.loading import load_model_and_tokenizer
 
     if args.rerank_model is None:
-        for flag, value in (("--rerank-top-k", args.rerank_top_k), ("--rerank-fuse", args.rerank_fuse)):
-            if value is not None:
-                raise UserError(f"{flag} applies to a re-ranker: pass --rerank-model too")
         return None
     model, tokenizer = load_model_and_tokenizer(args.rerank_model, args.tokenizer, run.preset, "rerank_model",
                                                 vit_from=ctx.model)

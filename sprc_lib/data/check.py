@@ -63,7 +63,7 @@ class SplitReport:
         if self.unreadable:
             return "UNREADABLE"
         if self.missing:
-            return "ok with --skip-missing" if allow_missing else "MISSING IMAGES"
+            return "ok with `skip_missing`" if allow_missing else "MISSING IMAGES"
         return "ok"
 
 
@@ -172,7 +172,7 @@ def format_reports(reports: list[SplitReport], root: str | Path, allow_missing: 
                 text.append(f"{where}: {len(paths)} {label} image(s): {', '.join(paths[:SHOWN])}{more}")
         if r.missing and r.dropped_triplets:
             text.append(
-                f"{where}: --skip-missing would drop {r.dropped_triplets} triplet(s) that use them"
+                f"{where}: `skip_missing` would drop {r.dropped_triplets} triplet(s) that use them"
             )
     return "\n".join(text)
 

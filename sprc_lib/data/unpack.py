@@ -245,5 +245,5 @@ def unpack_dataset(archive: str | Path, dest: str | Path | None = None, dataset:
         again = f"check-data --dataset {dataset} --data-path {dest}" + " --skip-missing" * skip_missing
         raise DataError(f"{target}: unpacked, but not usable as it is (the report above says why){hint}; "
                         f"check again with `python -m sprc_lib {again}`")
-    print(f"{dataset} is ready: pass --data-path {dest} (data_path={str(dest)!r} in Python)")
+    print(f"{dataset} is ready: pass `data_path` {dest}")
     return dest

@@ -89,7 +89,7 @@ class EvalContext:
         lines = []
         for name, note in self.skipped.items():
             parts = [f"{note[k]:,} of {note[f'listed {k}']:,} {k}" for k in ("images", "queries") if k in note]
-            lines.append(f"{name}: computed without {' and '.join(parts)} (missing images, --skip-missing)")
+            lines.append(f"{name}: computed without {' and '.join(parts)} (missing images, `skip_missing`)")
         return lines
 
     def images(self, dataset: RetrievalDataset) -> Dataset:

@@ -126,7 +126,7 @@ class Stage1:
         """Load it once when the run starts, so that a wrong --stage1-model stops the run before its first step."""
         with self.loaded() as stage1:
             if not stage1.model.shares_vit_with(self.evaluation.model) and distributed.rank() == 0:
-                print(f"note: the frozen ViT of --stage1-model {self.settings.stage1_model} differs from the "
+                print(f"note: the frozen ViT of `stage1_model` {self.settings.stage1_model} differs from the "
                       "re-ranker's, so each validation holds both")
 
 

@@ -211,6 +211,9 @@ def resolve_resume(given: dict[str, Any], saved: dict[str, Any], run_dir: str) -
             old = getattr(base.recipe, name)
         if new == old:
             continue
+        if name == "output_dir":
+            raise SettingError(f"`output_dir` {new}: a resumed run writes into its own folder ({run_dir}); leave "
+                               "`output_dir` out to resume it there, or start a new run in another folder")
         if resume_rule(name) == FIXED:
             fixed.append(f"`{name}` {new!r} (the run has {old!r})")
         else:
@@ -253,6 +256,10 @@ def _check_values(given: dict[str, Any]) -> None:
         raise SettingError("`target_ratio` only applies to `transform` targetpad")
     if given.get("report_to") == "tensorboard":
         summary_writer()  # a missing package stops here, not after the set-up
+    if "device" in given:
+        from sprc_lib.env import pick_device
+
+        pick_device(given["device"])  # a device this machine lacks stops here, before any model loads
 
 
 def _data_and_preset(data_path: str | None, preset: str | None, dataset: str) -> tuple[str, str]:

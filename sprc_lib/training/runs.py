@@ -55,6 +55,9 @@ def find_checkpoint(resume: str | Path) -> Path:
     path = Path(resume)
     if not path.exists():
         raise RunFolderError(f"`resume` {resume}: no such folder or file; pass the folder of a stopped run")
+    if path.is_dir() and not (path / CHECKPOINT).is_file() and (path / "config.json").is_file():
+        raise RunFolderError(f"`resume` {resume}: a saved model, not a run folder; to train from it, start a new "
+                             f"run with `model_path` {resume}")
     path = path / CHECKPOINT if path.is_dir() else path
     if not path.is_file():
         raise RunFolderError(f"`resume` {resume}: no {CHECKPOINT} there to resume from; pass the run folder "

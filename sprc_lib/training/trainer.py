@@ -77,7 +77,7 @@ class Trainer:
         path = checkpoint.save(run, p)
         distributed.barrier()
         if run.main:
-            reason = "as --stop-after-steps asked" if why == "stop_after_steps" else why
+            reason = "as `stop_after_steps` asked" if why == "stop_after_steps" else why
             print(f"\nStopped ({reason}) after epoch {p.epoch_number} step {p.step_in_epoch}: saved {path}; continue "
                   f"with `python -m sprc_lib {'train-reranker' if run.settings.reranker else 'train'} --resume "
                   f"{run.run_dir}`")
@@ -89,9 +89,9 @@ class Trainer:
         if run.world_size > 1 or self._in_step:  # processes cannot meet now, or the optimiser is half-stepped
             where = "in the middle of a step" if self._in_step else "with several processes"
             if run.main:
-                print(f"\nInterrupted {where}: the last checkpoint stands; continue with --resume {run.run_dir}")
+                print(f"\nInterrupted {where}: the last checkpoint stands; continue with `resume` {run.run_dir}")
             return
-        print(f"\nInterrupted: saved {checkpoint.save(run, p)}; continue with --resume {run.run_dir}")
+        print(f"\nInterrupted: saved {checkpoint.save(run, p)}; continue with `resume` {run.run_dir}")
 
     def _saved_after(self, err: DataError) -> str:
         """The message of a data error met while loading a batch, after saving the progress made so far."""

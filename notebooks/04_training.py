@@ -329,7 +329,7 @@ with torch.no_grad():
         p.copy_(start[name])
 optimizer, scheduler, scaler = fresh_optimisation(net)
 torch.manual_seed(SEED)
-library = optimizer_step(net, batch, Optimisation(optimizer, scaler, scheduler), StepSettings(recipe, dtype))
+library = optimizer_step(net, batch, Optimisation(optimizer, scaler, scheduler), StepSettings.of(recipe))
 same = [torch.equal(p, by_hand[name]) for name, p in trainable.items()]
 moved = sum(not torch.equal(start[name], by_hand[name]) for name in trainable)
 print(f"{sum(same)} of {len(same)} trainable tensors equal, bit for bit; {moved} of them moved in the step; "

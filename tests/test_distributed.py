@@ -68,7 +68,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 
     model.zero_grad(set_to_none=True)
     recipe = replace(TOY["CIRR"], **{f"loss_{k}": WEIGHTS[f"loss_{k}"] for k in ("rtc", "align")})
-    settings = StepSettings(recipe, global_negatives=True, micro_batch=2)
+    settings = StepSettings.of(recipe, global_negatives=True, micro_batch=2)
     loss, losses = cached_backward(ddp, mine, torch.amp.GradScaler("cpu", enabled=False), settings)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     mean = distributed.mean_over_ranks(torch.stack([*losses.values(), loss]).detach())

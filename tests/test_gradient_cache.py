@@ -42,7 +42,7 @@ def whole_batch(net: SPRCModel, inputs: dict) -> tuple[dict, dict]:
 def micro_batched(net: SPRCModel, inputs: dict, size: int) -> tuple[dict, dict]:
     net.zero_grad(set_to_none=True)
     loss, losses = cached_backward(net, inputs, torch.amp.GradScaler("cpu", enabled=False),
-                                   StepSettings(TOY["CIRR"], micro_batch=size))
+                                   StepSettings.of(TOY["CIRR"], micro_batch=size))
     return {**losses, "loss": loss}, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
@@ -92,7 +92,8 @@ def test_the_graph_pass_replays_the_graph_free_pass_bit_for_bit_with_dropout_on(
         return reps
 
     net.representations = record
-    cached_backward(net, batch(), torch.amp.GradScaler("cpu", enabled=False), StepSettings(TOY["CIRR"], micro_batch=8))
+    settings = StepSettings.of(TOY["CIRR"], micro_batch=8)
+    cached_backward(net, batch(), torch.amp.GradScaler("cpu", enabled=False), settings)
     free, graph = seen[:4], seen[4:]  # 4 graph-free passes, then 4 with a graph
     assert len(graph) == 4
     for a, b in zip(free, graph, strict=True):
@@ -107,7 +108,7 @@ def test_an_optimiser_step_with_micro_batches_lands_on_the_same_weights():
     for net, size in zip(nets, (None, 8), strict=True):
         optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
         optimizer_step(net, inputs, Optimisation(optimizer, torch.amp.GradScaler("cpu", enabled=False)),
-                       StepSettings(TOY["CIRR"], micro_batch=size))
+                       StepSettings.of(TOY["CIRR"], micro_batch=size))
     # Up to a tenth of one step (lr 1e-3): AdamW divides by the gradients' RMS, so where a gradient is ~0 in
     # theory (attention key biases) the 1e-9 differences of summation order grow into visible ones.
     for (name, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True):

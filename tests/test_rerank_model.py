@@ -38,7 +38,7 @@ def _batch(seed: int = 1) -> dict[str, torch.Tensor]:
 def test_forward_is_the_itm_loss_of_the_authors_three_b_examples(model):
     batch = _batch()
     torch.manual_seed(7)
-    result = model.training_loss(batch, StepSettings(TOY["CIRR"]))
+    result = model.training_loss(batch, StepSettings.of(TOY["CIRR"]))
     loss = result.parts["loss_itm"]
     assert result.loss is loss  # the ITM loss alone, unweighted
 
@@ -112,7 +112,7 @@ def test_only_what_the_itm_loss_reaches_is_trained(model):
     copy = RerankerModel(model.config)
     copy.load_state_dict(model.state_dict())
     copy.train()
-    copy.training_loss(_batch(), StepSettings(TOY["CIRR"])).loss.backward()
+    copy.training_loss(_batch(), StepSettings.of(TOY["CIRR"])).loss.backward()
     assert all(p.grad is not None for n, p in copy.named_parameters() if p.requires_grad), "DDP needs every one"
 
 

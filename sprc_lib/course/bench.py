@@ -125,12 +125,13 @@ def run_bench(preset: str = "tiny", batch_size: int = 32, repeats: int = 5, devi
     optimizer = make_optimizer(model, recipe)
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
     losses: list[float] = []
+    settings = StepSettings.of(recipe, precision=precision)
 
     def step(reference: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
         tensors = {"reference": reference, "target": target, "input_ids": ids, "attention_mask": mask}
 
         def run() -> None:  # the trainer's own step (no schedule: the rate stays at the recipe's peak)
-            done = optimizer_step(model, tensors, Optimisation(optimizer, scaler), StepSettings(recipe, dtype))
+            done = optimizer_step(model, tensors, Optimisation(optimizer, scaler), settings)
             losses.append(done["loss"].item())
         return run
 
@@ -227,7 +228,7 @@ def step_peak(preset: str, batch_size: int, micro_batch: int | None, device: str
     before = _memory(dev)
     try:
         optimizer_step(model, tensors, Optimisation(optimizer, scaler),
-                       StepSettings(recipe, dtype, micro_batch=micro_batch))
+                       StepSettings.of(recipe, precision=precision, micro_batch=micro_batch))
     except torch.OutOfMemoryError:
         return None
     after = _memory(dev)

@@ -38,7 +38,7 @@ from sprc_lib.training import runs
 from sprc_lib.training.config import SettingError, TrainConfig
 from sprc_lib.training.fingerprint import data_fingerprint
 from sprc_lib.training.sampler import EpochBatchSampler
-from sprc_lib.training.step import Optimisation, StepSettings, make_optimizer, make_scheduler
+from sprc_lib.training.step import Optimisation, make_optimizer, make_scheduler
 
 
 @dataclass
@@ -73,12 +73,6 @@ class RunParts:
     @property
     def global_batch(self) -> int:
         return self.settings.batch_size * self.world_size
-
-    @property
-    def step_settings(self) -> StepSettings:
-        """How each step computes its loss, from the run's own settings."""
-        s = self.settings
-        return StepSettings(s, self.dtype, s.global_negatives, s.micro_batch)
 
     @property
     def optimisation(self) -> Optimisation:

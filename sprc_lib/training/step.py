@@ -15,36 +15,37 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from sprc_lib.env import autocast
+from sprc_lib.env import autocast, autocast_dtype
 from sprc_lib.model.blip2 import Batch, Blip2Retrieval, TrainingLoss
 from sprc_lib.training.recipes import Recipe
 
 
-class LossWeights(Protocol):
-    """The weights of SPRC's auxiliary losses (a recipe, or a run's resolved settings)."""
+class StepReads(Protocol):
+    """What a step reads from the settings: the loss weights, the precision (autocast's dtype on the batch's
+    device), negatives gathered from every process, and micro-batches (None: the whole batch at once). A run's
+    resolved settings (`training.config.resolve`) have them; `StepSettings` holds them for a step taken by hand."""
 
     loss_rtc: float
     loss_align: float
+    precision: str
+    global_negatives: bool
+    micro_batch: int | None
 
 
 @dataclass(frozen=True)
 class StepSettings:
-    """How a step computes its loss: the loss weights (a recipe's, or a run's resolved settings'), the autocast
-    dtype (None: full precision), negatives gathered from every process, and micro-batches (None: the whole batch
-    at once)."""
+    """A step's settings outside a run (a notebook's step, the benchmark, the tests); see `StepReads`."""
 
-    weights: LossWeights
-    dtype: torch.dtype | None = None
+    loss_rtc: float
+    loss_align: float
+    precision: str = "auto"
     global_negatives: bool = False
     micro_batch: int | None = None
 
-    @property
-    def loss_rtc(self) -> float:
-        return self.weights.loss_rtc
-
-    @property
-    def loss_align(self) -> float:
-        return self.weights.loss_align
+    @classmethod
+    def of(cls, recipe: Recipe, **rest: object) -> StepSettings:
+        """A recipe's loss weights, and the rest as given."""
+        return cls(recipe.loss_rtc, recipe.loss_align, **rest)
 
 
 @dataclass
@@ -93,7 +94,7 @@ def make_scheduler(
     )
 
 
-def optimizer_step(net: nn.Module, batch: Batch, optimisation: Optimisation, settings: StepSettings
+def optimizer_step(net: nn.Module, batch: Batch, optimisation: Optimisation, settings: StepReads
                    ) -> dict[str, Tensor]:
     """Forward, the model's training loss, backward (grad scaler under fp16), optimiser and schedule step.
 
@@ -110,7 +111,8 @@ def optimizer_step(net: nn.Module, batch: Batch, optimisation: Optimisation, set
     if micro_batch and micro_batch < len(batch["input_ids"]):
         result = cached_backward(net, batch, o.scaler, settings)
     else:
-        with autocast(batch["input_ids"].device, settings.dtype):
+        device = batch["input_ids"].device
+        with autocast(device, autocast_dtype(settings.precision, device)):
             result = _model(net).training_loss(batch, settings, forward=net)
         o.scaler.scale(result.loss).backward()
     o.scaler.step(o.optimizer)
@@ -120,7 +122,7 @@ def optimizer_step(net: nn.Module, batch: Batch, optimisation: Optimisation, set
     return {**{k: v.detach() for k, v in result.parts.items()}, "loss": result.loss.detach()}
 
 
-def cached_backward(net: nn.Module, batch: Batch, scaler: torch.amp.GradScaler, settings: StepSettings
+def cached_backward(net: nn.Module, batch: Batch, scaler: torch.amp.GradScaler, settings: StepReads
                     ) -> TrainingLoss:
     """The whole batch's backward in micro-batches: the gradient cache (Gao et al. 2021), for SPRC, whose forward
     gives each triplet's representations and whose `batch_loss` turns a whole batch's into the loss.
@@ -136,8 +138,8 @@ def cached_backward(net: nn.Module, batch: Batch, scaler: torch.amp.GradScaler, 
     the ViT runs once per image, not twice; it is frozen and deterministic, so pass 3 sees the very tokens
     it would have computed.
     """
-    model, dtype = _model(net), settings.dtype
-    device = batch["input_ids"].device
+    model, device = _model(net), batch["input_ids"].device
+    dtype = autocast_dtype(settings.precision, device)
     parts = [slice(i, i + settings.micro_batch) for i in range(0, len(batch["input_ids"]), settings.micro_batch)]
     states, reps, pieces = [], [], []
     with torch.no_grad():

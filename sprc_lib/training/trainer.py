@@ -157,7 +157,7 @@ class Trainer:
                    "input_ids": ids.to(device), "attention_mask": mask.to(device)}
         if run.settings.auxiliary_prompt == "per-sample":
             tensors["sample"] = batch["index"].to(device)
-        losses = optimizer_step(run.net, tensors, run.optimisation, run.step_settings)
+        losses = optimizer_step(run.net, tensors, run.optimisation, run.settings)
         logged = distributed.mean_over_ranks(torch.stack([v.float() for v in losses.values()]))
         values = dict(zip(losses, logged.tolist(), strict=True))
         if not math.isfinite(values["loss"]):

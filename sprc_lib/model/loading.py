@@ -6,6 +6,7 @@ import json
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from huggingface_hub import try_to_load_from_cache
@@ -278,9 +279,14 @@ def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | Non
         raise MissingFileError(f"`{role}` {model_path}: no such file or folder; pass a saved model folder, a "
                                "run's checkpoint.pt, or a released .pt file")
     known = (SPRCConfig.model_type, RerankerConfig.model_type, Blip2Config.model_type)
-    if Path(model_path).is_dir() and _model_type(Path(model_path)) not in known:
+    model_type = _model_type(Path(model_path)) if Path(model_path).is_dir() else None
+    if Path(model_path).is_dir() and model_type not in known:
         raise CheckpointError(f"`{role}` {model_path}: not a saved model (no config.json of an SPRC or BLIP-2 "
                               "model); pass a run's best/ or final/, a converted model, or a checkpoint file")
+    wanted, other = (RerankerModel, "model_path") if role == "rerank_model" else (SPRCModel, "rerank_model")
+    if model_type in (SPRCConfig.model_type, RerankerConfig.model_type) and (
+            model_type != wanted.config_class.model_type):
+        _wrong_kind(role, model_path, other)  # said from the folder's config, before its weights load
     model_dir = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
     beside = [d for d in (model_dir, model_dir / "tokenizer") if (d / "tokenizer_config.json").is_file()]
     source = tokenizer or (beside[0] if beside else None)
@@ -288,11 +294,14 @@ def load_model_and_tokenizer(model_path: str | Path, tokenizer: str | Path | Non
         raise CheckpointError(f"{model_path}: no tokenizer beside it; pass `tokenizer` (the tiny model's folder)")
     text_tokenizer = load_tokenizer(source or BLIP2_RETRIEVAL)
     model = load_model(model_path, preset_config(preset, len(text_tokenizer)), vit_from)
-    wanted, other = (RerankerModel, "model_path") if role == "rerank_model" else (SPRCModel, "rerank_model")
     if not isinstance(model, wanted):
-        what = "an SPRC² re-ranker" if isinstance(model, RerankerModel) else "an SPRC (stage-1) model"
-        raise CheckpointError(f"`{role}` {model_path}: this is {what}; pass it as `{other}`")
+        _wrong_kind(role, model_path, other)
     return model, text_tokenizer
+
+
+def _wrong_kind(role: str, model_path: str | Path, other: str) -> NoReturn:
+    what = "an SPRC² re-ranker" if role == "model_path" else "an SPRC (stage-1) model"
+    raise CheckpointError(f"`{role}` {model_path}: this is {what}; pass it as `{other}`")
 
 
 def model_sizes(preset: str, vocab_size: int) -> SPRCConfig:

@@ -320,7 +320,7 @@ def _decided(config: TrainConfig) -> TrainConfig:
         raise SettingError("`dataset` is required (CIRR or FashionIQ)")
     _check_together(config)
     data_path, preset = _data_and_preset(config.data_path, config.preset, config.dataset)
-    recipe = recipe_for(config.dataset, preset).with_overrides(**{n: getattr(config, n) for n in RECIPE_FIELDS})
+    recipe = replace(config, data_path=data_path, preset=preset).recipe  # the dataset's, with the fields given
     settings = replace(config, data_path=data_path, preset=preset, **{n: getattr(recipe, n) for n in RECIPE_FIELDS})
     _check_decided(settings)
     model_path = _base_weights(config.model_path, preset, data_path)

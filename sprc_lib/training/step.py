@@ -16,19 +16,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sprc_lib.env import autocast, autocast_dtype
-from sprc_lib.model.blip2 import Batch, Blip2Retrieval, TrainingLoss
+from sprc_lib.model.blip2 import Batch, Blip2Retrieval, LossSettings, TrainingLoss
 from sprc_lib.training.recipes import Recipe
 
 
-class StepReads(Protocol):
-    """What a step reads from the settings: the loss weights, the precision (autocast's dtype on the batch's
-    device), negatives gathered from every process, and micro-batches (None: the whole batch at once). A run's
-    resolved settings (`training.config.resolve`) have them; `StepSettings` holds them for a step taken by hand."""
+class StepReads(LossSettings, Protocol):
+    """What a step reads from the settings: what the model's loss reads, the precision (autocast's dtype on the
+    batch's device) and micro-batches (None: the whole batch at once). A run's resolved settings
+    (`training.config.resolve`) have them; `StepSettings` holds them for a step taken by hand."""
 
-    loss_rtc: float
-    loss_align: float
     precision: str
-    global_negatives: bool
     micro_batch: int | None
 
 
